@@ -6,12 +6,18 @@
 #![warn(missing_docs)]
 
 mod abort;
+mod api;
+mod arena;
+mod engine;
 mod error;
 mod region;
+mod snapshot;
 mod stats;
 #[cfg(test)]
 pub(crate) mod test_rng;
 
+pub use arena::Arena;
 pub use error::Error;
 pub use region::{Region, page_size};
+pub use snapshot::{FreeList, Snapshot};
 pub use stats::{BlockInfo, BlockState, Stats};
