@@ -42,6 +42,25 @@ pub(crate) trait Backend {
     /// can; shrinking must always succeed. `Ok(false)` means it has to move.
     fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error>;
 
+    /// Moves the live block at `p` (of which the first `old` bytes matter) to a block of
+    /// `new_size` bytes aligned to `align`, keeping the contents. The default allocates,
+    /// copies and frees; a backend may do better (the heap remaps large blocks).
+    /// On error the old block is untouched.
+    fn move_block(
+        &mut self,
+        p: NonNull<u8>,
+        old: usize,
+        new_size: usize,
+        align: usize,
+    ) -> Result<NonNull<u8>, Error> {
+        let q = self.alloc(new_size, align)?;
+        // SAFETY: both blocks are live and distinct; `old` bytes are readable at `p` and the
+        // smaller of the two sizes fits at `q`.
+        unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), old.min(new_size)) };
+        self.free(p)?;
+        Ok(q)
+    }
+
     /// The counters, for recording failures and reallocations.
     fn stats_mut(&mut self) -> &mut Stats;
 }
@@ -131,11 +150,8 @@ pub(crate) fn realloc(
         s.reallocations_in_place += 1;
         return Ok(p);
     }
-    let r = b.alloc(new_size, 16);
+    let r = b.move_block(p, old, new_size, 16);
     let q = counted(b, r)?;
-    // SAFETY: both blocks are live, distinct and at least `min(old, new_size)` bytes long.
-    unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), old.min(new_size)) };
-    b.free(p)?;
     b.stats_mut().reallocations += 1;
     Ok(q)
 }
@@ -221,16 +237,15 @@ pub(crate) fn resize<B: Backend>(
         b.stats_mut().reallocations_in_place += 1;
         p
     } else {
-        let q = alloc(b, new.size(), new.align())?;
-        // SAFETY: both blocks are live and distinct; `old` bytes are readable at `p` and the
-        // smaller of the two sizes fits at `q`.
-        unsafe {
-            core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), old.size().min(new.size()))
-        };
-        if let Err(e) = b.free(p) {
-            misuse::<B>(&e)
+        check_layout(new.size(), new.align()).map_err(|_| AllocError)?;
+        match b.move_block(p, old.size(), new.size(), new.align()) {
+            Ok(q) => q,
+            Err(e) if e.is_misuse() => misuse::<B>(&e),
+            Err(_) => {
+                b.stats_mut().failed_requests += 1;
+                return Err(AllocError);
+            }
         }
-        q
     };
     b.stats_mut().reallocations += 1;
     if zeroed && new.size() > old.size() {

@@ -10,14 +10,18 @@ mod api;
 mod arena;
 mod engine;
 mod error;
+mod heap;
 mod region;
 mod snapshot;
 mod stats;
+mod sync;
 #[cfg(test)]
 pub(crate) mod test_rng;
 
 pub use arena::Arena;
 pub use error::Error;
+pub use heap::{Heap, HeapConfig};
 pub use region::{Region, page_size};
 pub use snapshot::{FreeList, Snapshot};
 pub use stats::{BlockInfo, BlockState, Stats};
+pub use sync::{GlobalHeap, LockedHeap};

@@ -139,7 +139,7 @@ mod tests {
             size += if size < 8192 {
                 GRANULE
             } else {
-                size / 64 & !(GRANULE - 1)
+                (size / 64) & !(GRANULE - 1)
             };
         }
         assert_eq!(bin_of(MIN_BLOCK), 0);

@@ -37,6 +37,7 @@ use bins::{Bins, bin_floor, bin_is_exact, bin_of};
 use block::{FREE, GRANULE, HEADER, Header, MIN_BLOCK, PREV_FREE, Tagger, block_size_for};
 use starts::StartMap;
 
+pub(crate) use block::block_size_for as block_size;
 pub(crate) use starts::map_bytes;
 
 /// Largest alignment `alloc` accepts.
@@ -50,6 +51,8 @@ const BIN_SCAN: usize = 8;
 pub(crate) struct Freed {
     /// Whether the free block is the last one of the span (it borders `end`).
     pub at_top: bool,
+    /// Size of the free block after merging.
+    pub size: usize,
 }
 
 /// The block engine. See the module docs for its layout and invariants.
@@ -515,6 +518,7 @@ impl Engine {
         self.make_free(start, size);
         Ok(Freed {
             at_top: start + size == self.last_slot(),
+            size,
         })
     }
 

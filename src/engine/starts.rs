@@ -64,12 +64,6 @@ impl StartMap {
         unsafe { &mut *self.groups.add(g / 64) }
     }
 
-    /// Number of granules covered.
-    #[inline]
-    pub fn granules(&self) -> usize {
-        self.granules
-    }
-
     /// `(starts, live)` bits of granule `g`.
     #[inline(always)]
     pub fn get(&self, g: usize) -> (bool, bool) {
