@@ -1,7 +1,5 @@
-//! # strata-alloc
-//!
-//! Region allocators with typed handles: arena speed without giving up `free`, `realloc` and
-//! safety checks.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 

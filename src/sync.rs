@@ -175,6 +175,7 @@ impl LockedHeap {
     /// ```
     /// let heap = strata_alloc::LockedHeap::new(strata_alloc::Heap::new()?);
     /// assert_eq!(heap.trim(), 0);
+    /// # Ok::<(), strata_alloc::Error>(())
     /// ```
     pub fn trim(&self) -> usize {
         self.with(|c| c.trim())

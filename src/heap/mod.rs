@@ -661,3 +661,98 @@ impl core::fmt::Debug for Heap {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Small heaps, sized for Miri.
+    use super::*;
+    use crate::test_rng::Rng;
+
+    fn small_heap() -> Heap {
+        let config = HeapConfig::default()
+            .max_size(512 << 10)
+            .growth_increment(16 << 10)
+            .mmap_threshold(32 << 10)
+            .trim_threshold(32 << 10);
+        Heap::with_config(config).unwrap()
+    }
+
+    #[test]
+    fn grows_serves_large_blocks_and_trims() {
+        let heap = small_heap();
+        let a = heap.alloc(1000).unwrap();
+        let big = heap.alloc(40 << 10).unwrap();
+        let s = heap.stats();
+        assert_eq!((s.break_growths, s.mapped_blocks), (1, 1));
+        // SAFETY: both live; `a` is grown at the top, only the returned pointer is used.
+        let a2 = unsafe { heap.realloc(a, 20_000) }.unwrap();
+        assert_eq!(a, a2);
+        heap.check().unwrap();
+        // SAFETY: live, freed once each.
+        unsafe {
+            heap.free(a2).unwrap();
+            heap.free(big).unwrap();
+        }
+        // SAFETY: misuse under test: the heap validates.
+        assert!(matches!(
+            unsafe { heap.free(big) },
+            Err(Error::DoubleFree { .. })
+        ));
+        heap.trim();
+        heap.check().unwrap();
+        assert_eq!(heap.stats().managed_bytes, 16);
+    }
+
+    #[test]
+    fn random_operations_on_a_small_heap() {
+        let heap = small_heap();
+        let mut rng = Rng::new(99);
+        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
+        for step in 0..if cfg!(miri) { 150 } else { 20_000 } {
+            if live.is_empty() || rng.chance(1, 2) {
+                let len = if rng.chance(1, 20) {
+                    rng.range(32 << 10, 64 << 10)
+                } else {
+                    rng.range(1, 3000)
+                };
+                match heap.alloc(len) {
+                    Ok(p) => {
+                        let byte = rng.byte();
+                        // SAFETY: `len` bytes are ours.
+                        unsafe { p.as_ptr().write_bytes(byte, len) };
+                        live.push((p, len, byte));
+                    }
+                    Err(Error::OutOfMemory { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            } else if rng.chance(1, 2) {
+                let (p, len, byte) = live.swap_remove(rng.range(0, live.len()));
+                // SAFETY: live.
+                assert_eq!(unsafe { p.as_ptr().add(len - 1).read() }, byte);
+                // SAFETY: freed once.
+                unsafe { heap.free(p) }.unwrap();
+            } else {
+                let i = rng.range(0, live.len());
+                let (p, len, byte) = live[i];
+                let new = rng.range(1, 6000);
+                // SAFETY: live; the returned pointer replaces it.
+                if let Ok(q) = unsafe { heap.realloc(p, new) } {
+                    // SAFETY: contents kept up to the smaller size.
+                    assert_eq!(unsafe { q.as_ptr().add(len.min(new) - 1).read() }, byte);
+                    // SAFETY: `new` bytes are ours.
+                    unsafe { q.as_ptr().write_bytes(byte, new) };
+                    live[i] = (q, new, byte);
+                }
+            }
+            if cfg!(miri) || step % 50 == 0 {
+                heap.check().unwrap();
+            }
+        }
+        for (p, _, _) in live {
+            // SAFETY: freed once.
+            unsafe { heap.free(p) }.unwrap();
+        }
+        heap.check().unwrap();
+        assert_eq!(heap.stats().live_blocks, 0);
+    }
+}
