@@ -99,6 +99,7 @@ pub(crate) fn check_layout(size: usize, align: usize) -> Result<(), Error> {
     Ok(())
 }
 
+#[inline(always)]
 fn counted<T>(b: &mut impl Backend, r: Result<T, Error>) -> Result<T, Error> {
     if let Err(e) = &r {
         if !e.is_misuse() {
@@ -109,7 +110,7 @@ fn counted<T>(b: &mut impl Backend, r: Result<T, Error>) -> Result<T, Error> {
 }
 
 /// `alloc_layout` of the checked API.
-#[inline]
+#[inline(always)]
 pub(crate) fn alloc(b: &mut impl Backend, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
     let r = check_layout(size, align).and_then(|()| b.alloc(size, align));
     counted(b, r)

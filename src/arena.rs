@@ -331,7 +331,7 @@ impl Arena {
 
 impl ArenaCore {
     fn stats(&self) -> Stats {
-        let mut s = self.engine.stats;
+        let mut s = self.engine.stats();
         s.managed_bytes = self.capacity;
         s
     }
@@ -362,7 +362,7 @@ impl Backend for ArenaCore {
     }
 
     fn stats_mut(&mut self) -> &mut Stats {
-        &mut self.engine.stats
+        &mut self.engine.counters
     }
 }
 

@@ -25,8 +25,8 @@ pub struct FreeList {
 /// use strata_alloc::Arena;
 ///
 /// let arena = Arena::new()?;
-/// let a = arena.alloc(100)?;
-/// let _b = arena.alloc(200)?;
+/// let a = arena.alloc(2000)?;
+/// let _b = arena.alloc(3000)?;
 /// // SAFETY: `a` came from this arena and is freed once.
 /// unsafe { arena.free(a)? };
 /// let snap = arena.snapshot();
@@ -45,6 +45,9 @@ pub struct Snapshot {
     pub blocks: Vec<BlockInfo>,
     /// The non-empty free lists.
     pub free_lists: Vec<FreeList>,
+    /// The non-empty quick lists: small freed blocks of one exact size each, waiting to be
+    /// reused before they are merged with their neighbours.
+    pub quick_lists: Vec<FreeList>,
     /// Set if the walk stopped early at a damaged block (its offset).
     pub damaged_at: Option<usize>,
 }
@@ -77,6 +80,16 @@ impl fmt::Display for Snapshot {
             write!(f, "  bin {:>3} (>= {:>6} B):", list.bin, list.min_size)?;
             for (offset, size) in &list.blocks {
                 write!(f, " {offset}+{size}")?;
+            }
+            writeln!(f)?;
+        }
+        if !self.quick_lists.is_empty() {
+            writeln!(f, "quick lists (freed, not yet merged):")?;
+        }
+        for list in &self.quick_lists {
+            write!(f, "  {:>6} B:", list.min_size)?;
+            for (offset, _) in &list.blocks {
+                write!(f, " {offset}")?;
             }
             writeln!(f)?;
         }

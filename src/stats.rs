@@ -41,7 +41,7 @@ pub struct Stats {
     pub peak_bytes_in_use: usize,
     /// Blocks currently allocated.
     pub live_blocks: usize,
-    /// Free blocks currently on the free lists.
+    /// Free blocks currently on the free lists or the quick lists.
     pub free_blocks: usize,
     /// Bytes in free blocks (headers included), now.
     pub free_bytes: usize,
@@ -139,7 +139,7 @@ impl fmt::Display for Stats {
 pub enum BlockState {
     /// Handed out and not yet freed.
     Allocated,
-    /// On a free list, ready for reuse.
+    /// Free: on a free list, or (small blocks) on a quick list waiting to be reused.
     Free,
     /// A large block living in its own mapping (Heap only).
     Mapped,

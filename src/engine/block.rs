@@ -109,6 +109,16 @@ impl Tagger {
     }
 }
 
+/// Reads a header word without checking its tag. Only for callers that confirm the size
+/// against the start map before following it.
+#[inline(always)]
+pub(crate) fn raw_header(word: u64) -> Header {
+    Header {
+        size: (word & SIZE_MASK) as usize,
+        flags: word & FLAG_MASK,
+    }
+}
+
 /// The block size that serves a request of `size` bytes, or `None` if it cannot exist.
 #[inline(always)]
 pub(crate) fn block_size_for(size: usize) -> Option<usize> {

@@ -14,7 +14,9 @@
 //! 1. Blocks tile `[base + 8, end - 8)` exactly; each header decodes (its tag matches).
 //! 2. The start map has a `starts` bit at each block's payload granule and nowhere else; the
 //!    `live` bit is set exactly for allocated blocks, and a header's `FREE` flag agrees with it.
-//! 3. No two free blocks are adjacent (freeing coalesces with both neighbours).
+//! 3. No two binned free blocks are adjacent (freeing coalesces with both neighbours). Small
+//!    freed blocks may instead wait, uncoalesced, on a quick list ([`quick`]); they count as
+//!    free for misuse detection and as allocated for their neighbours.
 //! 4. A free block's footer equals its header word, and the next block's `PREV_FREE` flag is
 //!    set exactly when the block before it is free.
 //! 5. Every free block is on the list of its bin exactly once (see [`bins`]).
@@ -28,6 +30,7 @@
 
 pub(crate) mod bins;
 pub(crate) mod block;
+pub(crate) mod quick;
 pub(crate) mod starts;
 
 use core::ptr::NonNull;
@@ -35,6 +38,7 @@ use core::ptr::NonNull;
 use crate::{BlockInfo, BlockState, Error, Stats};
 use bins::{Bins, bin_floor, bin_is_exact, bin_of};
 use block::{FREE, GRANULE, HEADER, Header, MIN_BLOCK, PREV_FREE, Tagger, block_size_for};
+use quick::Quick;
 use starts::StartMap;
 
 pub(crate) use block::block_size_for as block_size;
@@ -68,9 +72,14 @@ pub(crate) struct Engine {
     limit: usize,
     map: StartMap,
     bins: Bins,
+    quick: Quick,
     tagger: Tagger,
-    /// Counters; the owner adds its own (OS traffic, failed requests).
-    pub stats: Stats,
+    /// Binned free blocks (quick-listed ones are counted by `quick`).
+    binned: usize,
+    /// Counters kept on the hot paths: allocations, frees, bytes in use and its peak, splits,
+    /// coalesces, misuses (and the owner's: failed requests, reallocations). The block and
+    /// byte counts that follow from these are derived in [`Engine::stats`].
+    pub counters: Stats,
 }
 
 impl Engine {
@@ -95,8 +104,10 @@ impl Engine {
             // SAFETY: forwarded from this function's contract.
             map: unsafe { StartMap::new(map.as_ptr(), limit / GRANULE) },
             bins: Bins::new(),
+            quick: Quick::new(),
             tagger: Tagger::new(addr as u64),
-            stats: Stats::default(),
+            binned: 0,
+            counters: Stats::default(),
         }
     }
 
@@ -104,6 +115,18 @@ impl Engine {
     #[inline]
     pub fn span(&self) -> usize {
         self.end - self.base
+    }
+
+    /// The counters, with the block and byte counts derived from them: live blocks are
+    /// allocations minus frees, and since blocks tile the span, free bytes are whatever the
+    /// live blocks and their headers do not cover.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.counters;
+        s.live_blocks = (s.allocations - s.frees) as usize;
+        s.free_blocks = self.binned + self.quick.total;
+        s.free_bytes = self.span() - GRANULE - s.bytes_in_use - HEADER * s.live_blocks;
+        s.managed_bytes = self.span();
+        s
     }
 
     /// First address of the span.
@@ -154,8 +177,18 @@ impl Engine {
         self.end - HEADER
     }
 
+    /// Whether the start map confirms that the block whose payload granule is `g` is exactly
+    /// `size` bytes long: the next block starts right after it (or the span ends there) and
+    /// no block starts inside it.
+    #[inline(always)]
+    fn map_confirms(&self, g: usize, size: usize) -> bool {
+        let k = size / GRANULE;
+        let at_end = self.block_of_granule(g + k) == self.last_slot();
+        self.map.spans_exactly(g, k, at_end)
+    }
+
     fn corrupted(&mut self, addr: usize, what: &'static str) -> Error {
-        self.stats.misuses_caught += 1;
+        self.counters.misuses_caught += 1;
         Error::Corrupted { addr, what }
     }
 
@@ -213,8 +246,7 @@ impl Engine {
         self.bins.set_head(i, b);
         let g = self.granule(b);
         self.map.add_free(g);
-        self.stats.free_blocks += 1;
-        self.stats.free_bytes += size;
+        self.binned += 1;
     }
 
     /// Checks that the free block `b` (of `size` bytes) sits correctly in its list.
@@ -246,8 +278,7 @@ impl Engine {
         if next != 0 {
             self.write(next + 2 * HEADER, prev as u64);
         }
-        self.stats.free_blocks -= 1;
-        self.stats.free_bytes -= size;
+        self.binned -= 1;
     }
 
     /// Validates the free block at `b` found on bin `bin` (header, map, links).
@@ -306,7 +337,7 @@ impl Engine {
             self.write_header(b, size, prev_flag);
             // The block after the tail already has PREV_FREE set: `b` was free.
             self.make_free(b + size, rest);
-            self.stats.splits += 1;
+            self.counters.splits += 1;
             size
         } else {
             self.write_header(b, h.size, prev_flag);
@@ -317,9 +348,8 @@ impl Engine {
         };
         let g = self.granule(b);
         self.map.set_live(g, true);
-        let s = &mut self.stats;
+        let s = &mut self.counters;
         s.allocations += 1;
-        s.live_blocks += 1;
         s.bytes_in_use += block - HEADER;
         s.note_in_use();
         // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
@@ -328,18 +358,103 @@ impl Engine {
 
     /// Allocates `size` usable bytes aligned to `align` (a power of two, at most
     /// [`MAX_ALIGN`]). `Ok(None)` means no free block fits: the owner may add memory and retry.
+    #[inline(always)]
     pub fn alloc(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
+        if align <= GRANULE && size <= bins::EXACT_LIMIT - HEADER {
+            let bsize = ((size + HEADER + GRANULE - 1) & !(GRANULE - 1)).max(MIN_BLOCK);
+            if let Some(b) = self.quick.pop(Quick::list_of(bsize)) {
+                return Ok(Some(self.hand_out_cached(b, bsize)));
+            }
+        }
+        self.alloc_slow(size, align)
+    }
+
+    /// Marks the cached block `b` of `size` bytes allocated. The quick stacks are out of the
+    /// program's reach and a cached block never changes, so there is nothing to validate.
+    #[inline(always)]
+    fn hand_out_cached(&mut self, b: usize, size: usize) -> NonNull<u8> {
+        let g = self.granule(b);
+        self.map.set_live(g, true);
+        let s = &mut self.counters;
+        s.allocations += 1;
+        s.bytes_in_use += size - HEADER;
+        s.note_in_use();
+        // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
+        unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) }
+    }
+
+    /// Allocation from the bins, after the quick lists had nothing.
+    #[inline(never)]
+    fn alloc_slow(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
         let Some(bsize) = block_size_for(size) else {
             return Err(Error::layout(size, align, "size is larger than any block"));
         };
         if align <= GRANULE {
-            let Some((b, h)) = self.take_fit(bsize)? else {
+            let found = match self.take_fit(bsize)? {
+                None if self.quick.total > 0 => {
+                    self.flush_quick()?;
+                    self.take_fit(bsize)?
+                }
+                found => found,
+            };
+            let Some((b, h)) = found else {
                 return Ok(None);
             };
             let after = self.peek(b + h.size)?;
             return Ok(Some(self.carve(b, h, bsize, after)));
         }
-        self.alloc_aligned(bsize, align)
+        if let Some(p) = self.alloc_aligned(bsize, align)? {
+            return Ok(Some(p));
+        }
+        if self.quick.total > 0 {
+            self.flush_quick()?;
+            return self.alloc_aligned(bsize, align);
+        }
+        Ok(None)
+    }
+
+    /// Merges every cached block with its neighbours and puts it on its bin.
+    ///
+    /// A cached block that cannot be merged safely (its header or a neighbour is damaged) is
+    /// left untouched, as a hole nobody will use; the first such damage is returned after
+    /// every other block has been flushed.
+    pub fn flush_quick(&mut self) -> Result<(), Error> {
+        let mut first_damage = None;
+        for i in 0..quick::LISTS {
+            let size = Quick::size_of(i);
+            while let Some(b) = self.quick.pop(i) {
+                let checked = self.checked_cached(b, size).and_then(|h| {
+                    let prev = if h.prev_free() {
+                        Some(self.free_prev(b)?)
+                    } else {
+                        None
+                    };
+                    Ok((h, prev, self.peek(b + size)?))
+                });
+                match checked {
+                    Ok((h, prev, next)) => {
+                        self.merge_and_bin(b, h, prev, next);
+                    }
+                    Err(e) => {
+                        first_damage.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        first_damage.map_or(Ok(()), Err)
+    }
+
+    /// Validates that `b` is a cached block of `size` bytes.
+    fn checked_cached(&mut self, b: usize, size: usize) -> Result<Header, Error> {
+        if !self.is_free_block(b) {
+            return Err(self.corrupted(b, "quick-list entry is not a cached block"));
+        }
+        let g = self.granule(b);
+        let h = self.header(b)?;
+        if h.is_free() || h.size != size || !self.map_confirms(g, size) {
+            return Err(self.corrupted(b, "quick-list entry is not a cached block"));
+        }
+        Ok(h)
     }
 
     #[cold]
@@ -363,7 +478,7 @@ impl Engine {
         self.make_free(b, lead);
         let b2 = b + lead;
         self.make_free(b2, h.size - lead);
-        self.stats.splits += 1;
+        self.counters.splits += 1;
         let h2 = Header {
             size: h.size - lead,
             flags: FREE | PREV_FREE,
@@ -376,7 +491,7 @@ impl Engine {
     /// Explains why `addr` is not a live payload, by the start map alone.
     #[cold]
     fn reject(&mut self, addr: usize) -> Error {
-        self.stats.misuses_caught += 1;
+        self.counters.misuses_caught += 1;
         if !self.contains(addr) || addr < self.base + GRANULE {
             return Error::InvalidPointer {
                 addr,
@@ -416,14 +531,15 @@ impl Engine {
         if !self.map.is_live(g) {
             return Err(self.reject(addr));
         }
+        // The map says a live block starts here; it also says where the next one starts, which
+        // is all the header's size has to agree with. (Its tag is checked on the merge paths,
+        // where its flags matter.)
         let b = addr - HEADER;
-        let h = self.header(b)?;
-        if h.is_free() {
-            return Err(self.corrupted(b, "allocated block's header says it is free"));
+        let h = block::raw_header(self.read(b));
+        if h.is_free() || h.size < MIN_BLOCK || h.size > self.last_slot() - b {
+            return Err(self.corrupted(b, "block header was overwritten"));
         }
-        let next = b + h.size;
-        let next_ok = next == self.last_slot() || self.map.is_start(g + h.size / GRANULE);
-        if !next_ok || self.map.any_start_between(g, g + h.size / GRANULE) {
+        if !self.map_confirms(g, h.size) {
             return Err(self.corrupted(b, "block size does not end on a block boundary"));
         }
         Ok((b, h))
@@ -464,7 +580,8 @@ impl Engine {
         }
         let nh = self.header(n)?;
         let g = self.granule(n);
-        if nh.is_free() != self.map.is_free_start(g) || !self.map.is_start(g) {
+        // A free header needs a free start; an allocated-looking one may be live or cached.
+        if !self.map.is_start(g) || (nh.is_free() && !self.map.is_free_start(g)) {
             return Err(self.corrupted(n, "block header disagrees with the start map"));
         }
         if nh.is_free() {
@@ -475,9 +592,47 @@ impl Engine {
 
     // ---------------------------------------------------------------- free
 
-    /// Frees the live block at `p`, merging it with free neighbours.
+    /// Frees the live block at `p`: small blocks go on their quick stack, others are merged
+    /// with their free neighbours and binned.
+    #[inline(always)]
     pub fn free(&mut self, p: NonNull<u8>) -> Result<Freed, Error> {
+        let addr = p.as_ptr() as usize;
+        let off = addr.wrapping_sub(self.base);
+        if off >= self.end - self.base || off % GRANULE != 0 || !self.map.is_live(off / GRANULE) {
+            return Err(self.reject(addr));
+        }
+        let g = off / GRANULE;
+        // A small block's extent is the distance to the next start in the map; its header
+        // must agree (an overflow from the block before would have changed it).
+        let window = self.map.starts_after(g);
+        let k = window.trailing_zeros() as usize + 1;
+        let b = addr - HEADER;
+        if window != 0 && k >= MIN_BLOCK / GRANULE {
+            let size = k * GRANULE;
+            let h = block::raw_header(self.read(b));
+            if h.size != size || h.is_free() {
+                return Err(self.corrupted(b, "block header was overwritten"));
+            }
+            if self.quick.push(Quick::list_of(size), b) {
+                self.map.set_live(g, false);
+                let s = &mut self.counters;
+                s.frees += 1;
+                s.bytes_in_use -= size - HEADER;
+                return Ok(Freed {
+                    at_top: false,
+                    size,
+                });
+            }
+            return self.free_slow(b, h);
+        }
         let (b, h) = self.live_block(p)?;
+        self.free_slow(b, h)
+    }
+
+    /// Frees the validated live block `b` by merging it with its free neighbours.
+    #[inline(never)]
+    fn free_slow(&mut self, b: usize, h: Header) -> Result<Freed, Error> {
+        let g = self.granule(b);
         let prev = if h.prev_free() {
             Some(self.free_prev(b)?)
         } else {
@@ -485,19 +640,30 @@ impl Engine {
         };
         let next = self.peek(b + h.size)?;
         // Everything this free touches is validated; from here on nothing can fail.
-        let g = self.granule(b);
         self.map.set_live(g, false);
-        let s = &mut self.stats;
+        let s = &mut self.counters;
         s.frees += 1;
-        s.live_blocks -= 1;
         s.bytes_in_use -= h.size - HEADER;
+        Ok(self.merge_and_bin(b, h, prev, next))
+    }
+
+    /// Merges the block at `b` (no longer live, validated, with its validated neighbours
+    /// `prev` and `next`) with the free ones and puts the result on its bin.
+    fn merge_and_bin(
+        &mut self,
+        b: usize,
+        h: Header,
+        prev: Option<(usize, Header)>,
+        next: Option<Header>,
+    ) -> Freed {
+        let g = self.granule(b);
         let (mut start, mut size) = (b, h.size);
         if let Some((pb, ph)) = prev {
             self.unlink(pb, ph.size);
             self.map.remove(g);
             start = pb;
             size += ph.size;
-            self.stats.coalesces += 1;
+            self.counters.coalesces += 1;
         }
         match next {
             Some(nh) if nh.is_free() => {
@@ -506,7 +672,7 @@ impl Engine {
                 let gn = self.granule(n);
                 self.map.remove(gn);
                 size += nh.size;
-                self.stats.coalesces += 1;
+                self.counters.coalesces += 1;
                 // The block after `n` already has PREV_FREE set.
             }
             Some(nh) => {
@@ -516,10 +682,10 @@ impl Engine {
             None => {}
         }
         self.make_free(start, size);
-        Ok(Freed {
+        Freed {
             at_top: start + size == self.last_slot(),
             size,
-        })
+        }
     }
 
     // ---------------------------------------------------------------- resizing in place
@@ -554,7 +720,7 @@ impl Engine {
             self.unlink(n, nh.size);
             let gn = self.granule(n);
             self.map.remove(gn);
-            self.stats.coalesces += 1;
+            self.counters.coalesces += 1;
         }
         let prev_flag = h.flags & PREV_FREE;
         let block = if rest >= MIN_BLOCK {
@@ -563,7 +729,7 @@ impl Engine {
             if let Some(ah) = beyond {
                 self.write_header(b + available, ah.size, ah.flags | PREV_FREE);
             }
-            self.stats.splits += 1;
+            self.counters.splits += 1;
             want
         } else {
             self.write_header(b, available, prev_flag);
@@ -572,7 +738,7 @@ impl Engine {
             }
             available
         };
-        let s = &mut self.stats;
+        let s = &mut self.counters;
         s.bytes_in_use = s.bytes_in_use + block - h.size;
         s.note_in_use();
         Ok(true)
@@ -611,6 +777,9 @@ impl Engine {
         }
         let b = self.block_of_granule(g);
         let h = self.header(b)?;
+        if !h.is_free() && b + h.size == self.last_slot() {
+            return Ok(None); // a cached block: free, but not merged yet
+        }
         if !h.is_free() || b + h.size != self.last_slot() {
             return Err(self.corrupted(b, "last block's header disagrees with the start map"));
         }
@@ -684,7 +853,7 @@ impl Engine {
         let g = self.granule(b);
         let (start, live) = self.map.get(g);
         let h = self.tagger.decode(b, self.read(b))?;
-        if !start || b + h.size > self.last_slot() || h.is_free() == live {
+        if !start || b + h.size > self.last_slot() || (h.is_free() && live) {
             return None;
         }
         let info = BlockInfo {
@@ -711,7 +880,7 @@ impl Engine {
         let mut b = self.bins.head(i);
         let mut steps = 0usize;
         core::iter::from_fn(move || {
-            if b == 0 || !self.is_free_block(b) || steps > self.stats.free_blocks {
+            if b == 0 || !self.is_free_block(b) || steps > self.binned {
                 return None;
             }
             let h = self.tagger.decode(b, self.read(b))?;
@@ -727,6 +896,7 @@ impl Engine {
         let bad = |addr, what| Err(Error::Corrupted { addr, what });
         let (mut b, last) = (self.first_block(), self.last_slot());
         let (mut blocks, mut live, mut in_use, mut free, mut free_bytes) = (0, 0, 0, 0, 0);
+        let (mut cached, mut cached_bytes) = (0, 0);
         let mut prev_free = false;
         while b < last {
             let g = self.granule(b);
@@ -746,7 +916,7 @@ impl Engine {
             if h.prev_free() != prev_free {
                 return bad(b, "PREV_FREE flag disagrees with the previous block");
             }
-            if h.is_free() == is_live {
+            if h.is_free() && is_live {
                 return bad(b, "block state disagrees with the start map");
             }
             if h.is_free() {
@@ -761,9 +931,12 @@ impl Engine {
                 }
                 free += 1;
                 free_bytes += h.size;
-            } else {
+            } else if is_live {
                 live += 1;
                 in_use += h.size - HEADER;
+            } else {
+                cached += 1;
+                cached_bytes += h.size;
             }
             blocks += 1;
             prev_free = h.is_free();
@@ -806,9 +979,26 @@ impl Engine {
         if listed != free {
             return bad(self.base, "free blocks missing from the free lists");
         }
-        let s = &self.stats;
+        let mut quick_listed = 0;
+        for i in 0..quick::LISTS {
+            for &n in self.quick.entries(i) {
+                let ok = self.is_free_block(n)
+                    && self
+                        .tagger
+                        .decode(n, self.read(n))
+                        .is_some_and(|h| !h.is_free() && h.size == Quick::size_of(i));
+                if !ok {
+                    return bad(n, "quick stack holds something that is not a cached block");
+                }
+                quick_listed += 1;
+            }
+        }
+        if quick_listed != cached || cached != self.quick.total {
+            return bad(self.base, "cached blocks missing from the quick lists");
+        }
+        let s = self.stats();
         if (s.live_blocks, s.bytes_in_use, s.free_blocks, s.free_bytes)
-            != (live, in_use, free, free_bytes)
+            != (live, in_use, free + cached, free_bytes + cached_bytes)
         {
             return bad(self.base, "block counters disagree with the blocks");
         }
@@ -835,11 +1025,26 @@ impl Engine {
                     .collect(),
             })
             .collect();
+        let quick_lists = (0..quick::LISTS)
+            .filter(|&i| !self.quick.entries(i).is_empty())
+            .map(|i| crate::snapshot::FreeList {
+                bin: i,
+                min_size: Quick::size_of(i),
+                blocks: self
+                    .quick
+                    .entries(i)
+                    .iter()
+                    .rev()
+                    .map(|&b| (b - self.base, Quick::size_of(i)))
+                    .collect(),
+            })
+            .collect();
         crate::Snapshot {
             title,
             stats,
             blocks,
             free_lists,
+            quick_lists,
             damaged_at,
         }
     }

@@ -24,9 +24,10 @@ pub(crate) struct Group {
 
 static_assertions::assert_eq_size!(Group, [u64; 2]);
 
-/// Bytes of map needed to cover `granules` granules.
+/// Bytes of map needed to cover `granules` granules. Two spare groups at the end let the
+/// window check in `spans_exactly` read one group past any block without a bounds branch.
 pub(crate) const fn map_bytes(granules: usize) -> usize {
-    granules.div_ceil(64) * core::mem::size_of::<Group>()
+    (granules.div_ceil(64) + 2) * core::mem::size_of::<Group>()
 }
 
 /// The start/live bitmap over a span of granules, stored in memory the owner provides.
@@ -122,6 +123,43 @@ impl StartMap {
         }
     }
 
+    /// The `starts` word of group `i`; the spare groups past the end read as 0.
+    #[inline(always)]
+    fn starts_word(&self, i: usize) -> u64 {
+        debug_assert!(i < self.granules.div_ceil(64) + 2);
+        // SAFETY: `map_bytes` provides two groups past the last one covering a granule, and
+        // callers never ask beyond them (`i <= granules / 64 + 1`).
+        unsafe { (*self.groups.add(i)).starts }
+    }
+
+    /// The 64 `starts` bits after `g` (bits `g + 1 ..= g + 64`), bit 0 first.
+    #[inline(always)]
+    pub fn starts_after(&self, g: usize) -> u64 {
+        let lo = g + 1;
+        let (i, shift) = (lo / 64, (lo % 64) as u32);
+        let mut window = self.starts_word(i) >> shift;
+        if shift != 0 {
+            window |= self.starts_word(i + 1) << (64 - shift);
+        }
+        window
+    }
+
+    /// Whether the block at `g` is exactly `k` granules long by the map: no block starts
+    /// inside it, and one starts right after it unless it is the last block (`at_end`).
+    /// Blocks of up to 64 granules (1 KiB) are checked with one 128-bit window, no loop.
+    #[inline(always)]
+    pub fn spans_exactly(&self, g: usize, k: usize, at_end: bool) -> bool {
+        debug_assert!(k >= 1);
+        if k <= 64 {
+            let window = self.starts_after(g);
+            let mask = u64::MAX >> (64 - k);
+            let want = if at_end { 0 } else { 1u64 << (k - 1) };
+            window & mask == want
+        } else {
+            !self.any_start_between(g, g + k) && (at_end || self.is_start(g + k))
+        }
+    }
+
     /// Whether any block starts strictly between `lo` and `hi` (`lo < hi <= granules`).
     #[inline]
     pub fn any_start_between(&self, lo: usize, hi: usize) -> bool {
@@ -213,6 +251,37 @@ mod tests {
             m.remove(64);
             assert_eq!(m.counts(), (5, 0));
             assert_eq!(m.start_at_or_before(199), Some(63));
+        });
+    }
+
+    #[test]
+    fn exact_spans_agree_with_a_plain_scan() {
+        let mut rng = crate::test_rng::Rng::new(9);
+        with_map(300, |m| {
+            let mut model = [false; 300];
+            for _ in 0..if cfg!(miri) { 100 } else { 5000 } {
+                let g = rng.range(0, 300);
+                if model[g] {
+                    m.remove(g);
+                } else {
+                    m.add_free(g);
+                }
+                model[g] = !model[g];
+                let g = rng.range(0, 299);
+                let k = rng.range(1, (300 - g).min(90));
+                let at_end = g + k >= 300 || rng.chance(1, 4);
+                let inside_clear = (g + 1..g + k).all(|i| !model[i]);
+                let ends = if at_end {
+                    g + k >= 300 || !model[g + k]
+                } else {
+                    model[g + k]
+                };
+                assert_eq!(
+                    m.spans_exactly(g, k, at_end),
+                    inside_clear && ends,
+                    "g {g} k {k} end {at_end}"
+                );
+            }
         });
     }
 

@@ -60,19 +60,20 @@ fn holds(p: NonNull<u8>, len: usize, byte: u8) -> bool {
 
 #[test]
 fn split_then_coalesce_both_ways_restores_one_block() {
-    let mut h = Harness::new(4096);
-    let free0 = h.engine.stats.free_bytes;
-    let a = h.alloc(100);
-    let b = h.alloc(200);
-    let c = h.alloc(300);
-    assert_eq!(h.engine.stats.splits, 3);
+    // Blocks above 1 KiB skip the quick lists and coalesce at once.
+    let mut h = Harness::new(8192);
+    let free0 = h.engine.stats().free_bytes;
+    let a = h.alloc(1100);
+    let b = h.alloc(1200);
+    let c = h.alloc(1300);
+    assert_eq!(h.engine.stats().splits, 3);
     h.free(a);
     h.free(c); // merges with the tail
-    assert_eq!(h.engine.stats.free_blocks, 2);
+    assert_eq!(h.engine.stats().free_blocks, 2);
     h.free(b); // merges with both neighbours
-    assert_eq!(h.engine.stats.free_blocks, 1);
-    assert_eq!(h.engine.stats.free_bytes, free0);
-    assert_eq!(h.engine.stats.coalesces, 3);
+    assert_eq!(h.engine.stats().free_blocks, 1);
+    assert_eq!(h.engine.stats().free_bytes, free0);
+    assert_eq!(h.engine.stats().coalesces, 3);
 }
 
 #[test]
@@ -92,7 +93,7 @@ fn misuse_is_detected_before_anything_is_written() {
     let b = h.alloc(64);
     fill(b, 64, 0xB0);
     h.free(a);
-    let before = h.engine.stats;
+    let before = h.engine.stats();
     assert_eq!(
         h.engine.free(a).unwrap_err(),
         Error::DoubleFree {
@@ -117,7 +118,7 @@ fn misuse_is_detected_before_anything_is_written() {
         h.engine.free(foreign),
         Err(Error::InvalidPointer { .. })
     ));
-    assert_eq!(h.engine.stats.misuses_caught, before.misuses_caught + 4);
+    assert_eq!(h.engine.stats().misuses_caught, before.misuses_caught + 4);
     h.engine.check().unwrap();
     assert!(holds(b, 64, 0xB0));
     h.free(b);
@@ -133,11 +134,19 @@ fn an_overflow_into_the_next_header_is_reported_not_followed() {
     fill(a, usable + 8, 0x41);
     assert!(matches!(h.engine.free(b), Err(Error::Corrupted { .. })));
     assert!(matches!(h.engine.check(), Err(Error::Corrupted { .. })));
-    // Freeing `a` must not follow `b`'s damaged header either.
-    assert!(matches!(h.engine.free(a), Err(Error::Corrupted { .. })));
+    // Freeing `a` (its own header is intact) caches it without looking at `b`; merging it
+    // later must not follow `b`'s damaged header: the flush reports it and leaves `a` alone.
+    h.engine.free(a).unwrap();
+    assert!(matches!(
+        h.engine.flush_quick(),
+        Err(Error::Corrupted { .. })
+    ));
+    assert!(matches!(h.engine.flush_quick(), Ok(())));
     // Other requests are still served from intact memory.
     let c = h.engine.alloc(64, 16).unwrap().unwrap();
     fill(c, 64, 1);
+    let d = h.engine.alloc(2000, 16).unwrap().unwrap();
+    fill(d, 2000, 2);
 }
 
 #[test]
@@ -174,6 +183,9 @@ fn realloc_in_place_grows_into_the_next_free_block_and_shrinks() {
     // `b` sits right after `a` now, so `a` cannot grow in place.
     assert!(!h.engine.resize_in_place(a, 500).unwrap());
     h.free(b);
+    // `b` waits on its quick list; once merged, `a` can grow over it.
+    assert!(!h.engine.resize_in_place(a, 3000).unwrap());
+    h.engine.flush_quick().unwrap();
     assert!(h.engine.resize_in_place(a, 3000).unwrap());
     h.engine.check().unwrap();
 }
@@ -206,7 +218,11 @@ fn a_full_engine_says_so_and_recovers() {
     for p in live.drain(..) {
         h.free(p);
     }
-    assert_eq!(h.engine.stats.free_blocks, 1);
+    // Small freed blocks wait on their quick stacks; once flushed, everything is one block.
+    assert!(h.engine.stats().free_blocks > 1);
+    h.engine.flush_quick().unwrap();
+    h.engine.check().unwrap();
+    assert_eq!(h.engine.stats().free_blocks, 1);
     assert!(h.engine.alloc(4000, 16).unwrap().is_some());
 }
 
@@ -224,11 +240,12 @@ fn extend_and_truncate_move_the_top() {
         "an empty span has no blocks"
     );
     e.extend(base + 4096).unwrap();
-    let a = e.alloc(1000, 16).unwrap().unwrap();
+    let a = e.alloc(2000, 16).unwrap().unwrap();
     e.extend(base + 8192).unwrap();
     e.check().unwrap();
     assert_eq!(
-        e.stats.free_blocks, 1,
+        e.stats().free_blocks,
+        1,
         "new memory merges with the free top"
     );
     let (top, size) = e.free_top().unwrap().unwrap();
@@ -308,8 +325,10 @@ fn random_operations_keep_every_invariant() {
         h.engine.free(p).unwrap();
     }
     h.engine.check().unwrap();
-    assert_eq!(h.engine.stats.live_blocks, 0);
-    assert_eq!(h.engine.stats.free_blocks, 1);
-    assert_eq!(h.engine.stats.free_bytes, 32 * 1024 - 16);
+    h.engine.flush_quick().unwrap();
+    h.engine.check().unwrap();
+    assert_eq!(h.engine.stats().live_blocks, 0);
+    assert_eq!(h.engine.stats().free_blocks, 1);
+    assert_eq!(h.engine.stats().free_bytes, 32 * 1024 - 16);
     let _ = MIN_BLOCK;
 }

@@ -128,7 +128,7 @@ impl HeapCore {
 
     #[inline(always)]
     fn note_peak(&mut self) {
-        let now = self.engine.stats.bytes_in_use + self.large.bytes();
+        let now = self.engine.counters.bytes_in_use + self.large.bytes();
         if now > self.counters.peak {
             self.counters.peak = now;
         }
@@ -192,11 +192,15 @@ impl HeapCore {
     }
 
     pub(crate) fn trim(&mut self) -> usize {
+        // Cached small blocks may sit at the top; merge them first.
+        if self.engine.flush_quick().is_err() {
+            return 0;
+        }
         self.trim_top(0).unwrap_or(0)
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        let mut s = self.engine.stats;
+        let mut s = self.engine.stats();
         let c = &self.counters;
         s.allocations += c.large_allocations;
         s.frees += c.large_frees;
@@ -259,7 +263,7 @@ impl HeapCore {
 
     fn count_misuse<T>(&mut self, r: Result<T, Error>) -> Result<T, Error> {
         if r.as_ref().is_err_and(Error::is_misuse) {
-            self.engine.stats.misuses_caught += 1;
+            self.engine.counters.misuses_caught += 1;
         }
         r
     }
@@ -398,7 +402,7 @@ impl Backend for HeapCore {
     }
 
     fn stats_mut(&mut self) -> &mut Stats {
-        &mut self.engine.stats
+        &mut self.engine.counters
     }
 }
 

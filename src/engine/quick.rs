@@ -1,0 +1,111 @@
+//! Quick lists: deferred coalescing for small blocks.
+//!
+//! Most programs free a small block and soon ask for one of the same size again. Merging the
+//! block with its neighbours on free and splitting it off again on the next allocation is
+//! wasted work, so a freed small block first goes on a short stack of its exact size and is
+//! handed out again from there. Its `live` bit is cleared at once, so a double free or a use
+//! of the stale pointer is detected exactly as for any free block; only the merging is
+//! postponed. When a request finds nothing else, the stacks are flushed (their blocks merged
+//! and binned properly) before the engine gives up or the heap grows.
+//!
+//! The stacks live here, inside the engine, not in the freed blocks: a dangling write by the
+//! program cannot redirect them, so handing out a cached block needs no validation at all.
+//!
+//! Invariants kept here:
+//! - A cached block has its `starts` bit set and its `live` bit clear, a header *without* the
+//!   `FREE` flag (neighbours treat it as allocated and never merge with it), and the block
+//!   after it does not have `PREV_FREE` set on its account.
+//! - Every cached block is on exactly one stack, the one of its exact size; `counts[i]`
+//!   entries of `slots[i]` are in use; `total` is their sum.
+
+use super::bins::EXACT_LIMIT;
+use super::block::{GRANULE, MIN_BLOCK};
+
+/// Number of stacks: one per exact-fit size up to 1 KiB.
+pub(crate) const LISTS: usize = (EXACT_LIMIT - MIN_BLOCK) / GRANULE + 1;
+/// Most blocks a stack holds; further frees of that size coalesce at once.
+pub(crate) const LIMIT: usize = 16;
+
+/// The stacks of cached blocks.
+pub(crate) struct Quick {
+    /// Block addresses (headers) of the cached blocks of each size.
+    slots: [[usize; LIMIT]; LISTS],
+    counts: [u8; LISTS],
+    /// Blocks cached over all stacks.
+    pub total: usize,
+}
+
+impl Quick {
+    pub const fn new() -> Quick {
+        Quick {
+            slots: [[0; LIMIT]; LISTS],
+            counts: [0; LISTS],
+            total: 0,
+        }
+    }
+
+    /// The stack a block of `size` bytes goes on (`size <= EXACT_LIMIT`).
+    #[inline(always)]
+    pub fn list_of(size: usize) -> usize {
+        size / GRANULE - MIN_BLOCK / GRANULE
+    }
+
+    /// The block size of stack `i`.
+    #[inline(always)]
+    pub fn size_of(i: usize) -> usize {
+        (i + MIN_BLOCK / GRANULE) * GRANULE
+    }
+
+    /// Takes the most recently cached block of stack `i`, if any.
+    #[inline(always)]
+    pub fn pop(&mut self, i: usize) -> Option<usize> {
+        assert!(i < LISTS);
+        let n = self.counts[i] as usize;
+        if n == 0 {
+            return None;
+        }
+        self.counts[i] = (n - 1) as u8;
+        self.total -= 1;
+        // SAFETY: `0 < n <= LIMIT` (counts only grow through `push`, which stops at LIMIT).
+        Some(unsafe { *self.slots[i].get_unchecked(n - 1) })
+    }
+
+    /// Caches block `b` on stack `i`; `false` if the stack is full.
+    #[inline(always)]
+    pub fn push(&mut self, i: usize, b: usize) -> bool {
+        assert!(i < LISTS);
+        let n = self.counts[i] as usize;
+        if n >= LIMIT {
+            return false;
+        }
+        // SAFETY: `n < LIMIT` was just checked.
+        unsafe { *self.slots[i].get_unchecked_mut(n) = b };
+        self.counts[i] = (n + 1) as u8;
+        self.total += 1;
+        true
+    }
+
+    /// The blocks cached on stack `i`, oldest first.
+    pub fn entries(&self, i: usize) -> &[usize] {
+        &self.slots[i][..self.counts[i] as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacks_are_lifo_and_bounded() {
+        let mut q = Quick::new();
+        assert_eq!(q.pop(3), None);
+        for b in 0..LIMIT {
+            assert!(q.push(3, 0x1008 + b * 16));
+        }
+        assert!(!q.push(3, 0x9008));
+        assert_eq!(q.total, LIMIT);
+        assert_eq!(q.pop(3), Some(0x1008 + (LIMIT - 1) * 16));
+        assert_eq!(q.entries(3).len(), LIMIT - 1);
+        assert_eq!(Quick::size_of(Quick::list_of(528)), 528);
+    }
+}
