@@ -7,11 +7,13 @@
 
 mod abort;
 mod error;
+mod pool;
 mod region;
 mod stats;
 #[cfg(test)]
 pub(crate) mod test_rng;
 
 pub use error::Error;
+pub use pool::{Drain, Handle, InsertError, IntoIter, Iter, IterMut, Pool};
 pub use region::{Region, page_size};
 pub use stats::{BlockInfo, BlockState, Stats};
