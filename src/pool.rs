@@ -96,7 +96,10 @@ impl<T> Handle<T> {
     /// Makes the handle of an occupied slot.
     #[inline(always)]
     fn new(index: u32, generation: u32) -> Handle<T> {
-        debug_assert!(generation & 1 == 1, "handles are made from occupied slots only");
+        debug_assert!(
+            generation & 1 == 1,
+            "handles are made from occupied slots only"
+        );
         Handle {
             index,
             // SAFETY: only occupied slots make handles and their generation is odd (module
@@ -340,7 +343,10 @@ impl<T, A: Allocator> Pool<T, A> {
     /// assert!(pool.capacity() >= 10);
     /// ```
     pub fn with_capacity_in(n: usize, alloc: A) -> Pool<T, A> {
-        assert!(n <= MAX_SLOTS, "Pool capacity overflow: {n} slots exceed u32::MAX");
+        assert!(
+            n <= MAX_SLOTS,
+            "Pool capacity overflow: {n} slots exceed u32::MAX"
+        );
         Pool {
             slots: Vec::with_capacity_in(n, alloc),
             free_head: NO_SLOT,
@@ -537,17 +543,33 @@ impl<T, A: Allocator> Pool<T, A> {
         if index >= MAX_SLOTS {
             full();
         }
+        if index == self.slots.capacity() {
+            self.grow_one();
+        }
         let handle = Handle::new(index as u32, 1);
-        // The value is made before the push so a panic in `f` or in the allocation leaves the
-        // pool as it was.
-        self.slots.push(Slot {
+        let slot = Slot {
             body: SlotBody {
                 value: ManuallyDrop::new(f(handle)),
             },
             generation: 1,
-        });
+        };
+        // SAFETY: `index == len < capacity` (grown above), so the write lands in the spare
+        // capacity and the new length covers only initialised slots. A panic in `f` happens
+        // before anything is written, leaving the pool as it was.
+        unsafe {
+            self.slots.as_mut_ptr().add(index).write(slot);
+            self.slots.set_len(index + 1);
+        }
         self.len += 1;
         handle
+    }
+
+    /// Grows the slots for one more push. Kept out of line: `Vec::push` of allocator-api2
+    /// inlines its whole growth path into every push, which measured slower in the insert loop.
+    #[cold]
+    #[inline(never)]
+    fn grow_one(&mut self) {
+        self.slots.reserve(1);
     }
 
     /// Stores `value` and returns its handle, or gives the value back if no slot can be had.
@@ -560,12 +582,14 @@ impl<T, A: Allocator> Pool<T, A> {
     /// [`Error::InvalidLayout`] if the slots would exceed `isize::MAX` bytes.
     ///
     /// ```
-    /// use strata_alloc::Pool;
-    /// let mut pool = Pool::new();
-    /// match pool.try_insert(String::from("kept")) {
-    ///     Ok(h) => assert_eq!(pool[h], "kept"),
-    ///     Err(e) => panic!("{e}: {} was handed back", e.into_value()),
-    /// }
+    /// use strata_alloc::{Error, Pool};
+    /// let bump = bumpalo::Bump::new();
+    /// bump.set_allocation_limit(Some(0)); // an allocator that refuses
+    /// let mut pool = Pool::new_in(&bump);
+    /// let err = pool.try_insert(String::from("kept")).unwrap_err();
+    /// assert!(matches!(err.error(), Error::OutOfMemory { .. }));
+    /// assert_eq!(err.into_value(), "kept"); // nothing lost
+    /// assert!(pool.is_empty());
     /// ```
     pub fn try_insert(&mut self, value: T) -> Result<Handle<T>, InsertError<T>> {
         if self.free_head == NO_SLOT && self.slots.len() == self.slots.capacity() {
@@ -881,7 +905,10 @@ impl<T, A: Allocator> Pool<T, A> {
                 return Err(corrupt(0, "free list leads out of the slots"));
             };
             if slot.generation == 0 || slot.is_occupied() {
-                return Err(corrupt(index, "free list reaches a slot that is not reusable"));
+                return Err(corrupt(
+                    index,
+                    "free list reaches a slot that is not reusable",
+                ));
             }
             seen += 1;
             if seen > vacant {
@@ -1041,9 +1068,6 @@ impl<'a, T> Iterator for Iter<'a, T> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.left == 0 {
-            return None;
-        }
         for (index, slot) in &mut self.slots {
             if let Some(value) = slot.value() {
                 self.left -= 1;
@@ -1276,11 +1300,14 @@ impl<'a, T, A: Allocator> IntoIterator for &'a mut Pool<T, A> {
 /// The error of [`Pool::try_insert`]: why no slot could be had, and the value, handed back.
 ///
 /// ```
-/// use strata_alloc::{Error, InsertError};
-/// fn report(e: InsertError<String>) -> (String, Error) {
-///     let why = e.error().clone();
-///     (e.into_value(), why)
-/// }
+/// use strata_alloc::{InsertError, Pool};
+/// let bump = bumpalo::Bump::new();
+/// bump.set_allocation_limit(Some(0));
+/// let mut pool = Pool::new_in(&bump);
+/// let err: InsertError<&str> = pool.try_insert("v").unwrap_err();
+/// println!("{err}"); // Pool::try_insert failed: out of memory: ...
+/// let boxed: Box<dyn std::error::Error> = Box::new(err);
+/// assert!(boxed.source().is_some());
 /// ```
 pub struct InsertError<T> {
     value: T,
@@ -1291,9 +1318,12 @@ impl<T> InsertError<T> {
     /// Why the insert failed.
     ///
     /// ```
-    /// use strata_alloc::Pool;
-    /// let mut pool = Pool::new();
-    /// assert!(pool.try_insert(1).is_ok()); // nothing to show failing with the global allocator
+    /// use strata_alloc::{Error, Pool};
+    /// let bump = bumpalo::Bump::new();
+    /// bump.set_allocation_limit(Some(0));
+    /// let mut pool = Pool::new_in(&bump);
+    /// let err = pool.try_insert(1u8).unwrap_err();
+    /// assert!(matches!(err.error(), Error::OutOfMemory { .. }));
     /// ```
     pub fn error(&self) -> &Error {
         &self.error
@@ -1303,9 +1333,11 @@ impl<T> InsertError<T> {
     ///
     /// ```
     /// use strata_alloc::Pool;
-    /// let mut pool = Pool::new();
-    /// let v = pool.try_insert(vec![1]).map(|_| ()).map_err(|e| e.into_value());
-    /// assert!(v.is_ok());
+    /// let bump = bumpalo::Bump::new();
+    /// bump.set_allocation_limit(Some(0));
+    /// let mut pool = Pool::new_in(&bump);
+    /// let back = pool.try_insert(vec![1, 2]).unwrap_err().into_value();
+    /// assert_eq!(back, [1, 2]);
     /// ```
     pub fn into_value(self) -> T {
         self.value
@@ -1417,7 +1449,9 @@ mod tests {
     fn drops_exactly_once() {
         let drops = Rc::new(Cell::new(0));
         let mut pool = Pool::new();
-        let hs: std::vec::Vec<_> = (0..10).map(|_| pool.insert(Counted(drops.clone()))).collect();
+        let hs: std::vec::Vec<_> = (0..10)
+            .map(|_| pool.insert(Counted(drops.clone())))
+            .collect();
         drop(pool.remove(hs[0]));
         assert_eq!(drops.get(), 1);
         pool.retain(|h, _| h.index() % 2 == 0);

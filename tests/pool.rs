@@ -70,7 +70,10 @@ fn run_model(seed: u64, ops: usize) {
         match rng.range(0, 100) {
             0..=34 => {
                 let h = pool.insert(Tracked::new(next_id, &ledger));
-                assert!(!model.contains_key(&h), "step {step}: handle {h:?} reached twice");
+                assert!(
+                    !model.contains_key(&h),
+                    "step {step}: handle {h:?} reached twice"
+                );
                 model.insert(h, next_id);
                 handles.push(h);
                 next_id += 1;
@@ -98,7 +101,9 @@ fn run_model(seed: u64, ops: usize) {
                             next_id += 1;
                         }
                         (None, None) => {}
-                        (a, b) => panic!("step {step}: get_mut {h:?}: {:?} vs {b:?}", a.map(|v| v.id)),
+                        (a, b) => {
+                            panic!("step {step}: get_mut {h:?}: {:?} vs {b:?}", a.map(|v| v.id))
+                        }
                     }
                 }
             }
@@ -152,7 +157,11 @@ fn run_model(seed: u64, ops: usize) {
             }
         }
         assert_same(&pool, &model);
-        assert_eq!(ledger.borrow().live.len(), model.len(), "step {step}: a value leaked");
+        assert_eq!(
+            ledger.borrow().live.len(),
+            model.len(),
+            "step {step}: a value leaked"
+        );
         if handles.len() > 4096 {
             // Forget some old handles so picks still hit live ones often.
             handles.drain(..2048);
@@ -243,7 +252,9 @@ fn stale_after_clear() {
 fn drop_counts() {
     let ledger = Rc::new(RefCell::new(Ledger::default()));
     let mut pool = Pool::with_capacity(4);
-    let hs: Vec<_> = (0..20).map(|i| pool.insert(Tracked::new(i, &ledger))).collect();
+    let hs: Vec<_> = (0..20)
+        .map(|i| pool.insert(Tracked::new(i, &ledger)))
+        .collect();
     let dropped = || ledger.borrow().dropped;
 
     drop(pool.remove(hs[0]));
@@ -279,7 +290,9 @@ fn drop_counts() {
 fn leaked_drain_leaves_values_in_the_pool() {
     let ledger = Rc::new(RefCell::new(Ledger::default()));
     let mut pool = Pool::new();
-    let hs: Vec<_> = (0..4).map(|i| pool.insert(Tracked::new(i, &ledger))).collect();
+    let hs: Vec<_> = (0..4)
+        .map(|i| pool.insert(Tracked::new(i, &ledger)))
+        .collect();
     let mut drain = pool.drain();
     drop(drain.next());
     std::mem::forget(drain);
@@ -378,7 +391,10 @@ fn zero_sized_values() {
     assert_eq!(pool.iter().count(), 500);
     assert!(pool.iter().all(|(h, _)| h.index() % 2 == 1));
     let again: Vec<_> = (0..500).map(|_| pool.insert(())).collect();
-    assert!(again.iter().all(|h| h.index() % 2 == 0), "freed slots are reused first");
+    assert!(
+        again.iter().all(|h| h.index() % 2 == 0),
+        "freed slots are reused first"
+    );
     assert!(hs.iter().step_by(2).all(|h| !pool.contains(*h)));
     pool.check().unwrap();
 }
@@ -425,7 +441,10 @@ fn iterators() {
     assert_eq!(pool[hs[5]], 10);
     let owned: Vec<_> = pool.clone().into_iter().map(|(_, v)| v).collect();
     assert_eq!(owned, [6, 8, 10, 12, 14, 16]);
-    assert_eq!(format!("{:?}", pool.iter().next().unwrap()), "(Handle(3v1), 6)");
+    assert_eq!(
+        format!("{:?}", pool.iter().next().unwrap()),
+        "(Handle(3v1), 6)"
+    );
 }
 
 #[test]
