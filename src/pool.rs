@@ -592,7 +592,9 @@ impl<T, A: Allocator> Pool<T, A> {
     /// assert!(pool.is_empty());
     /// ```
     pub fn try_insert(&mut self, value: T) -> Result<Handle<T>, InsertError<T>> {
-        if self.free_head == NO_SLOT && self.slots.len() == self.slots.capacity() {
+        // With no free slot, `try_reserve(1)` checks the slot limit and grows if needed (a
+        // no-op within capacity).
+        if self.free_head == NO_SLOT {
             if let Err(error) = self.try_reserve(1) {
                 return Err(InsertError { value, error });
             }
@@ -695,13 +697,20 @@ impl<T, A: Allocator> Pool<T, A> {
         // Occupied means odd, so this is even; it is 0 only when leaving u32::MAX.
         let generation = slot.generation.wrapping_add(1);
         slot.generation = generation;
-        if generation == 0 {
-            self.retired += 1;
-        } else {
-            slot.body.next_free = self.free_head;
-            self.free_head = index as u32;
-        }
         self.len -= 1;
+        // Branch-free so the hot path carries no trace of the rare retirement: the link is
+        // written even when retiring (a retired slot's link is never read), and a retired slot
+        // leaves the free-list head where it was.
+        let retiring = generation == 0;
+        slot.body.next_free = self.free_head;
+        self.free_head = if retiring {
+            self.free_head
+        } else {
+            index as u32
+        };
+        if retiring {
+            self.retired += 1;
+        }
         value
     }
 
