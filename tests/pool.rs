@@ -591,3 +591,30 @@ fn self_referencing_insert() {
     pool.check().unwrap();
     assert_eq!(pool.len(), 2);
 }
+
+#[test]
+fn pools_live_in_the_crates_own_allocators() {
+    let arena = strata_alloc::Arena::new().unwrap();
+    let heap = strata_alloc::Heap::new().unwrap();
+    let mut in_arena: Pool<String, &strata_alloc::Arena> = Pool::new_in(&arena);
+    let mut in_heap: Pool<[u64; 4], &strata_alloc::Heap> = Pool::new_in(&heap);
+    let mut handles = Vec::new();
+    for i in 0..500u64 {
+        handles.push((in_arena.insert(i.to_string()), in_heap.insert([i; 4])));
+    }
+    for (i, &(a, h)) in handles.iter().enumerate() {
+        assert_eq!(in_arena[a], i.to_string());
+        assert_eq!(in_heap[h], [i as u64; 4]);
+    }
+    for &(a, h) in handles.iter().step_by(2) {
+        assert!(in_arena.remove(a).is_some() && in_heap.remove(h).is_some());
+    }
+    assert_eq!(in_arena.len(), 250);
+    assert!(arena.stats().live_blocks >= 1 && heap.stats().live_blocks >= 1);
+    arena.check().unwrap();
+    heap.check().unwrap();
+    drop(in_arena);
+    drop(in_heap);
+    assert_eq!(arena.stats().live_blocks, 0);
+    assert_eq!(heap.stats().live_blocks, 0);
+}
