@@ -348,6 +348,13 @@ impl Backend for ArenaCore {
         }
     }
 
+    fn alloc_zeroed(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+        let clean = self.engine.clean_mark();
+        let p = self.alloc(size, align)?;
+        self.engine.clear_for_calloc(p, size, clean);
+        Ok(p)
+    }
+
     #[inline(always)]
     fn free(&mut self, p: NonNull<u8>) -> Result<(), Error> {
         self.engine.free(p).map(|_| ())

@@ -68,16 +68,25 @@ fn model_based_random_operations() {
                 7 | 8 => rng.range(256, 4096),
                 _ => rng.range(4096, 40_000),
             };
-            let r = if rng.chance(1, 10) {
+            let zeroed = rng.chance(1, 10);
+            let r = if zeroed {
+                arena.calloc(len, 1)
+            } else if rng.chance(1, 10) {
                 let align = 1 << rng.range(4, 13);
                 arena.alloc_layout(Layout::from_size_align(len, align).unwrap())
-            } else if rng.chance(1, 10) {
-                arena.calloc(len, 1)
             } else {
                 arena.alloc(len)
             };
             match r {
                 Ok(ptr) => {
+                    if zeroed {
+                        // SAFETY: `len` bytes were just allocated.
+                        let bytes = unsafe { core::slice::from_raw_parts(ptr.as_ptr(), len) };
+                        assert!(
+                            bytes.iter().all(|&x| x == 0),
+                            "step {step}: calloc not zeroed"
+                        );
+                    }
                     let b = Live {
                         ptr,
                         len,

@@ -76,6 +76,11 @@ pub(crate) struct Engine {
     tagger: Tagger,
     /// Binned free blocks (quick-listed ones are counted by `quick`).
     binned: usize,
+    /// Every byte at or above this address is zero, except the links and footers of free
+    /// blocks (the first 16 and last 8 payload bytes a block would have), which `calloc`
+    /// always clears. Memory fresh from the OS starts out zero; this mark rises as blocks are
+    /// handed out, so `calloc` only writes what may be dirty.
+    clean_from: usize,
     /// Counters kept on the hot paths: allocations, frees, bytes in use and its peak, splits,
     /// coalesces, misuses (and the owner's: failed requests, reallocations). The block and
     /// byte counts that follow from these are derived in [`Engine::stats`].
@@ -107,6 +112,7 @@ impl Engine {
             quick: Quick::new(),
             tagger: Tagger::new(addr as u64),
             binned: 0,
+            clean_from: addr,
             counters: Stats::default(),
         }
     }
@@ -348,6 +354,7 @@ impl Engine {
         };
         let g = self.granule(b);
         self.map.set_live(g, true);
+        self.clean_from = self.clean_from.max(b + block);
         let s = &mut self.counters;
         s.allocations += 1;
         s.bytes_in_use += block - HEADER;
@@ -671,6 +678,7 @@ impl Engine {
                 self.unlink(n, nh.size);
                 let gn = self.granule(n);
                 self.map.remove(gn);
+                self.bury_metadata(n);
                 size += nh.size;
                 self.counters.coalesces += 1;
                 // The block after `n` already has PREV_FREE set.
@@ -686,6 +694,45 @@ impl Engine {
             at_top: start + size == self.last_slot(),
             size,
         }
+    }
+
+    /// The header and links of a free block at `n` that was just merged into the block
+    /// before it are now in the middle of a free block; above `clean_from` they would break
+    /// its promise, so they are cleared there.
+    #[inline]
+    fn bury_metadata(&mut self, n: usize) {
+        if n + 3 * HEADER > self.clean_from {
+            for w in 0..3 {
+                self.write(n + w * HEADER, 0);
+            }
+        }
+    }
+
+    /// Clears what may be dirty of the first `size` bytes of the block just allocated at `p`:
+    /// everything below `clean_before` (the mark before this allocation), the first 16 bytes
+    /// (free-list links) and the block's last 8 bytes (a footer), which is all a block taken
+    /// from clean memory can hold.
+    pub fn clear_for_calloc(&mut self, p: NonNull<u8>, size: usize, clean_before: usize) {
+        let addr = p.as_ptr() as usize;
+        let usable = block::raw_header(self.read(addr - HEADER)).size - HEADER;
+        let prefix = clean_before.saturating_sub(addr).max(2 * HEADER).min(size);
+        // SAFETY: `p` is a live block of `usable >= size` bytes that the caller just allocated.
+        unsafe { p.as_ptr().write_bytes(0, prefix) };
+        let footer = usable - HEADER;
+        if footer < size && footer >= prefix {
+            // SAFETY: as above; `footer + 8 <= usable`, clipped to `size`.
+            unsafe {
+                p.as_ptr()
+                    .add(footer)
+                    .write_bytes(0, (size - footer).min(HEADER))
+            };
+        }
+    }
+
+    /// The current clean mark (see the field).
+    #[inline]
+    pub fn clean_mark(&self) -> usize {
+        self.clean_from
     }
 
     // ---------------------------------------------------------------- resizing in place
@@ -720,6 +767,7 @@ impl Engine {
             self.unlink(n, nh.size);
             let gn = self.granule(n);
             self.map.remove(gn);
+            self.bury_metadata(n);
             self.counters.coalesces += 1;
         }
         let prev_flag = h.flags & PREV_FREE;
@@ -738,6 +786,7 @@ impl Engine {
             }
             available
         };
+        self.clean_from = self.clean_from.max(b + block);
         let s = &mut self.counters;
         s.bytes_in_use = s.bytes_in_use + block - h.size;
         s.note_in_use();
@@ -800,6 +849,11 @@ impl Engine {
                 self.unlink(b, s);
                 let g = self.granule(b);
                 self.map.remove(g);
+                // The old footer ends up inside the grown block.
+                let footer = b + s - HEADER;
+                if footer >= self.clean_from {
+                    self.write(footer, 0);
+                }
                 (b, s + added)
             }
             None => (self.last_slot(), added),
@@ -836,6 +890,12 @@ impl Engine {
         self.map.remove(g);
         let cut = self.end - new_end;
         self.end = new_end;
+        // The owner releases the whole pages past `new_end`; the rest of its last page keeps
+        // whatever it held, so only memory from the next page boundary on is known clean.
+        if self.clean_from > new_end {
+            let page = crate::page_size();
+            self.clean_from = (new_end + page - 1) & !(page - 1);
+        }
         if keep > 0 {
             self.make_free(b, keep);
         }

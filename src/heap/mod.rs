@@ -293,11 +293,11 @@ impl Backend for HeapCore {
     }
 
     fn alloc_zeroed(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+        let clean = self.engine.clean_mark();
         let p = self.alloc(size, align)?;
+        // Mapped blocks are fresh pages, already zero; heap blocks are cleared where dirty.
         if self.is_heap_block(p) {
-            // SAFETY: a fresh block of at least `size` bytes. (Mapped blocks are fresh pages,
-            // already zero.)
-            unsafe { p.as_ptr().write_bytes(0, size) };
+            self.engine.clear_for_calloc(p, size, clean);
         }
         Ok(p)
     }
