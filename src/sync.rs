@@ -1,22 +1,105 @@
 //! Sharing a heap between threads: `LockedHeap`, and `GlobalHeap` for `#[global_allocator]`.
 //!
-//! Both put the heap behind a `std::sync::Mutex`. Uncontended, a futex mutex costs the same
-//! two atomic operations as a spinlock; contended, it sleeps instead of burning the core the
-//! lock holder may need (docs/BENCHMARKS.md has the figures). The lock is the only thing these
-//! types add: the algorithm is the heap's, the memory the heap's regions.
+//! Both put the heap behind a [`SpinLock`]: taking it is one atomic compare-exchange and
+//! releasing it one plain store, where `std::sync::Mutex` needs an atomic swap to release as
+//! well. Measured on an alloc+free pair, that halves the cost of the lock (docs/BENCHMARKS.md
+//! has the figures). A waiter spins briefly, then yields its time slice, so a preempted holder
+//! is not starved of the core. The lock is the only thing these types add: the algorithm is the
+//! heap's, the memory the heap's regions.
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::api::{self, Backend};
 use crate::heap::HeapCore;
 use crate::{BlockInfo, Error, Heap, HeapConfig, Snapshot, Stats};
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The heap's code does not panic while holding the lock; if a caller's panic poisoned it
-    // anyway, the heap itself is consistent (every operation validates before writing).
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+/// A test-and-test-and-set lock that yields after a short spin.
+struct SpinLock<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out access to `value` to one thread at a time (acquire/release on
+// `locked`), so sharing the lock shares `T` only as a `Send` type moved between threads.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+
+struct SpinGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+}
+
+impl<T> SpinLock<T> {
+    const fn new(value: T) -> SpinLock<T> {
+        SpinLock {
+            locked: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    #[inline(always)]
+    fn lock(&self) -> SpinGuard<'_, T> {
+        if self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+        SpinGuard { lock: self }
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        let mut spins = 0u32;
+        loop {
+            // Wait with plain loads until the lock looks free, then try again.
+            while self.locked.load(Ordering::Relaxed) {
+                if spins < 64 {
+                    spins += 1;
+                    core::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            if self
+                .locked
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+impl<T> Deref for SpinGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while this thread holds the lock.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> DerefMut for SpinGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard exists only while this thread holds the lock, and `&mut self`
+        // makes this the only reference through it.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for SpinGuard<'_, T> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+fn lock<T>(m: &SpinLock<T>) -> SpinGuard<'_, T> {
+    m.lock()
 }
 
 /// A [`Heap`] behind a lock: `Sync`, with the same checked API and `Allocator` for
@@ -42,7 +125,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// # Ok::<(), strata_alloc::Error>(())
 /// ```
 pub struct LockedHeap {
-    core: Mutex<HeapCore>,
+    core: SpinLock<HeapCore>,
 }
 
 impl LockedHeap {
@@ -55,7 +138,7 @@ impl LockedHeap {
     /// ```
     pub fn new(heap: Heap) -> LockedHeap {
         LockedHeap {
-            core: Mutex::new(heap.into_core()),
+            core: SpinLock::new(heap.into_core()),
         }
     }
 
@@ -264,7 +347,7 @@ impl core::fmt::Debug for LockedHeap {
 /// }
 /// ```
 pub struct GlobalHeap {
-    core: Mutex<Option<HeapCore>>,
+    core: SpinLock<Option<HeapCore>>,
     config: HeapConfig,
 }
 
@@ -288,7 +371,7 @@ impl GlobalHeap {
     /// ```
     pub const fn with_config(config: HeapConfig) -> GlobalHeap {
         GlobalHeap {
-            core: Mutex::new(None),
+            core: SpinLock::new(None),
             config,
         }
     }
@@ -399,5 +482,29 @@ unsafe impl GlobalAlloc for GlobalHeap {
         self.with(|c| api::resize(c, p, layout, new, false))
             .and_then(Result::ok)
             .map_or(core::ptr::null_mut(), |q| q.cast::<u8>().as_ptr())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spin_lock_excludes() {
+        let counter = SpinLock::new(0u64);
+        let per_thread = if cfg!(miri) { 200 } else { 200_000 };
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..per_thread {
+                        // A plain read-modify-write: lost updates would show in the total.
+                        let mut g = counter.lock();
+                        let v = *g;
+                        *g = v + 1;
+                    }
+                });
+            }
+        });
+        assert_eq!(*counter.lock(), 2 * per_thread);
     }
 }
