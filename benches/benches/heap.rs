@@ -204,7 +204,8 @@ fn efficiency_report() {
             .mmap_threshold(2 * ARENA);
         let mut s = Strata::with_config(config);
         let r = efficiency(&mut s, ARENA, seed);
-        s.0.check().expect("strata heap consistent after the efficiency run");
+        s.0.check()
+            .expect("strata heap consistent after the efficiency run");
         r
     });
     row("talc", &mut || {
@@ -214,7 +215,11 @@ fn efficiency_report() {
         efficiency(&mut Rlsf::new(ArenaMem::new(ARENA, false)), ARENA, seed)
     });
     row("linked_list", &mut || {
-        efficiency(&mut LinkedList::new(ArenaMem::new(ARENA, false)), ARENA, seed)
+        efficiency(
+            &mut LinkedList::new(ArenaMem::new(ARENA, false)),
+            ARENA,
+            seed,
+        )
     });
 }
 
@@ -253,7 +258,11 @@ macro_rules! grow_buffers {
 }
 
 fn buffers_api<A: Allocator + Clone>(a: A, rng: &mut Rng, chunk: usize) -> usize {
-    grow_buffers!(allocator_api2::vec::Vec::<u8, A>::new_in(a.clone()), rng, chunk)
+    grow_buffers!(
+        allocator_api2::vec::Vec::<u8, A>::new_in(a.clone()),
+        rng,
+        chunk
+    )
 }
 
 fn buffers_std(rng: &mut Rng, chunk: usize) -> usize {
@@ -298,9 +307,7 @@ fn replay_one<A: BenchAlloc>(
     a: &mut A,
 ) {
     let mut blocks = Vec::new();
-    g.bench_function(name, |b| {
-        b.iter(|| trace::replay(a, t, &mut blocks))
-    });
+    g.bench_function(name, |b| b.iter(|| trace::replay(a, t, &mut blocks)));
 }
 
 fn trace_replay(c: &mut Criterion) {
@@ -318,14 +325,21 @@ fn trace_replay(c: &mut Criterion) {
         t.peak_live_bytes >> 20,
         started.elapsed().as_secs_f64()
     );
-    let name = path.file_stem().unwrap().to_string_lossy().replace(".trace", "");
+    let name = path
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .replace(".trace", "");
     let mut g = c.benchmark_group(format!("heap/trace_replay/{name}"));
     g.sample_size(10);
     g.warm_up_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements(t.ops.len() as u64));
     let mut strata = Strata::new();
     replay_one(&mut g, "strata_heap", &t, &mut strata);
-    strata.0.check().expect("strata heap consistent after the replays");
+    strata
+        .0
+        .check()
+        .expect("strata heap consistent after the replays");
     let s = strata.0.stats();
     println!(
         "  strata_heap after the replays: peak in use {} MiB, break growths {}, shrinks {}, \
@@ -341,8 +355,15 @@ fn trace_replay(c: &mut Criterion) {
     replay_one(&mut g, "system", &t, &mut contenders::system());
     replay_one(&mut g, "mimalloc", &t, &mut contenders::mimalloc());
     // talc needs an arena: four times the trace's peak (at least 512 MiB), untouched pages.
-    let talc_bytes = (t.peak_live_bytes * 4).max(512 << 20).next_multiple_of(1 << 20);
-    replay_one(&mut g, "talc", &t, &mut Talc::new(ArenaMem::new(talc_bytes, false)));
+    let talc_bytes = (t.peak_live_bytes * 4)
+        .max(512 << 20)
+        .next_multiple_of(1 << 20);
+    replay_one(
+        &mut g,
+        "talc",
+        &t,
+        &mut Talc::new(ArenaMem::new(talc_bytes, false)),
+    );
     g.finish();
 }
 

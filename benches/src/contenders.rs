@@ -223,7 +223,10 @@ impl BenchAlloc for Rlsf {
     #[inline]
     unsafe fn dealloc(&mut self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded contract.
-        unsafe { self.tlsf.deallocate(NonNull::new_unchecked(ptr), layout.align()) }
+        unsafe {
+            self.tlsf
+                .deallocate(NonNull::new_unchecked(ptr), layout.align())
+        }
     }
     #[inline]
     unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {

@@ -104,7 +104,10 @@ pub fn parse(text: &[u8]) -> Trace {
         } else {
             num(fields.next()).max(1)
         };
-        assert!(id < 1 << ID_BITS && size < 1 << SIZE_BITS, "trace value too large");
+        assert!(
+            id < 1 << ID_BITS && size < 1 << SIZE_BITS,
+            "trace value too large"
+        );
         let idu = id as usize;
         if idu >= sizes.len() {
             sizes.resize(idu + 1, 0);
