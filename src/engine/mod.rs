@@ -1005,7 +1005,7 @@ impl Engine {
         if b != last {
             return bad(b, "blocks do not tile the span");
         }
-        if self.map.counts() != (blocks, live) {
+        if self.map.counts(self.span() / GRANULE + 1) != (blocks, live) {
             return bad(self.base, "start map has bits for blocks that do not exist");
         }
         let mut listed = 0;

@@ -161,9 +161,25 @@ impl StartMap {
     }
 
     /// Whether any block starts strictly between `lo` and `hi` (`lo < hi <= granules`).
+    /// Only the words covering that range are read, so the cost follows the block's size,
+    /// never the size of the map.
     #[inline]
     pub fn any_start_between(&self, lo: usize, hi: usize) -> bool {
-        self.next_start_after(lo).is_some_and(|n| n < hi)
+        let first = lo + 1;
+        if first >= hi {
+            return false;
+        }
+        let last = hi - 1;
+        let (mut i, end) = (first / 64, last / 64);
+        let mut word = self.starts_word(i) & (u64::MAX << (first % 64));
+        while i < end {
+            if word != 0 {
+                return true;
+            }
+            i += 1;
+            word = self.starts_word(i);
+        }
+        word & (u64::MAX >> (63 - last % 64)) != 0
     }
 
     /// The first block start after `g`, if any.
@@ -202,11 +218,15 @@ impl StartMap {
         }
     }
 
-    /// `(starts, live)` counts over the whole map, for integrity checks.
-    pub fn counts(&self) -> (usize, usize) {
-        let groups = self.granules.div_ceil(64);
+    /// `(starts, live)` counts over the first `granules` granules and the spare groups after
+    /// them, for integrity checks. Everything past `granules` must be clear, so the caller
+    /// passes the extent in use and the map's unused tail is not read.
+    pub fn counts(&self, granules: usize) -> (usize, usize) {
+        let groups =
+            (granules.min(self.granules).div_ceil(64) + 1).min(self.granules.div_ceil(64) + 2);
         (0..groups).fold((0, 0), |(s, l), i| {
-            let grp = self.group(i * 64);
+            // SAFETY: `i` is below the map's groups plus its two spare ones.
+            let grp = unsafe { &*self.groups.add(i) };
             (
                 s + grp.starts.count_ones() as usize,
                 l + grp.live.count_ones() as usize,
@@ -247,9 +267,9 @@ mod tests {
             assert_eq!(m.start_at_or_before(1000), Some(299));
             assert!(m.any_start_between(5, 64));
             assert!(!m.any_start_between(64, 200));
-            assert_eq!(m.counts(), (6, 1));
+            assert_eq!(m.counts(300), (6, 1));
             m.remove(64);
-            assert_eq!(m.counts(), (5, 0));
+            assert_eq!(m.counts(300), (5, 0));
             assert_eq!(m.start_at_or_before(199), Some(63));
         });
     }
@@ -303,6 +323,9 @@ mod tests {
                 let prev = (0..=q).rev().find(|&i| model[i]);
                 assert_eq!(m.next_start_after(q), next);
                 assert_eq!(m.start_at_or_before(q), prev);
+                let hi = rng.range(q + 1, 1001);
+                let any = (q + 1..hi).any(|i| model[i]);
+                assert_eq!(m.any_start_between(q, hi), any, "between {q} and {hi}");
             }
         });
     }

@@ -144,7 +144,10 @@ impl HeapCore {
     fn grow_break(&mut self, bsize: usize, at_least: usize) -> Result<(), Error> {
         let top = self.engine.free_top()?.map_or(0, |(_, s)| s);
         let page = crate::page_size();
-        let need = bsize.saturating_sub(top).max(at_least).max(self.increment);
+        // Grow geometrically (an eighth of the heap, at least one increment): a heap that
+        // keeps growing moves its break a few dozen times, not once per increment.
+        let step = self.increment.max(self.blocks.brk() / 8);
+        let need = bsize.saturating_sub(top).max(at_least).max(step);
         let grow = need
             .checked_add(page - 1)
             .map(|n| n & !(page - 1))
