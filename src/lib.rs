@@ -6,12 +6,14 @@
 #![warn(missing_docs)]
 
 mod abort;
+mod bump;
 mod error;
 mod region;
 mod stats;
 #[cfg(test)]
 pub(crate) mod test_rng;
 
+pub use bump::{Bump, BumpBox, Checkpoint, ChunkInfo, Chunks, DEFAULT_RETAINED, MAX_CHUNK};
 pub use error::Error;
 pub use region::{Region, page_size};
 pub use stats::{BlockInfo, BlockState, Stats};
