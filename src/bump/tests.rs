@@ -61,7 +61,7 @@ fn new_maps_nothing_and_zero_sized_requests_stay_free() {
 fn allocations_are_aligned_disjoint_and_keep_their_contents() {
     let mut rng = Rng::new(7);
     let b = Bump::new();
-    let mut live: Vec<(usize, usize, u8)> = Vec::new();
+    let mut live: Vec<(*const u8, usize, u8)> = Vec::new();
     for _ in 0..scale(300, 20_000) {
         let size = if rng.chance(1, 50) { rng.range(1, 20_000) } else { rng.range(0, 64) };
         let align = 1 << rng.range(0, 8);
@@ -74,28 +74,28 @@ fn allocations_are_aligned_disjoint_and_keep_their_contents() {
         // SAFETY: `p` is a fresh block of `size` bytes.
         unsafe { p.as_ptr().write_bytes(fill, size) };
         if size > 0 {
-            live.push((p.as_ptr() as usize, size, fill));
+            live.push((p.as_ptr(), size, fill));
         }
         check(&b);
     }
     live.sort();
     for w in live.windows(2) {
-        assert!(w[0].0 + w[0].1 <= w[1].0, "blocks overlap");
+        assert!(w[0].0 as usize + w[0].1 <= w[1].0 as usize, "blocks overlap");
     }
     for &(addr, size, fill) in &live {
         // SAFETY: every block is still allocated; nothing was freed.
-        let s = unsafe { core::slice::from_raw_parts(addr as *const u8, size) };
+        let s = unsafe { core::slice::from_raw_parts(addr, size) };
         assert!(s.iter().all(|&x| x == fill));
     }
 }
 
 #[test]
 fn nested_scopes_free_exactly_what_they_allocated() {
-    fn go(b: &mut Bump, rng: &mut Rng, depth: u32, outside: &mut Vec<(usize, u64)>) {
+    fn go(b: &mut Bump, rng: &mut Rng, depth: u32, outside: &mut Vec<(*const u64, u64)>) {
         for _ in 0..rng.range(0, 6) {
             let v = rng.next_u64();
             let p = b.alloc(v);
-            outside.push((p as *mut u64 as usize, v));
+            outside.push((p as *const u64, v));
             if rng.chance(1, 10) {
                 b.alloc_slice_copy(&[0u8; 3000]); // sometimes cross into a new chunk
             }
@@ -110,7 +110,7 @@ fn nested_scopes_free_exactly_what_they_allocated() {
                 check(b);
                 for &(addr, v) in outside.iter() {
                     // SAFETY: allocated outside every scope that has ended since.
-                    assert_eq!(unsafe { (addr as *const u64).read() }, v);
+                    assert_eq!(unsafe { addr.read() }, v);
                 }
             }
         }
