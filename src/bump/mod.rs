@@ -12,14 +12,15 @@
 //! Invariants kept here (checked by `check_invariants` in the unit tests):
 //! - `chunks[..in_use]` are in use, oldest first; `chunks[in_use - 1]` is the current chunk;
 //!   `chunks[in_use..]` are spares (empty, kept for reuse).
-//! - With a current chunk: `start <= ptr <= end <= chunk_end`, where `start`/`chunk_end` are the
-//!   current chunk's bounds and `end` is pulled below `chunk_end` only by the allocation limit.
+//! - With a current chunk: `start <= ptr <= chunk_end` and `start <= end <= chunk_end`, where
+//!   `start`/`chunk_end` are the current chunk's bounds and `end` is pulled below `chunk_end`
+//!   only by the allocation limit (below `ptr` too, if the limit was set under the usage).
 //!   Without one (`in_use == 0`): `ptr` is dangling and `start == ptr == end == chunk_end`, so
 //!   the fast path fails for every non-zero request.
 //! - `chunks[i].used` is the number of bytes used in in-use chunk `i < in_use - 1`, and
 //!   `done` is their sum, so `allocated_bytes() == done + (ptr - start)`.
-//! - `done + (end - start) <= limit` whenever `done + (ptr - start) <= limit`: the fast path can
-//!   never pass the allocation limit, so it does not need to look at it.
+//! - `done + (end - start) <= limit`: the fast path, which stops at `end`, can never pass the
+//!   allocation limit, so it does not need to look at it.
 //! - A position (`in_use`, offset in the current chunk) only moves down through `rewind`,
 //!   `reset` and the in-place `deallocate`/`shrink`/`grow` of the last block; positions are
 //!   compared lexicographically to tell a stale checkpoint from a valid one.
@@ -43,12 +44,14 @@ pub const MAX_CHUNK: usize = 4 << 20;
 /// Default bound on the chunk bytes [`Bump::reset`] and [`Bump::rewind`] keep for reuse.
 pub const DEFAULT_RETAINED: usize = 4 << 20;
 
-/// Epochs are unique across all bumps and resets, so a checkpoint from another `Bump`, or from
-/// before a reset, is recognised instead of being applied to memory it does not describe.
-static EPOCH: AtomicU64 = AtomicU64::new(1);
+/// Each Bump takes a block of 2^32 epochs and moves to the next one on every reset, so a
+/// checkpoint from another `Bump`, or from before a reset, is recognised instead of being
+/// applied to memory it does not describe. (After 2^32 resets a Bump runs into the next block;
+/// an epoch match is only a consistency check: rewinding stays memory-safe without it.)
+static EPOCH: AtomicU64 = AtomicU64::new(1 << 32);
 
-fn next_epoch() -> u64 {
-    EPOCH.fetch_add(1, Ordering::Relaxed)
+fn first_epoch() -> u64 {
+    EPOCH.fetch_add(1 << 32, Ordering::Relaxed)
 }
 
 /// One chunk: a Region whose break sits at its capacity (the whole span is ours).
@@ -264,7 +267,7 @@ impl Bump {
             next_size: Cell::new(page_size()),
             limit: Cell::new(usize::MAX),
             retained: DEFAULT_RETAINED,
-            epoch: next_epoch(),
+            epoch: first_epoch(),
         }
     }
 
@@ -829,7 +832,21 @@ impl Bump {
     /// assert_eq!(bump.chunk_capacity(), footprint);
     /// ```
     pub fn reset(&mut self) {
-        self.epoch = next_epoch();
+        self.epoch = self.epoch.wrapping_add(1);
+        let (in_use, retained) = (self.in_use.get(), self.retained);
+        let chunks = self.chunks.get_mut();
+        if in_use == 1 && chunks.len() == 1 && chunks[0].capacity() <= retained {
+            // The steady state of a request loop: one chunk, kept. `done` is already 0, so
+            // `end` stays right; only the pointer goes back.
+            let start = chunks[0].base();
+            self.ptr.set(start);
+            return;
+        }
+        self.reset_chunks();
+    }
+
+    #[inline(never)]
+    fn reset_chunks(&mut self) {
         self.done.set(0);
         let retained = self.retained;
         let chunks = self.chunks.get_mut();
@@ -941,24 +958,32 @@ impl Bump {
     // ---- internals -------------------------------------------------------------------------
 
     /// The fast path: align up, compare, bump. Everything else is in `alloc_slow`.
+    ///
+    /// The data dependency from one allocation to the next (load the pointer, compute the new
+    /// one, store it) is what limits a loop of allocations, so it is kept to an add and an
+    /// and: when the size is a multiple of the alignment (every Rust type, every array),
+    /// rounding the *end* up to the alignment also aligns the start.
     #[inline(always)]
     fn bump_fast(&self, layout: Layout) -> Option<NonNull<u8>> {
         let ptr = self.ptr.get();
         let addr = ptr.as_ptr().addr();
-        let pad = addr.wrapping_neg() & (layout.align() - 1);
-        // `ptr <= end` always, and a Layout keeps `size + pad` below 2 * isize::MAX, so
-        // neither line can overflow.
-        let room = self.end.get() - addr;
-        if layout.size() + pad <= room {
-            // SAFETY: `pad + size <= end - ptr`, so both results stay inside the current
-            // chunk (or are `ptr` itself when both are zero), and keep its provenance.
-            unsafe {
-                let p = ptr.as_ptr().add(pad);
-                self.ptr.set(NonNull::new_unchecked(p.add(layout.size())));
-                Some(NonNull::new_unchecked(p))
-            }
+        let (size, mask) = (layout.size(), layout.align() - 1);
+        // `size + mask` cannot overflow: a Layout keeps both below isize::MAX + 1.
+        let new_end = if size & mask == 0 {
+            addr.checked_add(size + mask)? & !mask
         } else {
-            None
+            (addr.checked_add(mask)? & !mask).checked_add(size)?
+        };
+        if new_end > self.end.get() {
+            return None;
+        }
+        // `addr <= new_end - size` (rounding up never goes below `addr + size`), and the block
+        // start `new_end - size` is aligned in both branches.
+        // SAFETY: `addr <= new_end - size <= new_end <= end`: both pointers stay inside the
+        // current chunk (or equal `ptr` for a zero-sized request) and keep its provenance.
+        unsafe {
+            self.ptr.set(ptr.add(new_end - addr));
+            Some(ptr.add(new_end - size - addr))
         }
     }
 
@@ -1037,12 +1062,12 @@ impl Bump {
         self.update_end();
     }
 
-    /// Recomputes `end` from the chunk end and the limit (keeping `ptr <= end`).
+    /// Recomputes `end` from the chunk end and the limit. It may fall below `ptr` when the
+    /// limit was set under the current usage; the fast path then fails until enough is freed.
     fn update_end(&self) {
         let start = self.start.get();
         let budget = self.limit.get().saturating_sub(self.done.get());
-        let end = self.chunk_end.get().min(start.saturating_add(budget));
-        self.end.set(end.max(self.ptr.get().as_ptr().addr()));
+        self.end.set(self.chunk_end.get().min(start.saturating_add(budget)));
     }
 
     fn make_empty(&self) {
