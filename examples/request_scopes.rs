@@ -25,7 +25,9 @@ impl Write for ArenaText<'_> {
 
 /// A deterministic request line: a verb, a path and some repeated words.
 fn request_line(n: u64) -> String {
-    const WORDS: [&str; 8] = ["alpha", "beta", "gamma", "delta", "alpha", "beta", "alpha", "eps"];
+    const WORDS: [&str; 8] = [
+        "alpha", "beta", "gamma", "delta", "alpha", "beta", "alpha", "eps",
+    ];
     let mut line = format!("GET /items/{} HTTP/1.1", n % 97);
     let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     for _ in 0..(8 + n % 24) {
@@ -82,7 +84,10 @@ fn main() {
         bytes_out += bump.scope(|b| {
             let len = handle(b, &line, print);
             if n == 0 {
-                println!("  (arena during request 0: {} bytes in use)", b.allocated_bytes());
+                println!(
+                    "  (arena during request 0: {} bytes in use)",
+                    b.allocated_bytes()
+                );
             }
             len
         });
@@ -90,7 +95,10 @@ fn main() {
             footprints.push((n + 1, bump.allocated_bytes(), bump.chunk_capacity()));
         }
     }
-    println!("\n{:>10}  {:>15}  {:>16}", "requests", "bytes in use", "footprint (B)");
+    println!(
+        "\n{:>10}  {:>15}  {:>16}",
+        "requests", "bytes in use", "footprint (B)"
+    );
     for (n, used, cap) in &footprints {
         println!("{n:>10}  {used:>15}  {cap:>16}");
     }
@@ -101,5 +109,8 @@ fn main() {
         if flat { "stayed flat" } else { "CHANGED" },
         footprints.last().map_or(0, |f| f.2)
     );
-    assert!(flat, "the footprint must not grow with the number of requests");
+    assert!(
+        flat,
+        "the footprint must not grow with the number of requests"
+    );
 }

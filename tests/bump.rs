@@ -23,12 +23,18 @@ fn verify(blocks: &[Block]) {
     let mut sorted = blocks.to_vec();
     sorted.sort_by_key(|b| b.addr);
     for w in sorted.windows(2) {
-        assert!(w[0].addr + w[0].len <= w[1].addr, "live allocations overlap");
+        assert!(
+            w[0].addr + w[0].len <= w[1].addr,
+            "live allocations overlap"
+        );
     }
     for b in blocks {
         // SAFETY: every block in the model is still allocated in the arena.
         let s = unsafe { core::slice::from_raw_parts(b.addr as *const u8, b.len) };
-        assert!(s.iter().all(|&x| x == b.fill), "a value written outside a scope changed");
+        assert!(
+            s.iter().all(|&x| x == b.fill),
+            "a value written outside a scope changed"
+        );
     }
 }
 
@@ -168,7 +174,11 @@ fn vec_in_a_reused_arena_never_moves() {
             v.push(i as u8);
         }
         if round > 0 {
-            assert_eq!(v.as_ptr(), first, "the kept 1 MiB chunk serves the whole Vec");
+            assert_eq!(
+                v.as_ptr(),
+                first,
+                "the kept 1 MiB chunk serves the whole Vec"
+            );
         }
         drop(v);
         bump.reset();
@@ -220,9 +230,15 @@ fn limit_errors_lose_nothing() {
     assert!(v.iter().copied().eq(0..pushed));
     for e in [
         bump.try_alloc([0u8; 60_000]).map(|_| ()).unwrap_err(),
-        bump.try_alloc_str(&"x".repeat(60_000)).map(|_| ()).unwrap_err(),
-        bump.try_alloc_slice_copy(&[0u32; 20_000]).map(|_| ()).unwrap_err(),
-        bump.try_alloc_layout(Layout::new::<[u8; 60_000]>()).map(|_| ()).unwrap_err(),
+        bump.try_alloc_str(&"x".repeat(60_000))
+            .map(|_| ())
+            .unwrap_err(),
+        bump.try_alloc_slice_copy(&[0u32; 20_000])
+            .map(|_| ())
+            .unwrap_err(),
+        bump.try_alloc_layout(Layout::new::<[u8; 60_000]>())
+            .map(|_| ())
+            .unwrap_err(),
     ] {
         assert!(matches!(e, Error::OutOfMemory { .. }), "{e}");
     }
@@ -243,7 +259,10 @@ fn overflowing_and_misaligned_requests_are_errors() {
     let bump = Bump::new();
     for (size, align) in [(1, 3), (1, 0), (usize::MAX, 1), (isize::MAX as usize, 4096)] {
         let e = bump.try_alloc_raw(size, align).unwrap_err();
-        assert!(matches!(e, Error::InvalidLayout { .. }), "{size} {align}: {e}");
+        assert!(
+            matches!(e, Error::InvalidLayout { .. }),
+            "{size} {align}: {e}"
+        );
     }
     // Valid but impossible: the OS refuses, the arena stays fine.
     assert!(bump.try_alloc_raw(isize::MAX as usize / 2, 8).is_err());

@@ -102,8 +102,12 @@ fn vec_push_1mib(c: &mut Criterion) {
     }
 
     // Fresh arena each time: includes mapping the chunks.
-    g.bench_function("strata/fresh", |b| b.iter(|| push_mib(&strata_alloc::Bump::new())));
-    g.bench_function("bumpalo/fresh", |b| b.iter(|| push_mib(&bumpalo::Bump::new())));
+    g.bench_function("strata/fresh", |b| {
+        b.iter(|| push_mib(&strata_alloc::Bump::new()))
+    });
+    g.bench_function("bumpalo/fresh", |b| {
+        b.iter(|| push_mib(&bumpalo::Bump::new()))
+    });
     g.bench_function("bump-scope/fresh", |b| b.iter(|| push_mib(&Scope::new())));
 
     // Reused arena, reset between iterations.
@@ -251,5 +255,185 @@ fn requests_10k(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, alloc_10k, vec_push_1mib, reserve_exact_1, requests_10k);
+/// Ratios that survive a busy machine: the three arenas run interleaved, round after round,
+/// and each keeps its fastest round (interference only ever adds time). Printed once before
+/// the criterion groups; `BUMP_RATIO_ROUNDS=0` skips it.
+fn interleaved_ratios(_: &mut Criterion) {
+    use std::time::Instant;
+    let rounds: usize = std::env::var("BUMP_RATIO_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    if rounds == 0 {
+        return;
+    }
+    fn min_of(rounds: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+        let mut best = vec![f64::INFINITY; fs.len()];
+        for _ in 0..rounds {
+            for (i, f) in fs.iter_mut().enumerate() {
+                let t = Instant::now();
+                f();
+                best[i] = best[i].min(t.elapsed().as_secs_f64());
+            }
+        }
+        best
+    }
+    let report = |name: &str, t: &[f64]| {
+        eprintln!(
+            "ratio {name:<28} strata {:>9.1} us | strata/bumpalo {:>6.3} | strata/bump-scope {:>6.3}",
+            t[0] * 1e6,
+            t[0] / t[1],
+            t[0] / t[2]
+        );
+    };
+    macro_rules! alloc_case {
+        ($name:literal, $ty:ty, $make:expr) => {{
+            let make = $make;
+            let mut a = strata_alloc::Bump::new();
+            let mut b = bumpalo::Bump::new();
+            let mut c = Scope::new();
+            let t = min_of(
+                rounds,
+                &mut [
+                    &mut || {
+                        a.reset();
+                        for i in 0..N {
+                            black_box(a.alloc::<$ty>(make(i)));
+                        }
+                    },
+                    &mut || {
+                        b.reset();
+                        for i in 0..N {
+                            black_box(b.alloc::<$ty>(make(i)));
+                        }
+                    },
+                    &mut || {
+                        c.reset();
+                        for i in 0..N {
+                            black_box(c.alloc::<$ty>(make(i)).into_mut());
+                        }
+                    },
+                ],
+            );
+            report($name, &t);
+        }};
+    }
+    alloc_case!("alloc_10k/u8", u8, |i: usize| i as u8);
+    alloc_case!("alloc_10k/u64", u64, |i: usize| i as u64);
+    alloc_case!("alloc_10k/struct100", Big, |i: usize| Big {
+        bytes: [i as u8; 100]
+    });
+
+    let (mut a, mut b, mut c) = (
+        strata_alloc::Bump::new(),
+        bumpalo::Bump::new(),
+        Scope::new(),
+    );
+    let t = min_of(
+        rounds / 4 + 1,
+        &mut [
+            &mut || {
+                a.reset();
+                push_mib(&a);
+            },
+            &mut || {
+                b.reset();
+                push_mib(&b);
+            },
+            &mut || {
+                c.reset();
+                push_mib(&c);
+            },
+        ],
+    );
+    report("vec_push_1mib/reused", &t);
+    let t = min_of(
+        rounds / 4 + 1,
+        &mut [
+            &mut || {
+                push_mib(&strata_alloc::Bump::new());
+            },
+            &mut || {
+                push_mib(&bumpalo::Bump::new());
+            },
+            &mut || {
+                push_mib(&Scope::new());
+            },
+        ],
+    );
+    report("vec_push_1mib/fresh", &t);
+    let t = min_of(
+        rounds / 4 + 1,
+        &mut [
+            &mut || {
+                a.reset();
+                reserve_exact_loop(&a);
+            },
+            &mut || {
+                b.reset();
+                reserve_exact_loop(&b);
+            },
+            &mut || {
+                c.reset();
+                reserve_exact_loop(&c);
+            },
+        ],
+    );
+    report("reserve_exact_1", &t);
+    let t = min_of(
+        rounds / 4 + 1,
+        &mut [
+            &mut || {
+                for r in 0..REQUESTS {
+                    a.scope(|bump| request!(bump, r));
+                }
+            },
+            &mut || {
+                for r in 0..REQUESTS {
+                    request!(b, r);
+                    b.reset();
+                }
+            },
+            &mut || {
+                for r in 0..REQUESTS {
+                    c.scoped(|bump| request!(bump, r));
+                }
+            },
+        ],
+    );
+    report("requests_10k (scope)", &t);
+    let t = min_of(
+        rounds / 4 + 1,
+        &mut [
+            &mut || {
+                for r in 0..REQUESTS {
+                    request!(a, r);
+                    a.reset();
+                }
+            },
+            &mut || {
+                for r in 0..REQUESTS {
+                    request!(b, r);
+                    b.reset();
+                }
+            },
+            &mut || {
+                for r in 0..REQUESTS {
+                    request!(c, r);
+                    c.reset();
+                }
+            },
+        ],
+    );
+    report("requests_10k (reset)", &t);
+}
+
+criterion_group!(
+    benches,
+    interleaved_ratios,
+    alloc_10k,
+    vec_push_1mib,
+    reserve_exact_1,
+    requests_10k
+);
 criterion_main!(benches);

@@ -128,7 +128,11 @@ unsafe impl Allocator for &Bump {
         let extra = new_layout.size() - old_layout.size();
         if self.is_last(addr, old_layout.size())
             && addr & (new_layout.align() - 1) == 0
-            && cur.as_ptr().addr().checked_add(extra).is_some_and(|e| e <= self.end.get())
+            && cur
+                .as_ptr()
+                .addr()
+                .checked_add(extra)
+                .is_some_and(|e| e <= self.end.get())
         {
             // SAFETY: `ptr + extra <= end`, inside the current chunk;
             // the block starts `old_layout.size()` bytes below the pointer, in the same chunk.

@@ -306,7 +306,9 @@ impl Bump {
     ///
     /// **`alloc` never runs `Drop`.** Memory is reclaimed a scope at a time and nothing walks
     /// the values, so a `String` or `Vec` stored here would leak its heap buffer. To make that
-    /// leak impossible to miss, `alloc` *refuses at compile time* any type with drop glue. Use
+    /// leak impossible to miss, `alloc` *refuses at compile time* any type with drop glue (a
+    /// build error from `cargo build`/`cargo test`; being raised at monomorphization, it does
+    /// not show in `cargo check`). Use
     /// [`alloc_box`](Bump::alloc_box) when the value must be dropped, or wrap it in
     /// [`ManuallyDrop`](core::mem::ManuallyDrop) to leak it on purpose.
     ///
@@ -634,11 +636,14 @@ impl Bump {
     /// ```
     pub fn try_alloc_raw(&self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
         if !align.is_power_of_two() {
-            return Err(Error::layout(size, align, "alignment is not a power of two"));
+            return Err(Error::layout(
+                size,
+                align,
+                "alignment is not a power of two",
+            ));
         }
-        let layout = Layout::from_size_align(size, align).map_err(|_| {
-            Error::layout(size, align, "size overflows isize::MAX when aligned")
-        })?;
+        let layout = Layout::from_size_align(size, align)
+            .map_err(|_| Error::layout(size, align, "size overflows isize::MAX when aligned"))?;
         self.try_alloc_layout(layout)
     }
 
@@ -678,8 +683,10 @@ impl Bump {
     /// let before = bump.allocated_bytes();
     /// let total = bump.scope(|b| {
     ///     let words = b.alloc_slice_copy(&["a", "bb", "ccc"]);
+    ///     let outer: usize = words.iter().map(|w| w.len()).sum();
+    ///     // `words` is not used past this point, so `b` may be borrowed mutably again.
     ///     let inner = b.scope(|b| b.alloc_str("temporary").len());
-    ///     words.iter().map(|w| w.len()).sum::<usize>() + inner
+    ///     outer + inner
     /// });
     /// assert_eq!(total, 15);
     /// assert_eq!(bump.allocated_bytes(), before);
@@ -795,7 +802,8 @@ impl Bump {
             let p = self.ptr.get().as_ptr();
             // SAFETY: `cp.offset <= here`, so the result lies in the current chunk, between
             // its start and the current pointer, with the chunk's provenance.
-            self.ptr.set(unsafe { NonNull::new_unchecked(p.sub(here - cp.offset)) });
+            self.ptr
+                .set(unsafe { NonNull::new_unchecked(p.sub(here - cp.offset)) });
             return Ok(());
         }
         self.rewind_chunks(cp);
@@ -831,6 +839,7 @@ impl Bump {
     /// bump.alloc(1u8); // reuses a kept chunk, maps nothing
     /// assert_eq!(bump.chunk_capacity(), footprint);
     /// ```
+    #[inline]
     pub fn reset(&mut self) {
         self.epoch = self.epoch.wrapping_add(1);
         let (in_use, retained) = (self.in_use.get(), self.retained);
@@ -1040,8 +1049,7 @@ impl Bump {
         self.in_use.set(idx + 1);
         self.enter(base, cap, 0);
         // The chunk holds `needed` bytes and the limit leaves `remaining >= needed`.
-        self.bump_fast(layout)
-            .ok_or(Error::oom(size, remaining))
+        self.bump_fast(layout).ok_or(Error::oom(size, remaining))
     }
 
     fn map_chunk(bytes: usize) -> Result<Chunk, Error> {
@@ -1067,7 +1075,8 @@ impl Bump {
     fn update_end(&self) {
         let start = self.start.get();
         let budget = self.limit.get().saturating_sub(self.done.get());
-        self.end.set(self.chunk_end.get().min(start.saturating_add(budget)));
+        self.end
+            .set(self.chunk_end.get().min(start.saturating_add(budget)));
     }
 
     fn make_empty(&self) {

@@ -31,7 +31,10 @@ fn check(b: &Bump) {
         assert_eq!(c.in_use, i < in_use);
         assert!(c.used <= c.capacity);
     }
-    let done: usize = infos[..in_use.saturating_sub(1)].iter().map(|c| c.used).sum();
+    let done: usize = infos[..in_use.saturating_sub(1)]
+        .iter()
+        .map(|c| c.used)
+        .sum();
     assert_eq!(done, b.done.get());
     let used: usize = infos.iter().map(|c| c.used).sum();
     assert_eq!(used, b.allocated_bytes());
@@ -59,7 +62,11 @@ fn allocations_are_aligned_disjoint_and_keep_their_contents() {
     let b = Bump::new();
     let mut live: Vec<(*const u8, usize, u8)> = Vec::new();
     for _ in 0..scale(300, 20_000) {
-        let size = if rng.chance(1, 50) { rng.range(1, 20_000) } else { rng.range(0, 64) };
+        let size = if rng.chance(1, 50) {
+            rng.range(1, 20_000)
+        } else {
+            rng.range(0, 64)
+        };
         let align = 1 << rng.range(0, 8);
         let layout = Layout::from_size_align(size, align).unwrap();
         let before = b.allocated_bytes();
@@ -76,7 +83,10 @@ fn allocations_are_aligned_disjoint_and_keep_their_contents() {
     }
     live.sort();
     for w in live.windows(2) {
-        assert!(w[0].0 as usize + w[0].1 <= w[1].0 as usize, "blocks overlap");
+        assert!(
+            w[0].0 as usize + w[0].1 <= w[1].0 as usize,
+            "blocks overlap"
+        );
     }
     for &(addr, size, fill) in &live {
         // SAFETY: every block is still allocated; nothing was freed.
@@ -184,12 +194,14 @@ fn vec_grows_in_place_until_it_must_change_chunk() {
         if v.as_ptr() != last {
             if !last.is_null() && v.len() > 1 {
                 moves += 1;
-                let holder = b.chunks().find(|c| {
-                    (c.addr..c.addr + c.capacity).contains(&(v.as_ptr() as usize))
-                });
+                let holder = b
+                    .chunks()
+                    .find(|c| (c.addr..c.addr + c.capacity).contains(&(v.as_ptr() as usize)));
                 let old = last as usize;
-                assert!(!(holder.unwrap().addr..holder.unwrap().addr + holder.unwrap().capacity)
-                    .contains(&old));
+                assert!(
+                    !(holder.unwrap().addr..holder.unwrap().addr + holder.unwrap().capacity)
+                        .contains(&old)
+                );
             }
             last = v.as_ptr();
         }
@@ -252,7 +264,10 @@ fn growing_to_a_larger_alignment_moves_and_keeps_the_bytes() {
     let old = Layout::from_size_align(24, 8).unwrap();
     let p = a.allocate(old).unwrap().cast::<u8>();
     // SAFETY: fresh block of 24 bytes.
-    unsafe { p.as_ptr().copy_from(b"abcdefghijklmnopqrstuvwx".as_ptr(), 24) };
+    unsafe {
+        p.as_ptr()
+            .copy_from(b"abcdefghijklmnopqrstuvwx".as_ptr(), 24)
+    };
     let new = Layout::from_size_align(48, 4096).unwrap();
     // SAFETY: `p` is live with layout `old`; the new size is larger.
     let q = unsafe { a.grow(p, old, new) }.unwrap().cast::<u8>();
@@ -274,11 +289,17 @@ fn the_limit_is_enforced_and_the_bump_stays_usable() {
     }
     assert_eq!(n, 125);
     let err = b.try_alloc(0u8).unwrap_err();
-    assert!(matches!(err, Error::OutOfMemory { available: 0, .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::OutOfMemory { available: 0, .. }),
+        "{err:?}"
+    );
     assert!((&b).allocate(Layout::new::<u8>()).is_err());
     let panic = catch_unwind(AssertUnwindSafe(|| b.alloc(1u8))).unwrap_err();
     let msg = panic.downcast_ref::<String>().unwrap();
-    assert!(msg.contains("Bump allocation failed") && msg.contains("out of memory"), "{msg}");
+    assert!(
+        msg.contains("Bump allocation failed") && msg.contains("out of memory"),
+        "{msg}"
+    );
     b.set_allocation_limit(Some(1008));
     assert_eq!(*b.alloc(9u64), 9);
     b.set_allocation_limit(None);
@@ -317,8 +338,14 @@ fn limit_below_usage_and_across_chunks() {
 #[test]
 fn bad_layouts_are_errors() {
     let b = Bump::new();
-    assert!(matches!(b.try_alloc_raw(8, 0), Err(Error::InvalidLayout { .. })));
-    assert!(matches!(b.try_alloc_raw(8, 12), Err(Error::InvalidLayout { .. })));
+    assert!(matches!(
+        b.try_alloc_raw(8, 0),
+        Err(Error::InvalidLayout { .. })
+    ));
+    assert!(matches!(
+        b.try_alloc_raw(8, 12),
+        Err(Error::InvalidLayout { .. })
+    ));
     assert!(matches!(
         b.try_alloc_raw(isize::MAX as usize, 2),
         Err(Error::InvalidLayout { .. })
@@ -327,7 +354,9 @@ fn bad_layouts_are_errors() {
         b.try_alloc_slice_fill_with(usize::MAX / 2, |_| 0u32),
         Err(Error::InvalidLayout { .. })
     ));
-    let r = catch_unwind(AssertUnwindSafe(|| b.alloc_slice_fill_with(usize::MAX / 4, |_| 0u64)));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        b.alloc_slice_fill_with(usize::MAX / 4, |_| 0u64)
+    }));
     assert!(r.is_err());
     assert_eq!(b.allocated_bytes(), 0);
     assert_eq!(*b.alloc(3u8), 3);
