@@ -5,6 +5,10 @@
 //! Every group runs the same work on the three arenas; each arena is reused across iterations
 //! (reset or scope end between them), as a server would reuse one per worker.
 
+// Every arena is handed to collections as `&Bump`, like for like, even where bump-scope's
+// `Bump` would also serve by value.
+#![allow(clippy::needless_borrows_for_generic_args)]
+
 use std::hint::black_box;
 
 use allocator_api2::vec::Vec as AVec;
