@@ -334,7 +334,7 @@ fn interleaved_ratios(_: &mut Criterion) {
         Scope::new(),
     );
     let t = min_of(
-        rounds / 4 + 1,
+        rounds / 2 + 1,
         &mut [
             &mut || {
                 a.reset();
@@ -367,7 +367,7 @@ fn interleaved_ratios(_: &mut Criterion) {
     );
     report("vec_push_1mib/fresh", &t);
     let t = min_of(
-        rounds / 4 + 1,
+        rounds / 2 + 1,
         &mut [
             &mut || {
                 a.reset();
@@ -385,7 +385,7 @@ fn interleaved_ratios(_: &mut Criterion) {
     );
     report("reserve_exact_1", &t);
     let t = min_of(
-        rounds / 4 + 1,
+        rounds,
         &mut [
             &mut || {
                 for r in 0..REQUESTS {
@@ -407,7 +407,7 @@ fn interleaved_ratios(_: &mut Criterion) {
     );
     report("requests_10k (scope)", &t);
     let t = min_of(
-        rounds / 4 + 1,
+        rounds,
         &mut [
             &mut || {
                 for r in 0..REQUESTS {

@@ -857,8 +857,20 @@ impl Bump {
     #[inline(never)]
     fn reset_chunks(&mut self) {
         self.done.set(0);
-        let retained = self.retained;
+        let (in_use, retained) = (self.in_use.get(), self.retained);
         let chunks = self.chunks.get_mut();
+        // The round just ended needed several chunks; the next one will likely need as much.
+        // Serve it from one chunk of their combined size, so it runs without a single slow
+        // path and the following resets take the one-chunk shortcut above.
+        let spread: usize = chunks[..in_use].iter().map(Chunk::capacity).sum();
+        if in_use > 1 && spread <= retained {
+            if let Ok(merged) = Bump::map_chunk(spread) {
+                chunks.drain(..in_use);
+                chunks.insert(0, merged);
+                let next = self.next_size.get().max(spread.saturating_mul(2));
+                self.next_size.set(next.min(MAX_CHUNK));
+            }
+        }
         trim_spares(chunks, 0, retained);
         // trim_spares sorted the kept chunks largest first: start the next round in the
         // largest, so a steady workload stays in one chunk.

@@ -455,3 +455,21 @@ fn hashbrown_lives_in_a_bump() {
     assert_eq!(m.len(), 97);
     assert_eq!(m.values().sum::<u32>() as usize, scale(200, 10_000));
 }
+
+#[test]
+fn reset_merges_a_spread_round_into_one_chunk() {
+    let mut b = Bump::new();
+    for i in 0..scale(2000, 10_000) {
+        b.alloc(i as u64);
+    }
+    assert!(b.in_use.get() > 1);
+    let spread = b.chunk_capacity();
+    b.reset();
+    assert_eq!(b.chunks().count(), 1);
+    assert_eq!(b.chunk_capacity(), spread);
+    for i in 0..scale(2000, 10_000) {
+        b.alloc(i as u64);
+    }
+    assert_eq!(b.in_use.get(), 1, "the next round fits in the merged chunk");
+    check(&b);
+}
