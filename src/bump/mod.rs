@@ -991,9 +991,9 @@ impl Bump {
         let (size, mask) = (layout.size(), layout.align() - 1);
         // `size + mask` cannot overflow: a Layout keeps both below isize::MAX + 1.
         let new_end = if size & mask == 0 {
-            addr.checked_add(size + mask)? & !mask
+            add_within_space(addr, size + mask)? & !mask
         } else {
-            (addr.checked_add(mask)? & !mask).checked_add(size)?
+            add_within_space(add_within_space(addr, mask)? & !mask, size)?
         };
         if new_end > self.end.get() {
             return None;
@@ -1067,6 +1067,12 @@ impl Bump {
     fn map_chunk(bytes: usize) -> Result<Chunk, Error> {
         let mut region = Region::reserve(bytes)?;
         region.grow(region.capacity())?;
+        let end = region.base().as_ptr().addr().checked_add(region.capacity());
+        if cfg!(target_pointer_width = "64") && end.is_none_or(|e| e > isize::MAX as usize) {
+            // User space lies in the lower half on every 64-bit target Rust supports; a
+            // mapping above it would break `add_within_space`, so it is refused.
+            return Err(Error::oom(bytes, 0));
+        }
         Ok(Chunk { region, used: 0 })
     }
 
@@ -1128,6 +1134,20 @@ impl Bump {
         if released {
             self.in_use.set(in_use - 1);
         }
+    }
+}
+
+/// `addr + n` for an address inside (or one past) a chunk and `n <= isize::MAX`, or `None` on
+/// overflow. On 64-bit targets `map_chunk` only accepts chunks that end at or below
+/// `isize::MAX`, so the sum cannot overflow and the check (one compare and branch on the
+/// fast path) is left out; elsewhere it is kept.
+#[inline(always)]
+fn add_within_space(addr: usize, n: usize) -> Option<usize> {
+    if cfg!(target_pointer_width = "64") {
+        debug_assert!(addr.checked_add(n).is_some());
+        Some(addr + n)
+    } else {
+        addr.checked_add(n)
     }
 }
 
