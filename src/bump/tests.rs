@@ -132,17 +132,23 @@ fn nested_scopes_free_exactly_what_they_allocated() {
 }
 
 #[test]
-fn a_scope_rewinds_even_when_it_panics() {
+fn a_panicking_scope_keeps_its_bytes_until_the_enclosing_scope_ends() {
     let mut b = Bump::new();
     b.alloc(1u32);
     let before = b.allocated_bytes();
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        b.scope(|b| {
-            b.alloc([0u8; 5000]);
-            panic!("boom");
-        })
-    }));
-    assert!(r.is_err());
+    b.scope(|b| {
+        let inner = b.allocated_bytes();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            b.scope(|b| {
+                b.alloc([0u8; 5000]);
+                panic!("boom");
+            })
+        }));
+        assert!(r.is_err());
+        assert!(b.allocated_bytes() >= inner + 5000);
+        check(b);
+        assert_eq!(*b.alloc(7u8), 7); // still usable
+    });
     assert_eq!(b.allocated_bytes(), before);
     check(&b);
 }
