@@ -6,6 +6,7 @@
 mod abort;
 mod api;
 mod arena;
+pub mod bump;
 mod engine;
 mod error;
 mod heap;
@@ -18,6 +19,7 @@ mod sync;
 pub(crate) mod test_rng;
 
 pub use arena::Arena;
+pub use bump::{Bump, BumpBox, Checkpoint};
 pub use error::Error;
 pub use heap::{Heap, HeapConfig};
 pub use pool::{Handle, InsertError, Pool};

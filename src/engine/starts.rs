@@ -182,7 +182,8 @@ impl StartMap {
         word & (u64::MAX >> (63 - last % 64)) != 0
     }
 
-    /// The first block start after `g`, if any.
+    /// The first block start after `g`, if any (a reference for the bounded searches' tests).
+    #[cfg(test)]
     pub fn next_start_after(&self, g: usize) -> Option<usize> {
         let mut i = g + 1;
         if i >= self.granules {

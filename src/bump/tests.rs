@@ -1,0 +1,481 @@
+//! Unit tests, small enough for Miri (`cargo +nightly miri test --lib bump`).
+
+use core::alloc::Layout;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use allocator_api2::alloc::Allocator;
+use allocator_api2::vec::Vec as AVec;
+
+use super::*;
+use crate::test_rng::Rng;
+
+fn scale(miri: usize, native: usize) -> usize {
+    if cfg!(miri) { miri } else { native }
+}
+
+/// Checks the invariants written at the top of `mod.rs`.
+fn check(b: &Bump) {
+    let ptr = b.ptr.get().as_ptr().addr();
+    assert!(b.start.get() <= ptr, "start <= ptr");
+    assert!(ptr <= b.chunk_end.get(), "ptr <= chunk end");
+    assert!(b.start.get() <= b.end.get() && b.end.get() <= b.chunk_end.get());
+    let in_use = b.in_use.get();
+    let infos: Vec<ChunkInfo> = b.chunks().collect();
+    assert!(in_use <= infos.len());
+    if in_use > 0 {
+        let cur = infos[in_use - 1];
+        assert_eq!(cur.addr, b.start.get());
+        assert_eq!(cur.addr + cur.capacity, b.chunk_end.get());
+    }
+    for (i, c) in infos.iter().enumerate() {
+        assert_eq!(c.in_use, i < in_use);
+        assert!(c.used <= c.capacity);
+    }
+    let done: usize = infos[..in_use.saturating_sub(1)]
+        .iter()
+        .map(|c| c.used)
+        .sum();
+    assert_eq!(done, b.done.get());
+    let used: usize = infos.iter().map(|c| c.used).sum();
+    assert_eq!(used, b.allocated_bytes());
+    // The fast path cannot pass the limit.
+    assert!(b.done.get() + (b.end.get() - b.start.get()) <= b.limit.get().max(b.done.get()));
+}
+
+#[test]
+fn new_maps_nothing_and_zero_sized_requests_stay_free() {
+    let b = Bump::new();
+    check(&b);
+    assert_eq!(b.chunk_capacity(), 0);
+    let z = b.alloc_layout(Layout::from_size_align(0, 64).unwrap());
+    assert_eq!(z.as_ptr() as usize % 64, 0);
+    b.alloc(());
+    b.alloc_slice_copy::<u64>(&[]);
+    assert_eq!(b.chunk_capacity(), 0);
+    assert_eq!(b.allocated_bytes(), 0);
+    check(&b);
+}
+
+#[test]
+fn allocations_are_aligned_disjoint_and_keep_their_contents() {
+    let mut rng = Rng::new(7);
+    let b = Bump::new();
+    let mut live: Vec<(*const u8, usize, u8)> = Vec::new();
+    for _ in 0..scale(300, 20_000) {
+        let size = if rng.chance(1, 50) {
+            rng.range(1, 20_000)
+        } else {
+            rng.range(0, 64)
+        };
+        let align = 1 << rng.range(0, 8);
+        let layout = Layout::from_size_align(size, align).unwrap();
+        let before = b.allocated_bytes();
+        let p = b.alloc_layout(layout);
+        assert_eq!(p.as_ptr() as usize % align, 0);
+        assert!(b.allocated_bytes() >= before + size);
+        let fill = rng.byte();
+        // SAFETY: `p` is a fresh block of `size` bytes.
+        unsafe { p.as_ptr().write_bytes(fill, size) };
+        if size > 0 {
+            live.push((p.as_ptr(), size, fill));
+        }
+        check(&b);
+    }
+    live.sort();
+    for w in live.windows(2) {
+        assert!(
+            w[0].0 as usize + w[0].1 <= w[1].0 as usize,
+            "blocks overlap"
+        );
+    }
+    for &(addr, size, fill) in &live {
+        // SAFETY: every block is still allocated; nothing was freed.
+        let s = unsafe { core::slice::from_raw_parts(addr, size) };
+        assert!(s.iter().all(|&x| x == fill));
+    }
+}
+
+#[test]
+fn nested_scopes_free_exactly_what_they_allocated() {
+    fn go(b: &mut Bump, rng: &mut Rng, depth: u32, outside: &mut Vec<(*const u64, u64)>) {
+        for _ in 0..rng.range(0, 6) {
+            let v = rng.next_u64();
+            let p = b.alloc(v);
+            outside.push((p as *const u64, v));
+            if rng.chance(1, 10) {
+                b.alloc_slice_copy(&[0u8; 3000]); // sometimes cross into a new chunk
+            }
+        }
+        if depth < 4 {
+            for _ in 0..rng.range(0, 3) {
+                let before = b.allocated_bytes();
+                let mark = outside.len();
+                b.scope(|b| go(b, rng, depth + 1, outside));
+                assert_eq!(b.allocated_bytes(), before);
+                outside.truncate(mark);
+                check(b);
+                for &(addr, v) in outside.iter() {
+                    // SAFETY: allocated outside every scope that has ended since.
+                    assert_eq!(unsafe { addr.read() }, v);
+                }
+            }
+        }
+    }
+    let mut rng = Rng::new(11);
+    let mut b = Bump::new();
+    for _ in 0..scale(3, 40) {
+        let mut outside = Vec::new();
+        go(&mut b, &mut rng, 0, &mut outside);
+        b.reset();
+        check(&b);
+    }
+}
+
+#[test]
+fn a_panicking_scope_keeps_its_bytes_until_the_enclosing_scope_ends() {
+    let mut b = Bump::new();
+    b.alloc(1u32);
+    let before = b.allocated_bytes();
+    b.scope(|b| {
+        let inner = b.allocated_bytes();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            b.scope(|b| {
+                b.alloc([0u8; 5000]);
+                panic!("boom");
+            })
+        }));
+        assert!(r.is_err());
+        assert!(b.allocated_bytes() >= inner + 5000);
+        check(b);
+        assert_eq!(*b.alloc(7u8), 7); // still usable
+    });
+    assert_eq!(b.allocated_bytes(), before);
+    check(&b);
+}
+
+#[test]
+fn reset_or_outer_rewind_inside_a_scope_is_honoured() {
+    let mut b = Bump::new();
+    b.alloc(1u64);
+    let outer = b.checkpoint();
+    b.alloc(2u64);
+    b.scope(|b| {
+        b.alloc([0u8; 9000]);
+        b.rewind(outer);
+    });
+    assert_eq!(b.allocated_bytes(), 8);
+    b.scope(|b| b.reset());
+    assert_eq!(b.allocated_bytes(), 0);
+    check(&b);
+}
+
+#[test]
+fn invalid_checkpoints_are_refused_and_change_nothing() {
+    let mut b = Bump::new();
+    let a = b.checkpoint();
+    b.alloc(1u8);
+    let c = b.checkpoint();
+    b.alloc(2u8);
+    b.rewind(a);
+    assert!(matches!(b.try_rewind(c), Err(Error::InvalidPointer { .. })));
+    let other = Bump::new();
+    assert!(b.try_rewind(other.checkpoint()).is_err());
+    b.alloc(3u16);
+    b.reset();
+    assert!(b.try_rewind(a).is_err());
+    let r = catch_unwind(AssertUnwindSafe(|| b.rewind(c)));
+    assert!(r.is_err());
+    assert_eq!(b.allocated_bytes(), 0);
+    check(&b);
+}
+
+#[test]
+fn vec_grows_in_place_until_it_must_change_chunk() {
+    let b = Bump::new();
+    let mut v: AVec<u8, &Bump> = AVec::new_in(&b);
+    let mut moves = 0;
+    let mut last = v.as_ptr();
+    for i in 0..scale(20_000, 300_000) {
+        v.push(i as u8);
+        if v.as_ptr() != last {
+            if !last.is_null() && v.len() > 1 {
+                moves += 1;
+                let holder = b
+                    .chunks()
+                    .find(|c| (c.addr..c.addr + c.capacity).contains(&(v.as_ptr() as usize)));
+                let old = last as usize;
+                assert!(
+                    !(holder.unwrap().addr..holder.unwrap().addr + holder.unwrap().capacity)
+                        .contains(&old)
+                );
+            }
+            last = v.as_ptr();
+        }
+    }
+    // Doubling chunks: one move per chunk boundary, not one per growth.
+    assert!(moves <= 8, "{moves} moves");
+    // The chunks the Vec left are released: only the one holding it stays.
+    assert_eq!(b.chunks().count(), 1);
+    assert_eq!(b.allocated_bytes(), v.capacity());
+    check(&b);
+    assert!(v.iter().enumerate().all(|(i, &x)| x == i as u8));
+}
+
+#[test]
+fn reserve_exact_one_never_copies_inside_a_chunk() {
+    let b = Bump::with_capacity(1 << 16);
+    let mut v: AVec<u32, &Bump> = AVec::new_in(&b);
+    v.push(0);
+    let first = v.as_ptr();
+    for i in 1..scale(1000, 15_000) {
+        v.reserve_exact(1);
+        v.push(i as u32);
+    }
+    assert_eq!(v.as_ptr(), first);
+    assert_eq!(b.allocated_bytes(), v.capacity() * 4);
+}
+
+#[test]
+fn last_block_shrinks_and_frees_in_place() {
+    let b = Bump::new();
+    let a = &b;
+    let keep = b.alloc(5u64);
+    let before = b.allocated_bytes();
+    let layout = Layout::from_size_align(100, 8).unwrap();
+    let p = a.allocate(layout).unwrap().cast::<u8>();
+    let small = Layout::from_size_align(10, 8).unwrap();
+    // SAFETY: `p` is the live block of `layout` just allocated.
+    let q = unsafe { a.shrink(p, layout, small) }.unwrap().cast::<u8>();
+    assert_eq!(p, q);
+    assert_eq!(b.allocated_bytes(), before + 10);
+    // SAFETY: `q` is live with layout `small`.
+    unsafe { a.deallocate(q, small) };
+    assert_eq!(b.allocated_bytes(), before);
+    // Freeing a block that is not the last one changes nothing.
+    let x = a.allocate(small).unwrap().cast::<u8>();
+    let _y = a.allocate(small).unwrap();
+    let after = b.allocated_bytes();
+    // SAFETY: `x` is live with layout `small`.
+    unsafe { a.deallocate(x, small) };
+    assert_eq!(b.allocated_bytes(), after);
+    assert_eq!(*keep, 5);
+    check(&b);
+}
+
+#[test]
+fn growing_to_a_larger_alignment_moves_and_keeps_the_bytes() {
+    let b = Bump::new();
+    let a = &b;
+    b.alloc(1u8);
+    let old = Layout::from_size_align(24, 8).unwrap();
+    let p = a.allocate(old).unwrap().cast::<u8>();
+    // SAFETY: fresh block of 24 bytes.
+    unsafe {
+        p.as_ptr()
+            .copy_from(b"abcdefghijklmnopqrstuvwx".as_ptr(), 24)
+    };
+    let new = Layout::from_size_align(48, 4096).unwrap();
+    // SAFETY: `p` is live with layout `old`; the new size is larger.
+    let q = unsafe { a.grow(p, old, new) }.unwrap().cast::<u8>();
+    assert_eq!(q.as_ptr() as usize % 4096, 0);
+    // SAFETY: `q` holds the 24 copied bytes.
+    let s = unsafe { core::slice::from_raw_parts(q.as_ptr(), 24) };
+    assert_eq!(s, b"abcdefghijklmnopqrstuvwx");
+    check(&b);
+}
+
+#[test]
+fn the_limit_is_enforced_and_the_bump_stays_usable() {
+    let b = Bump::new();
+    b.set_allocation_limit(Some(1000));
+    let mut n = 0;
+    while b.try_alloc(0u64).is_ok() {
+        n += 1;
+        check(&b);
+    }
+    assert_eq!(n, 125);
+    let err = b.try_alloc(0u8).unwrap_err();
+    assert!(
+        matches!(err, Error::OutOfMemory { available: 0, .. }),
+        "{err:?}"
+    );
+    assert!((&b).allocate(Layout::new::<u8>()).is_err());
+    let panic = catch_unwind(AssertUnwindSafe(|| b.alloc(1u8))).unwrap_err();
+    let msg = panic.downcast_ref::<String>().unwrap();
+    assert!(
+        msg.contains("Bump allocation failed") && msg.contains("out of memory"),
+        "{msg}"
+    );
+    b.set_allocation_limit(Some(1008));
+    assert_eq!(*b.alloc(9u64), 9);
+    b.set_allocation_limit(None);
+    assert_eq!(b.alloc_str("free again"), "free again");
+    check(&b);
+}
+
+#[test]
+fn limit_below_usage_and_across_chunks() {
+    let b = Bump::new();
+    b.alloc([0u8; 3000]);
+    b.set_allocation_limit(Some(1000));
+    assert!(b.try_alloc(1u8).is_err());
+    check(&b);
+    // Freeing below the old usage does not reopen the space above the limit.
+    let mut b2 = Bump::new();
+    let cp = b2.checkpoint();
+    b2.alloc([0u8; 3000]);
+    b2.set_allocation_limit(Some(1000));
+    b2.rewind(cp);
+    assert!(b2.try_alloc([0u8; 1001]).is_err());
+    assert!(b2.try_alloc([0u8; 1000]).is_ok());
+    b2.alloc_slice_copy(&[0u8; 0]);
+    assert!(b2.try_alloc(0u8).is_err());
+    check(&b2);
+    b.set_allocation_limit(Some(10_000));
+    for _ in 0..2 {
+        b.alloc([0u8; 3000]); // the second crosses into a new chunk
+        check(&b);
+    }
+    assert!(b.try_alloc([0u8; 1001]).is_err());
+    assert!(b.try_alloc([0u8; 1000]).is_ok());
+    assert_eq!(b.allocated_bytes(), 10_000);
+}
+
+#[test]
+fn bad_layouts_are_errors() {
+    let b = Bump::new();
+    assert!(matches!(
+        b.try_alloc_raw(8, 0),
+        Err(Error::InvalidLayout { .. })
+    ));
+    assert!(matches!(
+        b.try_alloc_raw(8, 12),
+        Err(Error::InvalidLayout { .. })
+    ));
+    assert!(matches!(
+        b.try_alloc_raw(isize::MAX as usize, 2),
+        Err(Error::InvalidLayout { .. })
+    ));
+    assert!(matches!(
+        b.try_alloc_slice_fill_with(usize::MAX / 2, |_| 0u32),
+        Err(Error::InvalidLayout { .. })
+    ));
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        b.alloc_slice_fill_with(usize::MAX / 4, |_| 0u64)
+    }));
+    assert!(r.is_err());
+    assert_eq!(b.allocated_bytes(), 0);
+    assert_eq!(*b.alloc(3u8), 3);
+}
+
+#[test]
+fn an_oversized_request_gets_its_own_chunk() {
+    let b = Bump::new();
+    b.alloc(1u8);
+    let big = b.alloc_slice_fill_with(100_000, |i| i as u8);
+    assert_eq!(big[99_999], (99_999 % 256) as u8);
+    let infos: Vec<_> = b.chunks().collect();
+    assert_eq!(infos.len(), 2);
+    assert!(infos[1].capacity >= 100_000 && infos[1].capacity < 100_000 + page_size());
+    check(&b);
+}
+
+#[test]
+fn reset_keeps_chunks_up_to_the_bound() {
+    let mut b = Bump::new();
+    for _ in 0..scale(10, 100) {
+        b.alloc([0u8; 1000]);
+    }
+    b.alloc_slice_copy(&[0u8; 200_000]);
+    let all = b.chunk_capacity();
+    b.set_retained_capacity(all);
+    b.reset();
+    assert_eq!(b.chunk_capacity(), all);
+    let largest = b.chunks().map(|c| c.capacity).max().unwrap();
+    assert_eq!(b.chunks().next().unwrap().capacity, largest); // the next round starts there
+    check(&b);
+    b.set_retained_capacity(largest - 1);
+    b.reset();
+    assert!(b.chunk_capacity() < largest);
+    check(&b);
+    b.set_retained_capacity(0);
+    b.reset();
+    assert_eq!(b.chunk_capacity(), 0);
+    check(&b);
+    b.alloc(1u8);
+    check(&b);
+}
+
+#[test]
+fn spares_are_reused_after_a_rewind() {
+    let mut b = Bump::new();
+    let cp = b.checkpoint();
+    for _ in 0..scale(20, 200) {
+        b.alloc([0u8; 500]);
+    }
+    let footprint = b.chunk_capacity();
+    b.rewind(cp);
+    check(&b);
+    for _ in 0..scale(20, 200) {
+        b.alloc([0u8; 500]);
+        check(&b);
+    }
+    assert_eq!(b.chunk_capacity(), footprint);
+}
+
+#[test]
+fn bump_box_runs_drop() {
+    use std::rc::Rc;
+    let b = Bump::new();
+    let rc = Rc::new(5);
+    {
+        let mut boxed = b.alloc_box(Rc::clone(&rc));
+        assert_eq!(Rc::strong_count(&rc), 2);
+        *boxed = Rc::new(6);
+        assert_eq!(Rc::strong_count(&rc), 1);
+        let back = BumpBox::into_inner(b.alloc_box(Rc::clone(&rc)));
+        assert_eq!(Rc::strong_count(&rc), 2);
+        drop(back);
+    }
+    assert_eq!(Rc::strong_count(&rc), 1);
+}
+
+#[test]
+fn chunk_iteration_survives_allocation_in_between() {
+    let b = Bump::new();
+    b.alloc(1u8);
+    let mut it = b.chunks();
+    assert!(it.next().is_some());
+    b.alloc_slice_copy(&[0u8; 50_000]);
+    assert!(it.next().is_some());
+    assert!(it.next().is_none());
+}
+
+#[test]
+fn hashbrown_lives_in_a_bump() {
+    let b = Bump::new();
+    let mut m = hashbrown::HashMap::new_in(&b);
+    for i in 0..scale(200, 10_000) {
+        *m.entry(i % 97).or_insert(0u32) += 1;
+    }
+    assert_eq!(m.len(), 97);
+    assert_eq!(m.values().sum::<u32>() as usize, scale(200, 10_000));
+}
+
+#[test]
+fn reset_merges_a_spread_round_into_one_chunk() {
+    let mut b = Bump::new();
+    for i in 0..scale(2000, 10_000) {
+        b.alloc(i as u64);
+    }
+    assert!(b.in_use.get() > 1);
+    let spread = b.chunk_capacity();
+    b.reset();
+    assert_eq!(b.chunks().count(), 1);
+    assert_eq!(b.chunk_capacity(), spread);
+    for i in 0..scale(2000, 10_000) {
+        b.alloc(i as u64);
+    }
+    assert_eq!(b.in_use.get(), 1, "the next round fits in the merged chunk");
+    check(&b);
+}
