@@ -1,15 +1,66 @@
 //! A tour of strata-alloc: `cargo run --release --example tour`.
 //!
 //! Collections built in an Arena, the arena's map printed, a double free caught, and the
-//! stats; then a growable Heap with in-place realloc, mapped large blocks and trimming.
+//! stats; then a growable Heap with in-place realloc, mapped large blocks and trimming; a
+//! Bump with scopes; and a Pool of typed handles that never reach a later value.
 
 use allocator_api2::vec::Vec;
-use strata_alloc::{Arena, Error, Heap};
+use strata_alloc::{Arena, Bump, Error, Heap, Pool};
 
 fn main() -> Result<(), Error> {
     arena_section()?;
     heap_section()?;
+    bump_section();
+    pool_section();
     Ok(())
+}
+
+fn bump_section() {
+    println!("\n== Bump: scoped arenas that free everything at once ==\n");
+    let mut bump = Bump::new();
+    let greeting = bump.alloc_str("hello");
+    greeting.make_ascii_uppercase();
+    println!("allocated outside any scope: {greeting}");
+    let before = bump.allocated_bytes();
+    for request in 0..3 {
+        bump.scope(|b| {
+            let words: std::vec::Vec<&str> =
+                (0..100).map(|i| &*b.alloc_str(&format!("w{i}"))).collect();
+            let mut buf: Vec<u8, &Bump> = Vec::new_in(b);
+            for w in &words {
+                buf.extend_from_slice(w.as_bytes());
+            }
+            println!(
+                "request {request}: {} words, {} bytes in the scope",
+                words.len(),
+                b.allocated_bytes()
+            );
+        });
+    }
+    println!(
+        "after the scopes: {} bytes allocated (was {before}): each scope gave back what it took",
+        bump.allocated_bytes()
+    );
+}
+
+fn pool_section() {
+    println!("\n== Pool<T>: typed generational handles ==\n");
+    let mut pool = Pool::new();
+    let alice = pool.insert("alice");
+    let bob = pool.insert("bob");
+    pool.remove(alice);
+    let carol = pool.insert("carol"); // reuses alice's slot, with a new generation
+    println!("alice's handle {alice:?} now reaches {:?}", pool.get(alice));
+    println!(
+        "carol {carol:?} -> {:?}, bob {bob:?} -> {:?}",
+        pool.get(carol),
+        pool.get(bob)
+    );
+    println!(
+        "a Handle is {} bytes, an Option<Handle> too: {}",
+        core::mem::size_of_val(&bob),
+        core::mem::size_of::<Option<strata_alloc::Handle<&str>>>()
+    );
 }
 
 fn arena_section() -> Result<(), Error> {
