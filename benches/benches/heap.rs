@@ -246,7 +246,15 @@ macro_rules! grow_buffers {
                 b.push(k as u8);
             } else {
                 b.reserve_exact(chunk);
-                b.extend_from_slice(&data[..chunk]);
+                // One memcpy into the spare capacity for every Vec type alike
+                // (allocator-api2's `extend_from_slice` copies byte by byte, std's uses memcpy,
+                // which would make the comparison about Vec, not about the allocator).
+                let len = b.len();
+                // SAFETY: `reserve_exact` made room for `chunk` more bytes after `len`.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(data.as_ptr(), b.as_mut_ptr().add(len), chunk);
+                    b.set_len(len + chunk);
+                }
             }
             if b.len() >= BUFFER_BYTES {
                 open.swap_remove(k);

@@ -129,7 +129,7 @@ impl Engine {
     pub fn stats(&self) -> Stats {
         let mut s = self.counters;
         s.live_blocks = (s.allocations - s.frees) as usize;
-        s.free_blocks = self.binned + self.quick.total;
+        s.free_blocks = self.binned + self.quick.total();
         s.free_bytes = self.span() - GRANULE - s.bytes_in_use - HEADER * s.live_blocks;
         s.managed_bytes = self.span();
         s
@@ -398,7 +398,7 @@ impl Engine {
         };
         if align <= GRANULE {
             let found = match self.take_fit(bsize)? {
-                None if self.quick.total > 0 => {
+                None if self.quick.total() > 0 => {
                     self.flush_quick()?;
                     self.take_fit(bsize)?
                 }
@@ -413,7 +413,7 @@ impl Engine {
         if let Some(p) = self.alloc_aligned(bsize, align)? {
             return Ok(Some(p));
         }
-        if self.quick.total > 0 {
+        if self.quick.total() > 0 {
             self.flush_quick()?;
             return self.alloc_aligned(bsize, align);
         }
@@ -1053,7 +1053,7 @@ impl Engine {
                 quick_listed += 1;
             }
         }
-        if quick_listed != cached || cached != self.quick.total {
+        if quick_listed != cached || cached != self.quick.total() {
             return bad(self.base, "cached blocks missing from the quick lists");
         }
         let s = self.stats();

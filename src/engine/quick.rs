@@ -16,7 +16,7 @@
 //!   `FREE` flag (neighbours treat it as allocated and never merge with it), and the block
 //!   after it does not have `PREV_FREE` set on its account.
 //! - Every cached block is on exactly one stack, the one of its exact size; `counts[i]`
-//!   entries of `slots[i]` are in use; `total` is their sum.
+//!   entries of `slots[i]` are in use.
 
 use super::bins::EXACT_LIMIT;
 use super::block::{GRANULE, MIN_BLOCK};
@@ -31,8 +31,6 @@ pub(crate) struct Quick {
     /// Block addresses (headers) of the cached blocks of each size.
     slots: [[usize; LIMIT]; LISTS],
     counts: [u8; LISTS],
-    /// Blocks cached over all stacks.
-    pub total: usize,
 }
 
 impl Quick {
@@ -40,8 +38,12 @@ impl Quick {
         Quick {
             slots: [[0; LIMIT]; LISTS],
             counts: [0; LISTS],
-            total: 0,
         }
+    }
+
+    /// Blocks cached over all stacks (summed on demand: only slow paths ask).
+    pub fn total(&self) -> usize {
+        self.counts.iter().map(|&c| c as usize).sum()
     }
 
     /// The stack a block of `size` bytes goes on (`size <= EXACT_LIMIT`).
@@ -65,7 +67,6 @@ impl Quick {
             return None;
         }
         self.counts[i] = (n - 1) as u8;
-        self.total -= 1;
         // SAFETY: `0 < n <= LIMIT` (counts only grow through `push`, which stops at LIMIT).
         Some(unsafe { *self.slots[i].get_unchecked(n - 1) })
     }
@@ -81,7 +82,6 @@ impl Quick {
         // SAFETY: `n < LIMIT` was just checked.
         unsafe { *self.slots[i].get_unchecked_mut(n) = b };
         self.counts[i] = (n + 1) as u8;
-        self.total += 1;
         true
     }
 
@@ -103,7 +103,7 @@ mod tests {
             assert!(q.push(3, 0x1008 + b * 16));
         }
         assert!(!q.push(3, 0x9008));
-        assert_eq!(q.total, LIMIT);
+        assert_eq!(q.total(), LIMIT);
         assert_eq!(q.pop(3), Some(0x1008 + (LIMIT - 1) * 16));
         assert_eq!(q.entries(3).len(), LIMIT - 1);
         assert_eq!(Quick::size_of(Quick::list_of(528)), 528);

@@ -146,13 +146,21 @@ impl HeapCore {
         let page = crate::page_size();
         // Grow geometrically (an eighth of the heap, at least one increment): a heap that
         // keeps growing moves its break a few dozen times, not once per increment.
+        // Near `max_size` the step shrinks to what is left: only the request itself must fit.
         let step = self.increment.max(self.blocks.brk() / 8);
-        let need = bsize.saturating_sub(top).max(at_least).max(step);
+        let room = (self.max_size - self.footprint()) & !15;
+        let need = bsize.saturating_sub(top).max(at_least).next_multiple_of(16);
+        if need > room {
+            return Err(self.out_of_memory(bsize));
+        }
         let grow = need
-            .checked_add(page - 1)
-            .map(|n| n & !(page - 1))
-            .filter(|&g| g <= self.max_size - self.footprint())
-            .ok_or_else(|| self.out_of_memory(bsize))?;
+            .max(step)
+            .next_multiple_of(page)
+            .min(room)
+            .max(need.max(32));
+        if grow > room {
+            return Err(self.out_of_memory(bsize));
+        }
         self.blocks.grow(grow)?;
         let end = self.blocks.base().as_ptr() as usize + self.blocks.brk();
         self.engine.extend(end)?;
@@ -355,8 +363,9 @@ impl Backend for HeapCore {
         let len = self.count_misuse(r)?;
         let page = crate::page_size();
         if new_size <= len {
-            // Give whole pages back when shrinking by at least a growth increment.
-            if len - new_size >= self.increment {
+            // Give pages back only on a real shrink, below half the mapping: a request that
+            // fits the headroom left by `grown_len` must not undo it.
+            if new_size < len / 2 && len - new_size >= self.increment {
                 if let Some((_, new_len, old)) = self.large.remap(addr, new_size, false)? {
                     self.counters.bytes_to_os += (old - new_len) as u64;
                 }
@@ -368,7 +377,8 @@ impl Backend for HeapCore {
         {
             return Ok(false);
         }
-        match self.large.remap(addr, new_size, false)? {
+        let target = self.grown_len(len, new_size);
+        match self.large.remap(addr, target, false)? {
             Some((_, new_len, old)) => {
                 self.counters.bytes_from_os += (new_len - old) as u64;
                 self.note_peak();
@@ -390,13 +400,20 @@ impl Backend for HeapCore {
             && new_size <= self.max_size - self.footprint() + old;
         if remappable {
             let addr = p.as_ptr() as usize;
-            if let Some((q, new_len, old_len)) = self.large.remap(addr, new_size, true)? {
+            let target = self.grown_len(self.large.len_of(addr)?, new_size);
+            if let Some((q, new_len, old_len)) = self.large.remap(addr, target, true)? {
                 self.counters.bytes_from_os += new_len.saturating_sub(old_len) as u64;
                 self.note_peak();
                 return Ok(q);
             }
         }
-        let q = self.alloc(new_size, align)?;
+        // A block growing into the mapped range gets the same headroom.
+        let target = if new_size >= self.mmap_threshold && new_size > old {
+            self.grown_len(old, new_size)
+        } else {
+            new_size
+        };
+        let q = self.alloc(target, align)?;
         // SAFETY: both blocks are live and distinct; `old` bytes are readable at `p` and the
         // smaller size fits at `q`.
         unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), old.min(new_size)) };
@@ -406,6 +423,17 @@ impl Backend for HeapCore {
 
     fn stats_mut(&mut self) -> &mut Stats {
         &mut self.engine.counters
+    }
+}
+
+impl HeapCore {
+    /// How far a mapped block of `len` bytes grows for a request of `new_size`: half as much
+    /// again as it had (within `max_size`), so a buffer that keeps growing is remapped a few
+    /// times, not on every push. Pages of the headroom are not touched, so they cost address
+    /// space, not memory; `usable_size` reports them.
+    fn grown_len(&self, len: usize, new_size: usize) -> usize {
+        let room = (self.max_size - self.footprint()).saturating_add(len);
+        new_size.max(len + len / 2).min(room).max(new_size)
     }
 }
 
