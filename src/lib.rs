@@ -8,10 +8,12 @@
 mod abort;
 mod error;
 mod region;
+mod slab;
 mod stats;
 #[cfg(test)]
 pub(crate) mod test_rng;
 
 pub use error::Error;
 pub use region::{Region, page_size};
+pub use slab::{SlabPool, SlabSnapshot};
 pub use stats::{BlockInfo, BlockState, Stats};
