@@ -20,12 +20,15 @@ use core::ptr::NonNull;
 use super::{BATCH_SIZE, NIL, WORDS};
 
 /// Metadata of one batch; the slots themselves are at `base`.
+///
+/// `repr(C)` with the counters first and the bitmap last: for the larger slot sizes (up to
+/// 256 slots) the whole working set of a batch is its first cache line.
 #[derive(Debug)]
+#[repr(C)]
 pub(super) struct Batch {
     /// First byte of the batch, `BATCH_SIZE`-aligned. Carries the provenance of the source's
     /// allocation; every slot pointer is derived from it.
     pub(super) base: NonNull<u8>,
-    pub(super) bits: [u64; WORDS],
     /// Size class index (slot size is `(class + 1) * 16`), or `VACANT` for a free table entry.
     pub(super) class: u8,
     pub(super) slots: u16,
@@ -40,6 +43,7 @@ pub(super) struct Batch {
     /// vacant entry, `next` links the table's vacant list instead.
     pub(super) prev: u32,
     pub(super) next: u32,
+    pub(super) bits: [u64; WORDS],
 }
 
 /// `class` value of a table entry that holds no batch.
@@ -88,9 +92,12 @@ impl Batch {
         let mut w = self.hint as usize;
         // Terminates before WORDS: a non-full batch has a zero bit below `slots`, and every
         // word before `hint` is full.
-        while self.bits[w] == !0 {
+        // (The `& (WORDS - 1)` masks cannot change an in-range index; they let the compiler drop
+        // the bounds checks.)
+        while self.bits[w & (WORDS - 1)] == !0 {
             w += 1;
         }
+        let w = w & (WORDS - 1);
         let bit = self.bits[w].trailing_ones() as usize;
         self.bits[w] |= 1 << bit;
         self.hint = w as u16;
@@ -105,14 +112,14 @@ impl Batch {
     /// Whether slot `slot` (below `slots`) is handed out.
     #[inline]
     pub(super) fn is_taken(&self, slot: usize) -> bool {
-        self.bits[slot / 64] & (1 << (slot % 64)) != 0
+        self.bits[(slot / 64) & (WORDS - 1)] & (1 << (slot % 64)) != 0
     }
 
     /// Marks a taken slot free.
     #[inline]
     pub(super) fn put(&mut self, slot: usize) {
         debug_assert!(self.is_taken(slot));
-        let w = slot / 64;
+        let w = (slot / 64) & (WORDS - 1);
         self.bits[w] &= !(1 << (slot % 64));
         if (w as u16) < self.hint {
             self.hint = w as u16;

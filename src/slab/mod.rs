@@ -197,7 +197,15 @@ struct Inner {
     registry: Registry,
     /// `Some` when batches come from a Region.
     frames: Option<Frames>,
+    /// Counters kept as they go. The hot paths touch only `allocations`, `frees` and
+    /// `bytes_in_use`/`peak_bytes_in_use`; `live_blocks`, `free_blocks` and `free_bytes` are
+    /// derived in `Inner::stats` from those and the totals below.
     stats: Stats,
+    /// Slots in all live batches, and their bytes.
+    slots_total: usize,
+    slot_bytes_total: usize,
+    /// Slots still taken when `clear` forgot them (they are neither live nor freed).
+    forgotten: u64,
 }
 
 /// A size-class slab allocator: slots of 16 to 1024 bytes in batches tracked by bitmaps.
@@ -329,6 +337,9 @@ impl<A: Allocator> SlabPool<A> {
                 registry: Registry::default(),
                 frames,
                 stats: Stats::default(),
+                slots_total: 0,
+                slot_bytes_total: 0,
+                forgotten: 0,
             }),
             source,
         }
@@ -409,6 +420,7 @@ impl<A: Allocator> SlabPool<A> {
     /// Validates the request, then takes a slot, making a new batch if the class has no free
     /// slot. Returns the slot and its size.
     #[cold]
+    #[inline(never)]
     fn alloc_slow(&self, size: usize, align: usize) -> Result<(NonNull<u8>, usize), Error> {
         let class = match class_for(size, align) {
             Ok(c) => c,
@@ -440,6 +452,7 @@ impl<A: Allocator> SlabPool<A> {
 
     /// Gets a batch from the source and puts it at the head of `class`'s lists.
     #[cold]
+    #[inline(never)]
     fn new_batch(&self, class: usize, size: usize) -> Result<(), Error> {
         let base = match &self.source {
             Some(a) => {
@@ -539,7 +552,7 @@ impl<A: Allocator> SlabPool<A> {
             Ok(found) => found,
             Err(e) => return Err(inner.misuse(e)),
         };
-        if !inner.batches[b as usize].is_taken(slot) {
+        if !inner.batch(b).is_taken(slot) {
             return Err(inner.misuse(Error::DoubleFree { addr }));
         }
         if let Some(base) = inner.release(b, slot) {
@@ -596,7 +609,7 @@ impl<A: Allocator> SlabPool<A> {
     /// ```
     pub fn stats(&self) -> Stats {
         // SAFETY: the only borrow of Inner in this call.
-        unsafe { self.inner() }.stats
+        unsafe { self.inner() }.stats()
     }
 
     /// Verifies every invariant: each batch's bitmap, count, hint and high-water mark, the list
@@ -655,12 +668,11 @@ impl<A: Allocator> SlabPool<A> {
         inner.batches.clear();
         inner.vacant = NIL;
         inner.registry.clear();
-        let s = &mut inner.stats;
-        s.live_blocks = 0;
-        s.bytes_in_use = 0;
-        s.free_blocks = 0;
-        s.free_bytes = 0;
-        s.managed_bytes = 0;
+        inner.forgotten += inner.stats().live_blocks as u64;
+        inner.slots_total = 0;
+        inner.slot_bytes_total = 0;
+        inner.stats.bytes_in_use = 0;
+        inner.stats.managed_bytes = 0;
     }
 
     fn give_back_all(&mut self) {
@@ -710,6 +722,24 @@ impl<A: Allocator> fmt::Debug for SlabPool<A> {
 }
 
 impl Inner {
+    /// The batch at index `b`, a live entry named by the registry or a class list.
+    #[inline(always)]
+    fn batch(&self, b: u32) -> &Batch {
+        debug_assert!((b as usize) < self.batches.len());
+        // SAFETY: indices held in the registry and the class lists are always below
+        // `batches.len()`: entries are only appended or reused, and `batches` is only truncated
+        // by `clear`, which empties the registry and the lists with it.
+        unsafe { self.batches.get_unchecked(b as usize) }
+    }
+
+    /// The batch at index `b`, as [`batch`](Self::batch), mutably.
+    #[inline(always)]
+    fn batch_mut(&mut self, b: u32) -> &mut Batch {
+        debug_assert!((b as usize) < self.batches.len());
+        // SAFETY: as in `batch`.
+        unsafe { self.batches.get_unchecked_mut(b as usize) }
+    }
+
     /// Takes a slot of `class` from the head of its avail list, if it has one.
     #[inline(always)]
     fn take(&mut self, class: usize) -> Option<NonNull<u8>> {
@@ -718,32 +748,20 @@ impl Inner {
             return None;
         }
         let size = slot_size(class);
-        let batch = &mut self.batches[b as usize];
-        let was_empty = batch.used == 0;
+        let batch = self.batch_mut(b);
         let slot = batch.take();
         // SAFETY: `slot < slots = BATCH_SIZE / size`, so the slot lies inside the batch.
         let p = unsafe { batch.base.add(slot * size) };
-        let next = if batch.is_full() {
-            batch.in_avail = false;
-            core::mem::replace(&mut batch.avail_next, NIL)
-        } else {
-            b
-        };
-        if next != b {
-            self.classes[class].avail = next;
-            if next != NIL {
-                self.batches[next as usize].avail_prev = NIL;
-            }
-        }
-        if was_empty {
+        let (used, full) = (batch.used, batch.is_full());
+        if used == 1 {
             self.classes[class].empty -= 1;
+        }
+        if full {
+            self.pop_full(class, b);
         }
         let s = &mut self.stats;
         s.allocations += 1;
-        s.live_blocks += 1;
-        s.free_blocks -= 1;
         s.bytes_in_use += size;
-        s.free_bytes -= size;
         s.note_in_use();
         Some(p)
     }
@@ -752,37 +770,25 @@ impl Inner {
     /// no memory outside the pool's metadata.
     #[inline]
     fn locate(&self, addr: usize) -> Result<(u32, usize), Error> {
-        let Some(b) = self.registry.get(addr >> BATCH_SHIFT) else {
+        let Some(entry) = self.registry.get(addr >> BATCH_SHIFT) else {
             return Err(Error::InvalidPointer {
                 addr,
                 reason: "not inside any batch of this pool",
             });
         };
-        let batch = &self.batches[b as usize];
-        let class = batch.class as usize;
+        let (b, class) = (entry.batch, entry.class as usize & (CLASSES - 1));
+        let batch = self.batch(b);
         let off = addr & (BATCH_SIZE - 1);
         let slot = ((off as u64 * RECIP[class]) >> 32) as usize;
-        if slot * slot_size(class) != off {
-            return Err(Error::InvalidPointer {
-                addr,
-                reason: "points inside a slot, not at its start",
-            });
-        }
-        if slot >= batch.slots as usize {
-            return Err(Error::InvalidPointer {
-                addr,
-                reason: "points past the last slot of its batch",
-            });
-        }
-        if slot >= batch.high as usize {
-            return Err(Error::InvalidPointer {
-                addr,
-                reason: "the slot was never handed out",
-            });
+        // One test on the hot path: `high <= slots`, so a slot below `high` is also below
+        // `slots`. Which rule failed is worked out off the hot path.
+        if slot * slot_size(class) != off || slot >= batch.high as usize {
+            return Err(reject(addr, off, slot, class, batch));
         }
         Ok((b, slot))
     }
 
+    #[cold]
     fn misuse(&mut self, err: Error) -> Error {
         self.stats.misuses_caught += 1;
         err
@@ -792,18 +798,14 @@ impl Inner {
     /// must go back to the source allocator (Region frames are handled here).
     #[inline]
     fn release(&mut self, b: u32, slot: usize) -> Option<NonNull<u8>> {
-        let batch = &mut self.batches[b as usize];
+        let batch = self.batch_mut(b);
         let class = batch.class as usize;
         let size = slot_size(class);
         let was_full = batch.is_full();
         batch.put(slot);
         let now_empty = batch.used == 0;
-        let s = &mut self.stats;
-        s.frees += 1;
-        s.live_blocks -= 1;
-        s.free_blocks += 1;
-        s.bytes_in_use -= size;
-        s.free_bytes += size;
+        self.stats.frees += 1;
+        self.stats.bytes_in_use -= size;
         if was_full {
             self.push_avail(class, b);
         }
@@ -814,6 +816,12 @@ impl Inner {
             self.classes[class].empty += 1;
         }
         None
+    }
+
+    /// Takes the head batch `b`, just filled, off its class's avail list.
+    #[cold]
+    fn pop_full(&mut self, class: usize, b: u32) {
+        self.unlink_avail(class, b);
     }
 
     fn push_avail(&mut self, class: usize, b: u32) {
@@ -855,7 +863,10 @@ impl Inner {
         } else {
             self.batches.len() as u32
         };
-        if !self.registry.insert(base.as_ptr().addr() >> BATCH_SHIFT, b) {
+        if !self
+            .registry
+            .insert(base.as_ptr().addr() >> BATCH_SHIFT, b, class as u32)
+        {
             return false;
         }
         let mut batch = Batch::new(base, class as u8, slots as u16);
@@ -882,10 +893,9 @@ impl Inner {
             self.batches[prev as usize].next = b;
         }
         self.push_avail(class, b);
-        let s = &mut self.stats;
-        s.managed_bytes += BATCH_SIZE;
-        s.free_blocks += slots;
-        s.free_bytes += slots * size;
+        self.stats.managed_bytes += BATCH_SIZE;
+        self.slots_total += slots;
+        self.slot_bytes_total += slots * size;
         true
     }
 
@@ -920,10 +930,9 @@ impl Inner {
         batch.prev = NIL;
         batch.next = self.vacant;
         self.vacant = b;
-        let s = &mut self.stats;
-        s.managed_bytes -= BATCH_SIZE;
-        s.free_blocks -= slots;
-        s.free_bytes -= slots * slot_size(class);
+        self.stats.managed_bytes -= BATCH_SIZE;
+        self.slots_total -= slots;
+        self.slot_bytes_total -= slots * slot_size(class);
         match self.frames.as_mut() {
             Some(frames) => {
                 self.stats.bytes_to_os += frames.give(base) as u64;
@@ -940,10 +949,12 @@ impl Inner {
         if self.registry.len() != live {
             return corrupt(0, "batch table size differs from the number of batches");
         }
-        for (key, b) in self.registry.entries() {
+        for (key, b, class) in self.registry.entries() {
             match self.batches.get(b as usize) {
                 Some(batch)
-                    if batch.class != VACANT && batch.base.as_ptr().addr() >> BATCH_SHIFT == key => {}
+                    if batch.class != VACANT
+                        && batch.class as u32 == class
+                        && batch.base.as_ptr().addr() >> BATCH_SHIFT == key => {}
                 _ => return corrupt(key << BATCH_SHIFT, "batch table entry names no such batch"),
             }
         }
@@ -1034,7 +1045,7 @@ impl Inner {
         if vacant + live != n {
             return corrupt(0, "a vacant batch entry is not on the vacant list");
         }
-        let s = &self.stats;
+        let s = self.stats();
         if s.live_blocks != used
             || s.free_blocks != free
             || s.bytes_in_use != in_use
@@ -1074,9 +1085,33 @@ impl Inner {
             .collect();
         SlabSnapshot {
             lists,
-            stats: self.stats,
+            stats: self.stats(),
         }
     }
+
+    /// The counters, with the derived ones filled in.
+    fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.live_blocks = (s.allocations - s.frees - self.forgotten) as usize;
+        s.free_blocks = self.slots_total.wrapping_sub(s.live_blocks);
+        s.free_bytes = self.slot_bytes_total.wrapping_sub(s.bytes_in_use);
+        s
+    }
+}
+
+/// Why `addr` (offset `off` in `batch`, slot index estimate `slot`) is not a slot start that
+/// was ever handed out.
+#[cold]
+#[inline(never)]
+fn reject(addr: usize, off: usize, slot: usize, class: usize, batch: &Batch) -> Error {
+    let reason = if slot * slot_size(class) != off {
+        "points inside a slot, not at its start"
+    } else if slot >= batch.slots as usize {
+        "points past the last slot of its batch"
+    } else {
+        "the slot was never handed out"
+    };
+    Error::InvalidPointer { addr, reason }
 }
 
 /// An aligned, non-null pointer with no provenance: what zero-sized requests get.

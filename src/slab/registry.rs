@@ -1,4 +1,4 @@
-//! The out-of-band registry of live batches: batch frame number -> batch index.
+//! The out-of-band registry of live batches: batch frame number -> batch index and size class.
 //!
 //! Every batch is `BATCH_SIZE` bytes aligned to `BATCH_SIZE`, so the frame number of any address
 //! inside it is `addr >> BATCH_SHIFT`. `free` masks the pointer to its frame number and asks this
@@ -17,11 +17,14 @@
 //! - Every key appears at most once, and every key sits in the probe run that starts at its home
 //!   slot with no empty slot in between.
 
-/// One slot of the table: a frame number (0 = empty) and the batch index it maps to.
+/// One slot of the table: a frame number (0 = empty), the batch index it maps to, and the
+/// batch's size class. The class rides along (in what would be padding) so `free` can start on
+/// the slot arithmetic while the batch metadata is still being loaded.
 #[derive(Clone, Copy, Debug, Default)]
-struct Entry {
+pub(super) struct Entry {
     key: usize,
-    batch: u32,
+    pub(super) batch: u32,
+    pub(super) class: u32,
 }
 
 /// Frame number -> batch index, O(1) expected per lookup.
@@ -45,16 +48,17 @@ impl Registry {
 
     /// The batch registered for frame `key`, if any.
     #[inline]
-    pub(super) fn get(&self, key: usize) -> Option<u32> {
+    pub(super) fn get(&self, key: usize) -> Option<Entry> {
         if self.len == 0 || key == 0 {
             return None;
         }
         let mask = self.slots.len() - 1;
         let mut i = home(key, mask);
         loop {
-            let e = self.slots[i];
+            // SAFETY: `i <= mask = slots.len() - 1` (a power of two minus one, `len > 0`).
+            let e = unsafe { *self.slots.get_unchecked(i) };
             if e.key == key {
-                return Some(e.batch);
+                return Some(e);
             }
             if e.key == 0 {
                 return None;
@@ -65,31 +69,31 @@ impl Registry {
 
     /// Registers `key -> batch`. Returns false (and changes nothing) for key 0 or a key that is
     /// already present: both would mean the batch source handed out memory it should not have.
-    pub(super) fn insert(&mut self, key: usize, batch: u32) -> bool {
+    pub(super) fn insert(&mut self, key: usize, batch: u32, class: u32) -> bool {
         if key == 0 || self.get(key).is_some() {
             return false;
         }
         if (self.len + 1) * 2 > self.slots.len() {
             self.rehash((self.slots.len() * 2).max(16));
         }
-        self.place(key, batch);
+        self.place(Entry { key, batch, class });
         self.len += 1;
         true
     }
 
-    fn place(&mut self, key: usize, batch: u32) {
+    fn place(&mut self, e: Entry) {
         let mask = self.slots.len() - 1;
-        let mut i = home(key, mask);
+        let mut i = home(e.key, mask);
         while self.slots[i].key != 0 {
             i = (i + 1) & mask;
         }
-        self.slots[i] = Entry { key, batch };
+        self.slots[i] = e;
     }
 
     fn rehash(&mut self, cap: usize) {
         let old = core::mem::replace(&mut self.slots, vec![Entry::default(); cap]);
         for e in old.into_iter().filter(|e| e.key != 0) {
-            self.place(e.key, e.batch);
+            self.place(e);
         }
     }
 
@@ -132,12 +136,12 @@ impl Registry {
         *self = Registry::default();
     }
 
-    /// Every registered `(key, batch)` pair, for the integrity check.
-    pub(super) fn entries(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+    /// Every registered `(key, batch, class)`, for the integrity check.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (usize, u32, u32)> + '_ {
         self.slots
             .iter()
             .filter(|e| e.key != 0)
-            .map(|e| (e.key, e.batch))
+            .map(|e| (e.key, e.batch, e.class))
     }
 }
 
@@ -158,7 +162,7 @@ mod tests {
             let key = rng.range(0, 200);
             if rng.chance(1, 2) {
                 let fresh = key != 0 && !model.contains_key(&key);
-                assert_eq!(reg.insert(key, n), fresh);
+                assert_eq!(reg.insert(key, n, n % 64), fresh);
                 if fresh {
                     model.insert(key, n);
                 }
@@ -166,10 +170,11 @@ mod tests {
                 assert_eq!(reg.remove(key), model.remove(&key).is_some());
             }
             assert_eq!(reg.len(), model.len());
-            assert_eq!(reg.get(key), model.get(&key).copied());
+            assert_eq!(reg.get(key).map(|e| e.batch), model.get(&key).copied());
         }
         for (k, v) in &model {
-            assert_eq!(reg.get(*k), Some(*v));
+            let e = reg.get(*k).unwrap();
+            assert_eq!((e.batch, e.class), (*v, *v % 64));
         }
         assert_eq!(reg.entries().count(), model.len());
     }
@@ -177,10 +182,10 @@ mod tests {
     #[test]
     fn key_zero_is_never_stored() {
         let mut reg = Registry::default();
-        assert!(!reg.insert(0, 1));
-        assert_eq!(reg.get(0), None);
-        assert!(reg.insert(5, 1));
-        assert!(!reg.insert(5, 2));
-        assert_eq!(reg.get(5), Some(1));
+        assert!(!reg.insert(0, 1, 0));
+        assert!(reg.get(0).is_none());
+        assert!(reg.insert(5, 1, 0));
+        assert!(!reg.insert(5, 2, 0));
+        assert_eq!(reg.get(5).map(|e| e.batch), Some(1));
     }
 }
