@@ -52,15 +52,19 @@ fn pairs(c: &mut Criterion) {
                 unsafe { pool.free(black_box(p)).unwrap() };
             })
         });
-        group.bench_with_input(BenchmarkId::new("SlabPool-Allocator", size), &size, |b, &s| {
-            let a = &pool;
-            b.iter(|| {
-                let layout = Layout::from_size_align(black_box(s), 8).unwrap();
-                let p = a.allocate(layout).unwrap();
-                // SAFETY: `p` is ours, freed once with its layout.
-                unsafe { a.deallocate(black_box(p.cast()), layout) };
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("SlabPool-Allocator", size),
+            &size,
+            |b, &s| {
+                let a = &pool;
+                b.iter(|| {
+                    let layout = Layout::from_size_align(black_box(s), 8).unwrap();
+                    let p = a.allocate(layout).unwrap();
+                    // SAFETY: `p` is ours, freed once with its layout.
+                    unsafe { a.deallocate(black_box(p.cast()), layout) };
+                })
+            },
+        );
         // TODO(lead): add the crate's Heap here once it lands on main, e.g.
         // `let heap = Heap::new().unwrap(); b.iter(|| { let p = heap.alloc(s)?; heap.free(p) })`.
         group.bench_with_input(BenchmarkId::new("System", size), &size, |b, &s| {

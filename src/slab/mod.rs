@@ -266,6 +266,7 @@ impl SlabPool {
     /// assert_eq!(pool.stats().managed_bytes, 0);
     /// let p = pool.alloc(100)?;
     /// assert_eq!(pool.stats().managed_bytes, strata_alloc::SlabPool::BATCH_SIZE);
+    /// # // SAFETY: the pointer came from this pool and is freed once.
     /// # unsafe { pool.free(p)? };
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
@@ -282,6 +283,7 @@ impl SlabPool {
     /// let pool = SlabPool::with_capacity(SlabPool::BATCH_SIZE);  // one batch
     /// let big = pool.alloc(1024)?;                              // class 1024: 16 slots
     /// assert!(matches!(pool.alloc(16), Err(Error::OutOfMemory { .. }))); // needs a 2nd batch
+    /// # // SAFETY: the pointer came from this pool and is freed once.
     /// # unsafe { pool.free(big)? };
     /// # Ok::<(), Error>(())
     /// ```
@@ -320,6 +322,7 @@ impl<A: Allocator> SlabPool<A> {
     /// let pool = SlabPool::new_in(Global);
     /// let p = pool.alloc(48)?;
     /// assert_eq!(pool.usable_size(p)?, 48);
+    /// # // SAFETY: the pointer came from this pool and is freed once.
     /// # unsafe { pool.free(p)? };
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
@@ -373,6 +376,7 @@ impl<A: Allocator> SlabPool<A> {
     /// assert_eq!(p.as_ptr() as usize % 16, 0);
     /// assert_eq!(pool.usable_size(p)?, 32);
     /// assert!(pool.alloc(4096).is_err());
+    /// # // SAFETY: the pointer came from this pool and is freed once.
     /// # unsafe { pool.free(p)? };
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
@@ -405,6 +409,7 @@ impl<A: Allocator> SlabPool<A> {
     /// assert_eq!(p.as_ptr() as usize % 64, 0);
     /// assert_eq!(pool.usable_size(p)?, 64);
     /// assert!(pool.alloc_layout(Layout::from_size_align(8, 4096).unwrap()).is_err());
+    /// # // SAFETY: the pointer came from this pool and is freed once.
     /// # unsafe { pool.free(p)? };
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
@@ -413,7 +418,8 @@ impl<A: Allocator> SlabPool<A> {
         if layout.align() <= STEP {
             self.alloc(layout.size().max(1))
         } else {
-            self.alloc_slow(layout.size(), layout.align()).map(|(p, _)| p)
+            self.alloc_slow(layout.size(), layout.align())
+                .map(|(p, _)| p)
         }
     }
 
@@ -475,7 +481,10 @@ impl<A: Allocator> SlabPool<A> {
             None => {
                 // SAFETY: the only live borrow of Inner; Region calls no user code.
                 let inner = unsafe { self.inner() };
-                let frames = inner.frames.as_mut().expect("no source means Region frames");
+                let frames = inner
+                    .frames
+                    .as_mut()
+                    .expect("no source means Region frames");
                 match frames.take() {
                     Ok(p) => {
                         inner.stats.bytes_from_os += BATCH_SIZE as u64;
@@ -535,9 +544,11 @@ impl<A: Allocator> SlabPool<A> {
     ///
     /// let pool = SlabPool::new();
     /// let p = pool.alloc(64)?;
-    /// // SAFETY: an interior pointer is rejected without effect.
+    /// // SAFETY: 8 bytes into a 64-byte slot is in bounds.
     /// let inner = unsafe { p.add(8) };
-    /// assert!(matches!(unsafe { pool.free(inner) }, Err(Error::InvalidPointer { .. })));
+    /// // SAFETY: an interior pointer is rejected without effect.
+    /// let err = unsafe { pool.free(inner) };
+    /// assert!(matches!(err, Err(Error::InvalidPointer { .. })));
     /// // SAFETY: `p` is ours and unused from here on.
     /// unsafe { pool.free(p)? };
     /// assert_eq!(pool.stats().live_blocks, 0);
@@ -577,6 +588,7 @@ impl<A: Allocator> SlabPool<A> {
     /// let pool = strata_alloc::SlabPool::new();
     /// let p = pool.alloc(1000)?;
     /// assert_eq!(pool.usable_size(p)?, 1008);
+    /// # // SAFETY: the pointer came from this pool and is freed once.
     /// # unsafe { pool.free(p)? };
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
@@ -604,6 +616,7 @@ impl<A: Allocator> SlabPool<A> {
     /// let s = pool.stats();
     /// assert_eq!((s.allocations, s.live_blocks, s.bytes_in_use), (1, 1, 32));
     /// assert_eq!(s.free_blocks, strata_alloc::SlabPool::BATCH_SIZE / 32 - 1);
+    /// # // SAFETY: the pointer came from this pool and is freed once.
     /// # unsafe { pool.free(p)? };
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
@@ -623,6 +636,7 @@ impl<A: Allocator> SlabPool<A> {
     /// let pool = strata_alloc::SlabPool::new();
     /// let p = pool.alloc(300)?;
     /// pool.check()?;
+    /// # // SAFETY: the pointer came from this pool and is freed once.
     /// # unsafe { pool.free(p)? };
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
@@ -637,6 +651,7 @@ impl<A: Allocator> SlabPool<A> {
     /// let pool = strata_alloc::SlabPool::new();
     /// let p = pool.alloc(7)?;
     /// print!("{}", pool.snapshot());
+    /// # // SAFETY: the pointer came from this pool and is freed once.
     /// # unsafe { pool.free(p)? };
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
@@ -967,7 +982,10 @@ impl Inner {
             let size = slot_size(batch.class as usize);
             batch.verify(size).or_else(|what| corrupt(addr, what))?;
             if batch.in_avail == batch.is_full() {
-                return corrupt(addr, "avail list membership does not match the batch being full");
+                return corrupt(
+                    addr,
+                    "avail list membership does not match the batch being full",
+                );
             }
             used += batch.used as usize;
             free += (batch.slots - batch.used) as usize;
@@ -1121,11 +1139,12 @@ fn dangling(align: usize) -> NonNull<u8> {
     unsafe { NonNull::new_unchecked(core::ptr::without_provenance_mut(align)) }
 }
 
-// SAFETY: every block handed out is a slot of at least the requested size and a multiple of the
-// requested alignment (so aligned), owned by the caller until deallocated; slots never overlap
-// (one bit each in the bitmaps); batches live until the pool is cleared (which needs `&mut`, so
-// no `&SlabPool` allocator can be alive) or dropped. Zero-sized requests get a dangling pointer
-// that is never passed to `free`. Misuse in `deallocate` aborts before anything is written.
+// Why this impl is sound: every block handed out is a slot of at least the requested size and a
+// multiple of the requested alignment (so aligned), owned by the caller until deallocated; slots
+// never overlap (one bit each). Batches live until the pool is cleared (`&mut`, so no
+// `&SlabPool` allocator is alive then) or dropped. Zero-sized requests get a dangling pointer
+// that never reaches `free`. Misuse in `deallocate` aborts before anything is written.
+// SAFETY: the Allocator contract holds for the reasons above.
 unsafe impl<A: Allocator> Allocator for &SlabPool<A> {
     #[inline]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
@@ -1186,7 +1205,10 @@ unsafe impl<A: Allocator> Allocator for &SlabPool<A> {
         if new_layout.size() == 0 {
             // SAFETY: the caller hands `ptr` over (Allocator::shrink contract).
             unsafe { self.deallocate(ptr, old_layout) };
-            return Ok(NonNull::slice_from_raw_parts(dangling(new_layout.align()), 0));
+            return Ok(NonNull::slice_from_raw_parts(
+                dangling(new_layout.align()),
+                0,
+            ));
         }
         let usable = self.usable_or_abort(ptr, old_layout);
         let aligned = ptr.as_ptr().addr() % new_layout.align() == 0;
@@ -1278,12 +1300,7 @@ impl<A: Allocator> SlabPool<A> {
 ///
 /// `old` is a live slot of `pool` the caller gives up; `new` is a distinct live block of at
 /// least `n` bytes, and `old` holds at least `n` bytes.
-unsafe fn moved<A: Allocator>(
-    pool: &SlabPool<A>,
-    old: NonNull<u8>,
-    new: NonNull<[u8]>,
-    n: usize,
-) {
+unsafe fn moved<A: Allocator>(pool: &SlabPool<A>, old: NonNull<u8>, new: NonNull<[u8]>, n: usize) {
     // SAFETY: both ranges are valid for `n` bytes (caller) and do not overlap (distinct slots).
     unsafe { core::ptr::copy_nonoverlapping(old.as_ptr(), new.cast::<u8>().as_ptr(), n) };
     // SAFETY: `old` was validated by the caller and is given up; `free` re-validates it anyway.

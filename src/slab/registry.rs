@@ -37,7 +37,10 @@ pub(super) struct Registry {
 /// Fibonacci hashing: consecutive frame numbers (batches carved from one span) spread well.
 #[inline]
 fn home(key: usize, mask: usize) -> usize {
-    (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(32) as usize & mask
+    (key as u64)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(32) as usize
+        & mask
 }
 
 impl Registry {

@@ -44,6 +44,7 @@ pub(super) struct ListView {
 /// assert!(text.contains("16-byte slots"));
 /// assert!(text.contains("32-byte slots"));
 /// println!("{text}");
+/// # // SAFETY: the pointer came from this pool and is freed once.
 /// # unsafe { pool.free(a)?; pool.free(b)?; }
 /// # Ok::<(), strata_alloc::Error>(())
 /// ```
@@ -71,6 +72,7 @@ impl SlabSnapshot {
     /// let pool = strata_alloc::SlabPool::new();
     /// let p = pool.alloc(100)?;
     /// assert_eq!(pool.snapshot().batches(), 1);
+    /// # // SAFETY: the pointer came from this pool and is freed once.
     /// # unsafe { pool.free(p)? };
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
@@ -84,6 +86,7 @@ impl SlabSnapshot {
     /// let pool = strata_alloc::SlabPool::new();
     /// let p = pool.alloc(100)?;
     /// assert_eq!(pool.snapshot().stats().live_blocks, 1);
+    /// # // SAFETY: the pointer came from this pool and is freed once.
     /// # unsafe { pool.free(p)? };
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```

@@ -11,11 +11,15 @@ fn addr(p: NonNull<u8>) -> usize {
 #[test]
 fn reciprocal_division_is_exact_and_rejects_interior_offsets() {
     let step = if cfg!(miri) { 16 } else { 1 };
-    for class in 0..CLASSES {
+    for (class, &recip) in RECIP.iter().enumerate() {
         let size = slot_size(class);
         for off in (0..BATCH_SIZE).step_by(step) {
-            let q = ((off as u64 * RECIP[class]) >> 32) as usize;
-            assert_eq!(q * size == off, off % size == 0, "class {class} offset {off}");
+            let q = ((off as u64 * recip) >> 32) as usize;
+            assert_eq!(
+                q * size == off,
+                off % size == 0,
+                "class {class} offset {off}"
+            );
             if off % size == 0 {
                 assert_eq!(q, off / size);
             }
@@ -86,25 +90,40 @@ fn misuse_is_caught_exactly_and_the_pool_goes_on() {
         let interior = p.add(16);
         assert!(matches!(
             pool.free(interior),
-            Err(Error::InvalidPointer { reason: "points inside a slot, not at its start", .. })
+            Err(Error::InvalidPointer {
+                reason: "points inside a slot, not at its start",
+                ..
+            })
         ));
         let never = p.add(48 * 5);
         assert!(matches!(
             pool.free(never),
-            Err(Error::InvalidPointer { reason: "the slot was never handed out", .. })
+            Err(Error::InvalidPointer {
+                reason: "the slot was never handed out",
+                ..
+            })
         ));
         // 16384 / 48 = 341 slots; the last 16 bytes belong to no slot.
         let past = NonNull::new_unchecked(p.as_ptr().with_addr(addr(p) + 341 * 48));
         assert!(matches!(
             pool.free(past),
-            Err(Error::InvalidPointer { reason: "points past the last slot of its batch", .. })
+            Err(Error::InvalidPointer {
+                reason: "points past the last slot of its batch",
+                ..
+            })
         ));
         let mut local = 0u64;
         let foreign = NonNull::from(&mut local).cast::<u8>();
-        assert!(matches!(pool.free(foreign), Err(Error::InvalidPointer { .. })));
+        assert!(matches!(
+            pool.free(foreign),
+            Err(Error::InvalidPointer { .. })
+        ));
         pool.free(p).unwrap();
         assert_eq!(pool.free(p), Err(Error::DoubleFree { addr: addr(p) }));
-        assert!(matches!(pool.usable_size(p), Err(Error::InvalidPointer { .. })));
+        assert!(matches!(
+            pool.usable_size(p),
+            Err(Error::InvalidPointer { .. })
+        ));
     }
     assert_eq!(pool.stats().misuses_caught, 6);
     pool.check().unwrap();
@@ -126,7 +145,10 @@ fn pointers_of_another_pool_are_foreign() {
     let p = a.alloc(16).unwrap();
     let _q = b.alloc(16).unwrap();
     // SAFETY: `p` is not b's; b rejects it without touching it.
-    assert!(matches!(unsafe { b.free(p) }, Err(Error::InvalidPointer { .. })));
+    assert!(matches!(
+        unsafe { b.free(p) },
+        Err(Error::InvalidPointer { .. })
+    ));
     // SAFETY: ours, freed once.
     unsafe { a.free(p).unwrap() };
 }
@@ -142,7 +164,10 @@ fn empty_batches_beyond_the_reserve_are_given_back() {
         pool.check().unwrap();
     }
     let s = pool.stats();
-    assert_eq!(s.managed_bytes, BATCH_SIZE, "one empty batch kept in reserve");
+    assert_eq!(
+        s.managed_bytes, BATCH_SIZE,
+        "one empty batch kept in reserve"
+    );
     assert_eq!(s.free_blocks, 16);
     assert_eq!(s.bytes_to_os as usize, 2 * BATCH_SIZE);
     // The kept batch and the reused frames serve again.
@@ -158,7 +183,13 @@ fn empty_batches_beyond_the_reserve_are_given_back() {
 #[test]
 fn alignment_is_honoured_or_refused() {
     let pool = SlabPool::new();
-    let served = [(1, 32, 32), (40, 64, 64), (100, 256, 256), (600, 512, 1024), (1, 1024, 1024)];
+    let served = [
+        (1, 32, 32),
+        (40, 64, 64),
+        (100, 256, 256),
+        (600, 512, 1024),
+        (1, 1024, 1024),
+    ];
     for (size, align, slot) in served {
         let p = pool
             .alloc_layout(Layout::from_size_align(size, align).unwrap())
@@ -171,7 +202,10 @@ fn alignment_is_honoured_or_refused() {
     let refused = [(8, 2048), (1025, 8), (1, 4096)];
     for (size, align) in refused {
         let l = Layout::from_size_align(size, align).unwrap();
-        assert!(matches!(pool.alloc_layout(l), Err(Error::InvalidLayout { .. })), "{l:?}");
+        assert!(
+            matches!(pool.alloc_layout(l), Err(Error::InvalidLayout { .. })),
+            "{l:?}"
+        );
     }
     assert_eq!(pool.stats().failed_requests, 3);
     pool.check().unwrap();
@@ -200,7 +234,10 @@ fn batches_from_an_allocator() {
     // SAFETY: ours, freed once.
     unsafe { pool.free(p).unwrap() };
     // SAFETY: misuse is caught.
-    assert!(matches!(unsafe { pool.free(p) }, Err(Error::DoubleFree { .. })));
+    assert!(matches!(
+        unsafe { pool.free(p) },
+        Err(Error::DoubleFree { .. })
+    ));
     pool.check().unwrap();
 }
 
@@ -247,18 +284,25 @@ fn grow_and_shrink_stay_in_place_within_a_slot() {
     let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), 32) };
     assert!(bytes[..20].iter().all(|&b| b == 9) && bytes[20..].iter().all(|&b| b == 0));
     assert_eq!(pool.stats().reallocations_in_place, 1);
+    // SAFETY: `p` is live with layout `l30`.
     let r = unsafe { a.grow(p, l30, l40) }.unwrap().cast::<u8>();
     assert_ne!(r, p, "40 bytes need the 48-byte class");
     assert_eq!(pool.usable_size(r), Ok(48));
     // SAFETY: 20 bytes were copied.
     assert_eq!(unsafe { r.as_ptr().add(19).read() }, 9);
+    // SAFETY: `r` is live with layout `l40`.
     let t = unsafe { a.shrink(r, l40, l8) }.unwrap().cast::<u8>();
     assert_eq!(pool.usable_size(t), Ok(16));
+    // SAFETY: `t` is a live 16-byte slot whose first byte was copied.
     assert_eq!(unsafe { t.as_ptr().read() }, 9);
+    // SAFETY: `t` is live with layout `l8`.
     let z = unsafe { a.shrink(t, l8, Layout::from_size_align(0, 4).unwrap()) }.unwrap();
     assert_eq!(z.len(), 0);
     let s = pool.stats();
-    assert_eq!((s.live_blocks, s.reallocations, s.reallocations_in_place), (0, 3, 1));
+    assert_eq!(
+        (s.live_blocks, s.reallocations, s.reallocations_in_place),
+        (0, 3, 1)
+    );
     pool.check().unwrap();
 }
 
