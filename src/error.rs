@@ -189,7 +189,10 @@ mod tests {
     fn display_is_one_sentence_with_the_facts() {
         let cases = [
             (Error::oom(4096, 100), "4096"),
-            (Error::layout(8, 3, "alignment is not a power of two"), "power of two"),
+            (
+                Error::layout(8, 3, "alignment is not a power of two"),
+                "power of two",
+            ),
             (Error::DoubleFree { addr: 0x1000 }, "0x1000"),
             (
                 Error::InvalidPointer {
@@ -210,7 +213,10 @@ mod tests {
             let text = err.to_string();
             assert!(text.contains(needle), "{text:?} should mention {needle}");
             assert!(!text.contains('\n'), "{text:?} should be one line");
-            assert!(text.starts_with(err.kind()), "{text:?} should start with its kind");
+            assert!(
+                text.starts_with(err.kind()),
+                "{text:?} should start with its kind"
+            );
         }
     }
 }

@@ -1,19 +1,27 @@
-//! # strata-alloc
-//!
-//! Region allocators with typed handles: arena speed without giving up `free`, `realloc` and
-//! safety checks.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 mod abort;
+mod api;
+mod arena;
+mod engine;
 mod error;
+mod heap;
 mod region;
 mod slab;
+mod snapshot;
 mod stats;
+mod sync;
 #[cfg(test)]
 pub(crate) mod test_rng;
 
+pub use arena::Arena;
 pub use error::Error;
+pub use heap::{Heap, HeapConfig};
 pub use region::{Region, page_size};
 pub use slab::{SlabPool, SlabSnapshot};
+pub use snapshot::{FreeList, Snapshot};
 pub use stats::{BlockInfo, BlockState, Stats};
+pub use sync::{GlobalHeap, LockedHeap};

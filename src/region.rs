@@ -103,7 +103,11 @@ impl Region {
             .checked_add(page - 1)
             .map(|b| b & !(page - 1))
             .filter(|&b| b <= isize::MAX as usize)
-            .ok_or(Error::layout(bytes, page, "size overflows when rounded to pages"))?;
+            .ok_or(Error::layout(
+                bytes,
+                page,
+                "size overflows when rounded to pages",
+            ))?;
         let mut options = MmapOptions::new();
         options.len(capacity);
         if capacity >= NORESERVE_FROM && !cfg!(miri) {
@@ -371,9 +375,15 @@ mod tests {
         unsafe { p.as_ptr().write_bytes(1, 100) };
         let q = r.sbrk(28).unwrap();
         assert_eq!(q.as_ptr() as usize - p.as_ptr() as usize, 100);
-        assert_eq!(r.sbrk(0).unwrap().as_ptr() as usize, p.as_ptr() as usize + 128);
+        assert_eq!(
+            r.sbrk(0).unwrap().as_ptr() as usize,
+            p.as_ptr() as usize + 128
+        );
         assert_eq!(r.remaining(), cap - 128);
-        assert_eq!(r.sbrk(-28).unwrap().as_ptr() as usize, p.as_ptr() as usize + 128);
+        assert_eq!(
+            r.sbrk(-28).unwrap().as_ptr() as usize,
+            p.as_ptr() as usize + 128
+        );
         assert_eq!(r.brk(), 100);
         // SAFETY: the first 100 bytes were not released.
         assert_eq!(unsafe { p.as_ptr().add(99).read() }, 1);
@@ -383,7 +393,10 @@ mod tests {
     fn out_of_range_moves_are_refused_and_change_nothing() {
         let mut r = Region::reserve(4096).unwrap();
         r.grow(10).unwrap();
-        assert!(matches!(r.grow(r.capacity()), Err(Error::OutOfMemory { .. })));
+        assert!(matches!(
+            r.grow(r.capacity()),
+            Err(Error::OutOfMemory { .. })
+        ));
         assert!(matches!(r.shrink(11), Err(Error::OutOfMemory { .. })));
         assert!(matches!(r.sbrk(isize::MIN), Err(Error::OutOfMemory { .. })));
         assert_eq!(r.brk(), 10);

@@ -1,0 +1,341 @@
+//! The checked API and the allocator-api2 `Allocator` logic, written once for every block
+//! allocator (Arena, Heap, LockedHeap).
+//!
+//! An allocator supplies a [`Backend`] (what allocating, freeing and resizing mean for it) and
+//! a way to reach it (`&mut` through a cell or a lock); the functions here add what every
+//! allocator does the same way: layout rules, `calloc` overflow checks, the move-or-resize
+//! decision of `realloc`, counting failures, zero-sized requests on the trait path, and
+//! aborting with a one-line report when a trait caller hands back a bad pointer.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+use allocator_api2::alloc::AllocError;
+
+use crate::engine::MAX_ALIGN;
+use crate::{Error, Stats};
+
+/// What an allocator's core does; everything else is shared.
+pub(crate) trait Backend {
+    /// Name used in abort messages.
+    const NAME: &'static str;
+
+    /// Allocates `size > 0` bytes aligned to `align` (a power of two, at most `MAX_ALIGN`),
+    /// or fails with `OutOfMemory`.
+    fn alloc(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error>;
+
+    /// As `alloc`, with the first `size` bytes zeroed.
+    fn alloc_zeroed(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+        let p = self.alloc(size, align)?;
+        // SAFETY: `p` is a fresh block of at least `size` bytes.
+        unsafe { p.as_ptr().write_bytes(0, size) };
+        Ok(p)
+    }
+
+    /// Frees the live block at `p`, validating it first.
+    fn free(&mut self, p: NonNull<u8>) -> Result<(), Error>;
+
+    /// Usable bytes of the live block at `p`.
+    fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error>;
+
+    /// Makes the live block at `p` hold at least `new_size` bytes without moving it, if it
+    /// can; shrinking must always succeed. `Ok(false)` means it has to move.
+    fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error>;
+
+    /// Moves the live block at `p` (of which the first `old` bytes matter) to a block of
+    /// `new_size` bytes aligned to `align`, keeping the contents. The default allocates,
+    /// copies and frees; a backend may do better (the heap remaps large blocks).
+    /// On error the old block is untouched.
+    fn move_block(
+        &mut self,
+        p: NonNull<u8>,
+        old: usize,
+        new_size: usize,
+        align: usize,
+    ) -> Result<NonNull<u8>, Error> {
+        let q = self.alloc(new_size, align)?;
+        // SAFETY: both blocks are live and distinct; `old` bytes are readable at `p` and the
+        // smaller of the two sizes fits at `q`.
+        unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), old.min(new_size)) };
+        self.free(p)?;
+        Ok(q)
+    }
+
+    /// The counters, for recording failures and reallocations.
+    fn stats_mut(&mut self) -> &mut Stats;
+}
+
+/// Checks a request against the rules every allocator shares.
+#[inline(always)]
+pub(crate) fn check_layout(size: usize, align: usize) -> Result<(), Error> {
+    if size == 0 {
+        return Err(Error::layout(
+            size,
+            align,
+            "zero-sized requests are not served",
+        ));
+    }
+    if !align.is_power_of_two() {
+        return Err(Error::layout(
+            size,
+            align,
+            "alignment is not a power of two",
+        ));
+    }
+    if align > MAX_ALIGN {
+        return Err(Error::layout(
+            size,
+            align,
+            "alignment above 4096 is not supported",
+        ));
+    }
+    if size > isize::MAX as usize - align {
+        return Err(Error::layout(
+            size,
+            align,
+            "size overflows the address space",
+        ));
+    }
+    Ok(())
+}
+
+fn counted<T>(b: &mut impl Backend, r: Result<T, Error>) -> Result<T, Error> {
+    if let Err(e) = &r {
+        if !e.is_misuse() {
+            b.stats_mut().failed_requests += 1;
+        }
+    }
+    r
+}
+
+/// `alloc_layout` of the checked API.
+#[inline]
+pub(crate) fn alloc(b: &mut impl Backend, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+    let r = check_layout(size, align).and_then(|()| b.alloc(size, align));
+    counted(b, r)
+}
+
+/// `calloc` of the checked API.
+pub(crate) fn calloc(
+    b: &mut impl Backend,
+    count: usize,
+    size: usize,
+) -> Result<NonNull<u8>, Error> {
+    let r = match count.checked_mul(size) {
+        None => Err(Error::layout(usize::MAX, 16, "count * size overflows")),
+        Some(total) => check_layout(total, 16).and_then(|()| b.alloc_zeroed(total, 16)),
+    };
+    counted(b, r)
+}
+
+/// `realloc` of the checked API: in place when the backend can, else allocate, copy, free.
+/// The old block is untouched on every error.
+pub(crate) fn realloc(
+    b: &mut impl Backend,
+    p: NonNull<u8>,
+    new_size: usize,
+) -> Result<NonNull<u8>, Error> {
+    if new_size == 0 {
+        b.usable_size(p)?;
+        return counted(
+            b,
+            Err(Error::layout(0, 16, "realloc to zero bytes; use free")),
+        );
+    }
+    counted(b, check_layout(new_size, 16))?;
+    let old = b.usable_size(p)?;
+    if b.resize_in_place(p, new_size)? {
+        let s = b.stats_mut();
+        s.reallocations += 1;
+        s.reallocations_in_place += 1;
+        return Ok(p);
+    }
+    let r = b.move_block(p, old, new_size, 16);
+    let q = counted(b, r)?;
+    b.stats_mut().reallocations += 1;
+    Ok(q)
+}
+
+// ---------------------------------------------------------------- allocator-api2 paths
+
+#[inline(always)]
+fn dangling(align: usize) -> NonNull<[u8]> {
+    // A well-aligned, never-dereferenced address for zero-sized blocks, as the trait requires.
+    let p =
+        NonNull::new(core::ptr::without_provenance_mut::<u8>(align)).unwrap_or(NonNull::dangling());
+    NonNull::slice_from_raw_parts(p, 0)
+}
+
+#[cold]
+#[inline(never)]
+fn misuse<B: Backend>(e: &Error) -> ! {
+    crate::abort::misuse(B::NAME, e)
+}
+
+/// `Allocator::allocate`.
+#[inline(always)]
+pub(crate) fn allocate<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+    if layout.size() == 0 {
+        return Ok(dangling(layout.align()));
+    }
+    let p = alloc(b, layout.size(), layout.align())?;
+    Ok(NonNull::slice_from_raw_parts(p, layout.size()))
+}
+
+/// `Allocator::allocate_zeroed`.
+pub(crate) fn allocate_zeroed<B: Backend>(
+    b: &mut B,
+    layout: Layout,
+) -> Result<NonNull<[u8]>, AllocError> {
+    if layout.size() == 0 {
+        return Ok(dangling(layout.align()));
+    }
+    let r = check_layout(layout.size(), layout.align())
+        .and_then(|()| b.alloc_zeroed(layout.size(), layout.align()));
+    let p = counted(b, r)?;
+    Ok(NonNull::slice_from_raw_parts(p, layout.size()))
+}
+
+/// `Allocator::deallocate`: a bad pointer aborts with a report.
+#[inline(always)]
+pub(crate) fn deallocate<B: Backend>(b: &mut B, p: NonNull<u8>, layout: Layout) {
+    if layout.size() == 0 {
+        return;
+    }
+    if let Err(e) = b.free(p) {
+        misuse::<B>(&e)
+    }
+}
+
+/// `Allocator::grow` and `grow_zeroed`; `shrink` when `new.size() < old.size()`.
+pub(crate) fn resize<B: Backend>(
+    b: &mut B,
+    p: NonNull<u8>,
+    old: Layout,
+    new: Layout,
+    zeroed: bool,
+) -> Result<NonNull<[u8]>, AllocError> {
+    if old.size() == 0 {
+        return if zeroed {
+            allocate_zeroed(b, new)
+        } else {
+            allocate(b, new)
+        };
+    }
+    if new.size() == 0 {
+        deallocate(b, p, old);
+        return Ok(dangling(new.align()));
+    }
+    let aligned = (p.as_ptr() as usize) % new.align() == 0;
+    let in_place = match aligned {
+        true => b
+            .resize_in_place(p, new.size())
+            .unwrap_or_else(|e| misuse::<B>(&e)),
+        false => false,
+    };
+    let q = if in_place {
+        b.stats_mut().reallocations_in_place += 1;
+        p
+    } else {
+        check_layout(new.size(), new.align()).map_err(|_| AllocError)?;
+        match b.move_block(p, old.size(), new.size(), new.align()) {
+            Ok(q) => q,
+            Err(e) if e.is_misuse() => misuse::<B>(&e),
+            Err(_) => {
+                b.stats_mut().failed_requests += 1;
+                return Err(AllocError);
+            }
+        }
+    };
+    b.stats_mut().reallocations += 1;
+    if zeroed && new.size() > old.size() {
+        // SAFETY: the block at `q` holds `new.size()` bytes; the tail past `old.size()` is ours.
+        unsafe {
+            q.as_ptr()
+                .add(old.size())
+                .write_bytes(0, new.size() - old.size())
+        };
+    }
+    Ok(NonNull::slice_from_raw_parts(q, new.size()))
+}
+
+/// Implements allocator-api2's `Allocator` for `&$ty`, where `$ty` has
+/// `fn with<R>(&self, f: impl FnOnce(&mut Backend) -> R) -> R`.
+macro_rules! impl_allocator {
+    ($ty:ty) => {
+        // SAFETY: every method forwards to the shared logic in `crate::api`, which returns
+        // blocks that stay valid until freed through this allocator, never hands out a block
+        // twice, preserves contents across grow/shrink (copying when it moves) and aborts
+        // instead of writing when given a pointer it did not hand out.
+        unsafe impl allocator_api2::alloc::Allocator for &$ty {
+            #[inline]
+            fn allocate(
+                &self,
+                layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                self.with(|b| $crate::api::allocate(b, layout))
+            }
+
+            #[inline]
+            fn allocate_zeroed(
+                &self,
+                layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                self.with(|b| $crate::api::allocate_zeroed(b, layout))
+            }
+
+            #[inline]
+            unsafe fn deallocate(&self, ptr: core::ptr::NonNull<u8>, layout: core::alloc::Layout) {
+                self.with(|b| $crate::api::deallocate(b, ptr, layout))
+            }
+
+            #[inline]
+            unsafe fn grow(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old: core::alloc::Layout,
+                new: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                self.with(|b| $crate::api::resize(b, ptr, old, new, false))
+            }
+
+            #[inline]
+            unsafe fn grow_zeroed(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old: core::alloc::Layout,
+                new: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                self.with(|b| $crate::api::resize(b, ptr, old, new, true))
+            }
+
+            #[inline]
+            unsafe fn shrink(
+                &self,
+                ptr: core::ptr::NonNull<u8>,
+                old: core::alloc::Layout,
+                new: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+                self.with(|b| $crate::api::resize(b, ptr, old, new, false))
+            }
+        }
+    };
+}
+pub(crate) use impl_allocator;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_rules() {
+        assert!(check_layout(1, 1).is_ok());
+        assert!(check_layout(100, 4096).is_ok());
+        for (size, align) in [(0, 16), (8, 3), (8, 8192), (usize::MAX, 16)] {
+            assert!(
+                matches!(check_layout(size, align), Err(Error::InvalidLayout { .. })),
+                "{size} {align}"
+            );
+        }
+    }
+}

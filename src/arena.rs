@@ -1,0 +1,380 @@
+//! `Arena`: the block engine over one fixed region (64 KiB by default).
+//!
+//! The arena maps its memory once and never grows: when no free block fits, the request fails
+//! with [`Error::OutOfMemory`] and everything else stays as it was. Its start map lives in a
+//! second, separate mapping, out of reach of overflows from the blocks.
+
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+
+use crate::api::{self, Backend};
+use crate::engine::{self, Engine};
+use crate::{BlockInfo, Error, Region, Snapshot, Stats};
+
+/// A fixed-size arena with `alloc`, `free` and `realloc`, split and coalesce, and certain
+/// detection of double frees, foreign and interior pointers.
+///
+/// All methods take `&self`, so collections can live in the arena while it is used; the arena
+/// is `Send` but not `Sync` (use a [`LockedHeap`](crate::LockedHeap) to share a heap between
+/// threads).
+///
+/// # Example
+///
+/// ```
+/// use allocator_api2::vec::Vec;
+/// use strata_alloc::Arena;
+///
+/// let arena = Arena::new()?;
+/// let mut v = Vec::new_in(&arena);
+/// v.extend_from_slice(b"hello");
+/// assert_eq!(arena.stats().live_blocks, 1);
+/// drop(v);
+/// assert_eq!(arena.stats().live_blocks, 0);
+/// arena.check()?;
+/// # Ok::<(), strata_alloc::Error>(())
+/// ```
+pub struct Arena {
+    core: UnsafeCell<ArenaCore>,
+}
+
+struct ArenaCore {
+    engine: Engine,
+    capacity: usize,
+    // The engine points into these; they are dropped (unmapped) after it.
+    _blocks: Region,
+    _map: Region,
+}
+
+// SAFETY: the arena uniquely owns its mappings and the engine's raw pointers point only into
+// them, so moving the whole arena to another thread moves that ownership with it.
+unsafe impl Send for Arena {}
+
+impl Arena {
+    /// Capacity of [`Arena::new`]: 64 KiB.
+    pub const DEFAULT_CAPACITY: usize = 64 * 1024;
+
+    /// An arena of [`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY) bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if the OS refuses the mapping.
+    ///
+    /// ```
+    /// let arena = strata_alloc::Arena::new()?;
+    /// assert_eq!(arena.capacity(), 64 * 1024);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn new() -> Result<Arena, Error> {
+        Arena::with_capacity(Self::DEFAULT_CAPACITY)
+    }
+
+    /// An arena of `bytes` bytes, rounded up to whole pages.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLayout`] for 0 or an overflowing size; [`Error::Os`] if the OS refuses.
+    ///
+    /// ```
+    /// let arena = strata_alloc::Arena::with_capacity(1 << 20)?;
+    /// assert_eq!(arena.capacity(), 1 << 20);
+    /// assert!(arena.alloc(900_000).is_ok());
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn with_capacity(bytes: usize) -> Result<Arena, Error> {
+        let blocks = Region::reserve(bytes)?;
+        let capacity = blocks.capacity();
+        let mut map = Region::reserve(engine::map_bytes(capacity / 16))?;
+        let map_ptr = map.grow(map.capacity())?;
+        // SAFETY: `blocks` is a fresh page-aligned mapping of `capacity` bytes (a multiple of 16)
+        // that only this engine touches; `map` is a fresh zeroed mapping of at least
+        // `map_bytes(capacity / 16)` bytes. Both live in the same ArenaCore as the engine and
+        // are dropped after it.
+        let mut engine = unsafe { Engine::new(blocks.base(), capacity, map_ptr) };
+        engine.extend(blocks.base().as_ptr() as usize + capacity)?;
+        Ok(Arena {
+            core: UnsafeCell::new(ArenaCore {
+                engine,
+                capacity,
+                _blocks: blocks,
+                _map: map,
+            }),
+        })
+    }
+
+    #[inline(always)]
+    fn with<R>(&self, f: impl FnOnce(&mut ArenaCore) -> R) -> R {
+        // SAFETY: `Arena` is not `Sync`, so only this thread can be here, and `f` is always
+        // crate code that does not call back into the arena, so this `&mut` is the only
+        // reference to the core while it lives.
+        f(unsafe { &mut *self.core.get() })
+    }
+
+    /// Bytes of block space (the mapping's size).
+    ///
+    /// ```
+    /// assert_eq!(strata_alloc::Arena::with_capacity(10_000)?.capacity() % 4096, 0);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn capacity(&self) -> usize {
+        self.with(|c| c.capacity)
+    }
+
+    /// Allocates `size` bytes, 16-byte aligned, like `malloc`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`] when no free block fits; [`Error::InvalidLayout`] for 0 bytes or a
+    /// size that overflows. The arena is unchanged by a failed request.
+    ///
+    /// ```
+    /// let arena = strata_alloc::Arena::new()?;
+    /// let p = arena.alloc(100)?;
+    /// assert_eq!(p.as_ptr() as usize % 16, 0);
+    /// assert!(arena.alloc(1 << 20).is_err());
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    #[inline]
+    pub fn alloc(&self, size: usize) -> Result<NonNull<u8>, Error> {
+        self.with(|c| api::alloc(c, size, 16))
+    }
+
+    /// Allocates for `layout`: any power-of-two alignment up to 4096.
+    ///
+    /// # Errors
+    ///
+    /// As [`alloc`](Self::alloc), and [`Error::InvalidLayout`] for alignments above 4096.
+    ///
+    /// ```
+    /// use core::alloc::Layout;
+    /// let arena = strata_alloc::Arena::new()?;
+    /// let p = arena.alloc_layout(Layout::from_size_align(64, 1024).unwrap())?;
+    /// assert_eq!(p.as_ptr() as usize % 1024, 0);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, Error> {
+        self.with(|c| api::alloc(c, layout.size(), layout.align()))
+    }
+
+    /// Allocates `count * size` zeroed bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLayout`] if `count * size` overflows or is 0; otherwise as
+    /// [`alloc`](Self::alloc).
+    ///
+    /// ```
+    /// let arena = strata_alloc::Arena::new()?;
+    /// let p = arena.calloc(10, 8)?;
+    /// // SAFETY: 80 zeroed bytes were just allocated.
+    /// assert!(unsafe { core::slice::from_raw_parts(p.as_ptr(), 80) }.iter().all(|&b| b == 0));
+    /// assert!(arena.calloc(usize::MAX, 2).is_err());
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn calloc(&self, count: usize, size: usize) -> Result<NonNull<u8>, Error> {
+        self.with(|c| api::calloc(c, count, size))
+    }
+
+    /// Resizes the block at `ptr` to `new_size` bytes, keeping its contents (up to the smaller
+    /// size). Shrinking keeps the pointer; growing stays in place when the next block is free
+    /// and large enough, and otherwise moves (allocate, copy, free). A moved block is 16-byte
+    /// aligned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPointer`], [`Error::DoubleFree`] or [`Error::Corrupted`] for a bad
+    /// `ptr`, [`Error::OutOfMemory`] if it must move and nothing fits, [`Error::InvalidLayout`]
+    /// for 0 bytes. On every error the old block is untouched and still owned by the caller.
+    ///
+    /// # Safety
+    ///
+    /// On success the old pointer must not be used again unless it was returned.
+    ///
+    /// ```
+    /// let arena = strata_alloc::Arena::new()?;
+    /// let p = arena.alloc(16)?;
+    /// // SAFETY: `p` is a live 16-byte block of this arena; we use only the returned pointer.
+    /// let p = unsafe {
+    ///     p.as_ptr().write_bytes(7, 16);
+    ///     arena.realloc(p, 4000)?
+    /// };
+    /// // SAFETY: the first 16 bytes were preserved.
+    /// assert_eq!(unsafe { p.as_ptr().add(15).read() }, 7);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, Error> {
+        self.with(|c| api::realloc(c, ptr, new_size))
+    }
+
+    /// Frees the block at `ptr` (the seed's "destroy"), merging it with free neighbours.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DoubleFree`] if it was freed already, [`Error::InvalidPointer`] if it is not a
+    /// block of this arena (foreign, interior or misaligned), [`Error::Corrupted`] if its header
+    /// was overwritten. Nothing is written in any of those cases.
+    ///
+    /// # Safety
+    ///
+    /// On success the block must not be used again.
+    ///
+    /// ```
+    /// let arena = strata_alloc::Arena::new()?;
+    /// let p = arena.alloc(32)?;
+    /// // SAFETY: `p` is live and not used after this.
+    /// unsafe { arena.free(p)? };
+    /// assert_eq!(arena.stats().live_blocks, 0);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    #[inline]
+    pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), Error> {
+        self.with(|c| c.free(ptr))
+    }
+
+    /// Usable bytes of the live block at `ptr` (at least what was asked for).
+    ///
+    /// # Errors
+    ///
+    /// As [`free`](Self::free), for a pointer that is not a live block.
+    ///
+    /// ```
+    /// let arena = strata_alloc::Arena::new()?;
+    /// let p = arena.alloc(20)?;
+    /// assert!(arena.usable_size(p)? >= 20);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Error> {
+        self.with(|c| c.engine.usable_size(ptr))
+    }
+
+    /// The arena's counters.
+    ///
+    /// ```
+    /// let arena = strata_alloc::Arena::new()?;
+    /// let _ = arena.alloc(10)?;
+    /// let _ = arena.alloc(0); // refused
+    /// let s = arena.stats();
+    /// assert_eq!((s.allocations, s.failed_requests), (1, 1));
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.with(|c| c.stats())
+    }
+
+    /// Walks every block and free list and verifies every invariant of the engine
+    /// (see `docs/ARCHITECTURE.md`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] naming the first damage found.
+    ///
+    /// ```
+    /// let arena = strata_alloc::Arena::new()?;
+    /// let _ = arena.alloc(10)?;
+    /// arena.check()?;
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn check(&self) -> Result<(), Error> {
+        self.with(|c| c.engine.check())
+    }
+
+    /// Every block in address order, allocated and free. The walk validates each block as
+    /// it goes and stops at damage; if the arena changes during the walk, the walk continues
+    /// from where it was only if that is still a block.
+    ///
+    /// ```
+    /// use strata_alloc::{Arena, BlockState};
+    /// let arena = Arena::new()?;
+    /// let _a = arena.alloc(10)?;
+    /// let states: Vec<_> = arena.blocks().map(|b| b.state).collect();
+    /// assert_eq!(states, [BlockState::Allocated, BlockState::Free]);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn blocks(&self) -> impl Iterator<Item = BlockInfo> + '_ {
+        let mut next = self.with(|c| c.engine.first_block());
+        core::iter::from_fn(move || {
+            let (info, after) = self.with(|c| c.engine.block_at(next))?;
+            next = after;
+            Some(info)
+        })
+    }
+
+    /// The live blocks: what would leak if the arena were dropped now.
+    ///
+    /// ```
+    /// let arena = strata_alloc::Arena::new()?;
+    /// let p = arena.alloc(10)?;
+    /// assert_eq!(arena.leaks().next().unwrap().addr, p.as_ptr() as usize);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn leaks(&self) -> impl Iterator<Item = BlockInfo> + '_ {
+        self.blocks()
+            .filter(|b| b.state == crate::BlockState::Allocated)
+    }
+
+    /// A printable map of the arena: every block's offset, size and state, and the free lists.
+    ///
+    /// ```
+    /// let arena = strata_alloc::Arena::new()?;
+    /// let _p = arena.alloc(10)?;
+    /// let text = arena.snapshot().to_string();
+    /// assert!(text.contains("allocated") && text.contains("free lists"));
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn snapshot(&self) -> Snapshot {
+        self.with(|c| {
+            let stats = c.stats();
+            c.engine.snapshot("Arena", stats)
+        })
+    }
+}
+
+impl ArenaCore {
+    fn stats(&self) -> Stats {
+        let mut s = self.engine.stats;
+        s.managed_bytes = self.capacity;
+        s
+    }
+}
+
+impl Backend for ArenaCore {
+    const NAME: &'static str = "Arena";
+
+    #[inline(always)]
+    fn alloc(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+        match self.engine.alloc(size, align)? {
+            Some(p) => Ok(p),
+            None => Err(Error::oom(size, self.engine.largest_free())),
+        }
+    }
+
+    #[inline(always)]
+    fn free(&mut self, p: NonNull<u8>) -> Result<(), Error> {
+        self.engine.free(p).map(|_| ())
+    }
+
+    fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error> {
+        self.engine.usable_size(p)
+    }
+
+    fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
+        self.engine.resize_in_place(p, new_size)
+    }
+
+    fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.engine.stats
+    }
+}
+
+api::impl_allocator!(Arena);
+
+impl core::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let s = self.stats();
+        f.debug_struct("Arena")
+            .field("capacity", &self.capacity())
+            .field("live_blocks", &s.live_blocks)
+            .field("bytes_in_use", &s.bytes_in_use)
+            .finish()
+    }
+}

@@ -1,0 +1,863 @@
+//! The block engine: boundary-tagged blocks over one contiguous span, segregated free lists,
+//! splitting, coalescing, in-place resizing and a full integrity check.
+//!
+//! It is written once and configured twice: the [`Arena`](crate::Arena) runs it over one fixed
+//! span, the [`Heap`](crate::Heap) over a span whose end follows a program break
+//! ([`Engine::extend`], [`Engine::truncate_top`]). The engine never allocates and never maps
+//! memory; its owner hands it the span and the memory for its start map.
+//!
+//! The span `[base, end)` is tiled by blocks from `base + 8` to `end - 8`, so every payload is
+//! 16-byte aligned and `end - 8` is where the header of a block appended by `extend` goes. An
+//! empty span has `end == base + 16`.
+//!
+//! Invariants (checked in full by [`Engine::check`]):
+//! 1. Blocks tile `[base + 8, end - 8)` exactly; each header decodes (its tag matches).
+//! 2. The start map has a `starts` bit at each block's payload granule and nowhere else; the
+//!    `live` bit is set exactly for allocated blocks, and a header's `FREE` flag agrees with it.
+//! 3. No two free blocks are adjacent (freeing coalesces with both neighbours).
+//! 4. A free block's footer equals its header word, and the next block's `PREV_FREE` flag is
+//!    set exactly when the block before it is free.
+//! 5. Every free block is on the list of its bin exactly once (see [`bins`]).
+//! 6. The counters in `stats` (live blocks, bytes in use, free blocks, free bytes) agree with
+//!    the walk.
+//!
+//! Misuse and damage are reported, never followed: a pointer handed back is judged by the start
+//! map alone before its header is read, and every header, footer and free-list link is checked
+//! against its tag and the start map before the engine acts on it. Each operation validates
+//! everything it will touch first and writes only after all checks passed.
+
+pub(crate) mod bins;
+pub(crate) mod block;
+pub(crate) mod starts;
+
+use core::ptr::NonNull;
+
+use crate::{BlockInfo, BlockState, Error, Stats};
+use bins::{Bins, bin_floor, bin_is_exact, bin_of};
+use block::{FREE, GRANULE, HEADER, Header, MIN_BLOCK, PREV_FREE, Tagger, block_size_for};
+use starts::StartMap;
+
+pub(crate) use block::block_size_for as block_size;
+pub(crate) use starts::map_bytes;
+
+/// Largest alignment `alloc` accepts.
+pub(crate) const MAX_ALIGN: usize = 4096;
+
+/// How many blocks of a size-range bin are looked at for a fit before moving to a larger bin.
+const BIN_SCAN: usize = 8;
+
+/// The result of freeing a block: where the (possibly merged) free block now lies.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Freed {
+    /// Whether the free block is the last one of the span (it borders `end`).
+    pub at_top: bool,
+    /// Size of the free block after merging.
+    pub size: usize,
+}
+
+/// The block engine. See the module docs for its layout and invariants.
+pub(crate) struct Engine {
+    /// Pointer to the first byte of the span; every address the engine touches is derived
+    /// from it, so accesses keep the mapping's provenance.
+    base_ptr: *mut u8,
+    /// `base_ptr` as an address.
+    base: usize,
+    /// One past the last byte of the span.
+    end: usize,
+    /// The most `end - base` may become (what the start map covers).
+    limit: usize,
+    map: StartMap,
+    bins: Bins,
+    tagger: Tagger,
+    /// Counters; the owner adds its own (OS traffic, failed requests).
+    pub stats: Stats,
+}
+
+impl Engine {
+    /// An engine over an empty span at `base`; `extend` adds memory to it.
+    ///
+    /// # Safety
+    ///
+    /// - `base` is 16-byte aligned (a page start in practice), and `[base, base + limit)` is
+    ///   memory only this engine will access, for as long as it is used, except the payloads
+    ///   it hands out; `limit` is a multiple of 16 and at least 16.
+    /// - `map` points to `map_bytes(limit / 16)` zeroed bytes, aligned for `u64`, that only
+    ///   this engine accesses.
+    pub unsafe fn new(base: NonNull<u8>, limit: usize, map: NonNull<u8>) -> Engine {
+        debug_assert!(limit % GRANULE == 0 && limit >= GRANULE);
+        let addr = base.as_ptr() as usize;
+        debug_assert!(addr % GRANULE == 0);
+        Engine {
+            base_ptr: base.as_ptr(),
+            base: addr,
+            end: addr + GRANULE,
+            limit,
+            // SAFETY: forwarded from this function's contract.
+            map: unsafe { StartMap::new(map.as_ptr(), limit / GRANULE) },
+            bins: Bins::new(),
+            tagger: Tagger::new(addr as u64),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Bytes of span in use (`end - base`).
+    #[inline]
+    pub fn span(&self) -> usize {
+        self.end - self.base
+    }
+
+    /// First address of the span.
+    #[inline]
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    /// Whether `addr` lies in the span's current extent.
+    #[inline]
+    pub fn contains(&self, addr: usize) -> bool {
+        addr.wrapping_sub(self.base) < self.end - self.base
+    }
+
+    // ---------------------------------------------------------------- raw words
+
+    #[inline(always)]
+    fn ptr(&self, addr: usize) -> *mut u64 {
+        debug_assert!(addr >= self.base && addr + 8 <= self.base + self.limit);
+        self.base_ptr.with_addr(addr).cast()
+    }
+
+    #[inline(always)]
+    fn read(&self, addr: usize) -> u64 {
+        // SAFETY: every caller passes an 8-aligned address inside the span (a header, footer or
+        // link slot of a block the start map vouches for), which is engine-owned memory.
+        unsafe { self.ptr(addr).read() }
+    }
+
+    #[inline(always)]
+    fn write(&mut self, addr: usize, word: u64) {
+        // SAFETY: as in `read`; `&mut self` makes the engine the only writer.
+        unsafe { self.ptr(addr).write(word) }
+    }
+
+    #[inline(always)]
+    fn granule(&self, b: usize) -> usize {
+        (b + HEADER - self.base) / GRANULE
+    }
+
+    #[inline(always)]
+    fn block_of_granule(&self, g: usize) -> usize {
+        self.base + g * GRANULE - HEADER
+    }
+
+    #[inline(always)]
+    fn last_slot(&self) -> usize {
+        self.end - HEADER
+    }
+
+    fn corrupted(&mut self, addr: usize, what: &'static str) -> Error {
+        self.stats.misuses_caught += 1;
+        Error::Corrupted { addr, what }
+    }
+
+    /// Decodes the header at `b`, which the start map says begins a block.
+    #[inline(always)]
+    fn header(&mut self, b: usize) -> Result<Header, Error> {
+        let word = self.read(b);
+        match self.tagger.decode(b, word) {
+            Some(h) if b + h.size <= self.last_slot() => Ok(h),
+            _ => Err(self.corrupted(b, "block header was overwritten")),
+        }
+    }
+
+    #[inline(always)]
+    fn write_header(&mut self, b: usize, size: usize, flags: u64) {
+        let word = self.tagger.encode(b, size, flags);
+        self.write(b, word);
+    }
+
+    // ---------------------------------------------------------------- free lists
+
+    #[inline(always)]
+    fn next_link(&self, b: usize) -> usize {
+        self.read(b + HEADER) as usize
+    }
+
+    #[inline(always)]
+    fn prev_link(&self, b: usize) -> usize {
+        self.read(b + 2 * HEADER) as usize
+    }
+
+    /// Whether `b` is the address of a free block, by the start map alone.
+    #[inline(always)]
+    fn is_free_block(&self, b: usize) -> bool {
+        b > self.base
+            && b < self.last_slot()
+            && (b + HEADER - self.base) % GRANULE == 0
+            && self.map.is_free_start(self.granule(b))
+    }
+
+    /// Writes a free block's header and footer, puts it on its bin and in the start map.
+    /// The block before it must be allocated (free neighbours are always merged first).
+    #[inline(always)]
+    fn make_free(&mut self, b: usize, size: usize) {
+        let word = self.tagger.encode(b, size, FREE);
+        self.write(b, word);
+        self.write(b + size - HEADER, word);
+        let i = bin_of(size);
+        let head = self.bins.head(i);
+        self.write(b + HEADER, head as u64);
+        self.write(b + 2 * HEADER, 0);
+        if head != 0 {
+            self.write(head + 2 * HEADER, b as u64);
+        }
+        self.bins.set_head(i, b);
+        let g = self.granule(b);
+        self.map.add_free(g);
+        self.stats.free_blocks += 1;
+        self.stats.free_bytes += size;
+    }
+
+    /// Checks that the free block `b` (of `size` bytes) sits correctly in its list.
+    #[inline(always)]
+    fn check_links(&mut self, b: usize, size: usize) -> Result<(), Error> {
+        let (next, prev) = (self.next_link(b), self.prev_link(b));
+        let prev_ok = if prev == 0 {
+            self.bins.head(bin_of(size)) == b
+        } else {
+            self.is_free_block(prev) && self.next_link(prev) == b
+        };
+        let next_ok = next == 0 || (self.is_free_block(next) && self.prev_link(next) == b);
+        if prev_ok && next_ok {
+            Ok(())
+        } else {
+            Err(self.corrupted(b + HEADER, "free-list link was overwritten"))
+        }
+    }
+
+    /// Takes the free block `b` off its list. Its links must have passed `check_links`.
+    #[inline(always)]
+    fn unlink(&mut self, b: usize, size: usize) {
+        let (next, prev) = (self.next_link(b), self.prev_link(b));
+        if prev == 0 {
+            self.bins.set_head(bin_of(size), next);
+        } else {
+            self.write(prev + HEADER, next as u64);
+        }
+        if next != 0 {
+            self.write(next + 2 * HEADER, prev as u64);
+        }
+        self.stats.free_blocks -= 1;
+        self.stats.free_bytes -= size;
+    }
+
+    /// Validates the free block at `b` found on bin `bin` (header, map, links).
+    #[inline(always)]
+    fn checked_free(&mut self, b: usize, bin: usize) -> Result<Header, Error> {
+        if !self.is_free_block(b) {
+            return Err(self.corrupted(b, "free-list entry is not a free block"));
+        }
+        let h = self.header(b)?;
+        if !h.is_free() || bin_of(h.size) != bin {
+            return Err(self.corrupted(b, "free block header was overwritten"));
+        }
+        self.check_links(b, h.size)?;
+        Ok(h)
+    }
+
+    // ---------------------------------------------------------------- allocation
+
+    /// Finds a free block of at least `size` bytes (validated, still on its list).
+    #[inline(always)]
+    fn take_fit(&mut self, size: usize) -> Result<Option<(usize, Header)>, Error> {
+        let i = bin_of(size);
+        let mut from = i;
+        if !bin_is_exact(i) {
+            // Blocks in a size-range bin may be too small; look at a few before moving up.
+            let mut b = self.bins.head(i);
+            for _ in 0..BIN_SCAN {
+                if b == 0 {
+                    break;
+                }
+                let h = self.checked_free(b, i)?;
+                if h.size >= size {
+                    return Ok(Some((b, h)));
+                }
+                b = self.next_link(b);
+            }
+            from = i + 1;
+        }
+        let Some(j) = self.bins.first_nonempty_from(from) else {
+            return Ok(None);
+        };
+        let b = self.bins.head(j);
+        let h = self.checked_free(b, j)?;
+        Ok(Some((b, h)))
+    }
+
+    /// Turns the free block `b` (validated by `take_fit`, still linked) into an allocated block
+    /// of `size` bytes, returning the tail to the free lists when it is large enough to be a
+    /// block. `after` is the validated header of the block following `b`.
+    #[inline(always)]
+    fn carve(&mut self, b: usize, h: Header, size: usize, after: Option<Header>) -> NonNull<u8> {
+        self.unlink(b, h.size);
+        let prev_flag = h.flags & PREV_FREE;
+        let rest = h.size - size;
+        let block = if rest >= MIN_BLOCK {
+            self.write_header(b, size, prev_flag);
+            // The block after the tail already has PREV_FREE set: `b` was free.
+            self.make_free(b + size, rest);
+            self.stats.splits += 1;
+            size
+        } else {
+            self.write_header(b, h.size, prev_flag);
+            if let Some(ah) = after {
+                self.write_header(b + h.size, ah.size, ah.flags & !PREV_FREE);
+            }
+            h.size
+        };
+        let g = self.granule(b);
+        self.map.set_live(g, true);
+        let s = &mut self.stats;
+        s.allocations += 1;
+        s.live_blocks += 1;
+        s.bytes_in_use += block - HEADER;
+        s.note_in_use();
+        // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
+        unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) }
+    }
+
+    /// Allocates `size` usable bytes aligned to `align` (a power of two, at most
+    /// [`MAX_ALIGN`]). `Ok(None)` means no free block fits: the owner may add memory and retry.
+    pub fn alloc(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
+        let Some(bsize) = block_size_for(size) else {
+            return Err(Error::layout(size, align, "size is larger than any block"));
+        };
+        if align <= GRANULE {
+            let Some((b, h)) = self.take_fit(bsize)? else {
+                return Ok(None);
+            };
+            let after = self.peek(b + h.size)?;
+            return Ok(Some(self.carve(b, h, bsize, after)));
+        }
+        self.alloc_aligned(bsize, align)
+    }
+
+    #[cold]
+    fn alloc_aligned(&mut self, bsize: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
+        debug_assert!(align.is_power_of_two() && align <= MAX_ALIGN);
+        // Room for the block, the worst misalignment and a free lead block before it.
+        let need = bsize + align + MIN_BLOCK;
+        let Some((b, h)) = self.take_fit(need)? else {
+            return Ok(None);
+        };
+        let after = self.peek(b + h.size)?;
+        let p = b + HEADER;
+        if p % align == 0 {
+            return Ok(Some(self.carve(b, h, bsize, after)));
+        }
+        // Cut a free lead block off the front so the payload lands on the alignment. The
+        // remainder is put on a list only so that `carve` can take it off again uniformly.
+        let aligned = (p + MIN_BLOCK + align - 1) & !(align - 1);
+        let lead = aligned - p;
+        self.unlink(b, h.size);
+        self.make_free(b, lead);
+        let b2 = b + lead;
+        self.make_free(b2, h.size - lead);
+        self.stats.splits += 1;
+        let h2 = Header {
+            size: h.size - lead,
+            flags: FREE | PREV_FREE,
+        };
+        Ok(Some(self.carve(b2, h2, bsize, after)))
+    }
+
+    // ---------------------------------------------------------------- validation of user pointers
+
+    /// Explains why `addr` is not a live payload, by the start map alone.
+    #[cold]
+    fn reject(&mut self, addr: usize) -> Error {
+        self.stats.misuses_caught += 1;
+        if !self.contains(addr) || addr < self.base + GRANULE {
+            return Error::InvalidPointer {
+                addr,
+                reason: "it does not point into this allocator",
+            };
+        }
+        if (addr - self.base) % GRANULE != 0 {
+            return Error::InvalidPointer {
+                addr,
+                reason: "it is not aligned like any block this allocator hands out",
+            };
+        }
+        let g = (addr - self.base) / GRANULE;
+        match self.map.start_at_or_before(g) {
+            Some(s) if self.map.is_live(s) => Error::InvalidPointer {
+                addr,
+                reason: "it points into the middle of an allocated block",
+            },
+            Some(_) => Error::DoubleFree { addr },
+            None => Error::InvalidPointer {
+                addr,
+                reason: "it does not point at a block",
+            },
+        }
+    }
+
+    /// Checks that `p` is the payload of a live block and that its header is intact; returns
+    /// the block address and header. Nothing is written.
+    #[inline(always)]
+    pub fn live_block(&mut self, p: NonNull<u8>) -> Result<(usize, Header), Error> {
+        let addr = p.as_ptr() as usize;
+        let off = addr.wrapping_sub(self.base);
+        if off >= self.end - self.base || off % GRANULE != 0 || off == 0 {
+            return Err(self.reject(addr));
+        }
+        let g = off / GRANULE;
+        if !self.map.is_live(g) {
+            return Err(self.reject(addr));
+        }
+        let b = addr - HEADER;
+        let h = self.header(b)?;
+        if h.is_free() {
+            return Err(self.corrupted(b, "allocated block's header says it is free"));
+        }
+        let next = b + h.size;
+        let next_ok = next == self.last_slot() || self.map.is_start(g + h.size / GRANULE);
+        if !next_ok || self.map.any_start_between(g, g + h.size / GRANULE) {
+            return Err(self.corrupted(b, "block size does not end on a block boundary"));
+        }
+        Ok((b, h))
+    }
+
+    /// Usable bytes of the live block at `p`.
+    pub fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error> {
+        self.live_block(p).map(|(_, h)| h.size - HEADER)
+    }
+
+    /// The free block before `b` (whose header says `PREV_FREE`), validated through its footer.
+    #[inline(always)]
+    fn free_prev(&mut self, b: usize) -> Result<(usize, Header), Error> {
+        let footer = self.read(b - HEADER);
+        let size = (footer as usize) & ((1 << 48) - 1) & !(GRANULE - 1);
+        let pb = b.wrapping_sub(size);
+        let ok = size >= MIN_BLOCK
+            && pb > self.base
+            && self.is_free_block(pb)
+            && self.read(pb) == footer
+            && self
+                .tagger
+                .decode(pb, footer)
+                .is_some_and(|h| h.is_free() && h.size == size);
+        if !ok {
+            return Err(self.corrupted(b - HEADER, "free block footer was overwritten"));
+        }
+        self.check_links(pb, size)?;
+        Ok((pb, Header { size, flags: FREE }))
+    }
+
+    /// The block at `n` (the neighbour after some block), validated against the start map,
+    /// with its links checked if it is free; `None` at the end of the span.
+    #[inline(always)]
+    fn peek(&mut self, n: usize) -> Result<Option<Header>, Error> {
+        if n >= self.last_slot() {
+            return Ok(None);
+        }
+        let nh = self.header(n)?;
+        let g = self.granule(n);
+        if nh.is_free() != self.map.is_free_start(g) || !self.map.is_start(g) {
+            return Err(self.corrupted(n, "block header disagrees with the start map"));
+        }
+        if nh.is_free() {
+            self.check_links(n, nh.size)?;
+        }
+        Ok(Some(nh))
+    }
+
+    // ---------------------------------------------------------------- free
+
+    /// Frees the live block at `p`, merging it with free neighbours.
+    pub fn free(&mut self, p: NonNull<u8>) -> Result<Freed, Error> {
+        let (b, h) = self.live_block(p)?;
+        let prev = if h.prev_free() {
+            Some(self.free_prev(b)?)
+        } else {
+            None
+        };
+        let next = self.peek(b + h.size)?;
+        // Everything this free touches is validated; from here on nothing can fail.
+        let g = self.granule(b);
+        self.map.set_live(g, false);
+        let s = &mut self.stats;
+        s.frees += 1;
+        s.live_blocks -= 1;
+        s.bytes_in_use -= h.size - HEADER;
+        let (mut start, mut size) = (b, h.size);
+        if let Some((pb, ph)) = prev {
+            self.unlink(pb, ph.size);
+            self.map.remove(g);
+            start = pb;
+            size += ph.size;
+            self.stats.coalesces += 1;
+        }
+        match next {
+            Some(nh) if nh.is_free() => {
+                let n = b + h.size;
+                self.unlink(n, nh.size);
+                let gn = self.granule(n);
+                self.map.remove(gn);
+                size += nh.size;
+                self.stats.coalesces += 1;
+                // The block after `n` already has PREV_FREE set.
+            }
+            Some(nh) => {
+                let n = b + h.size;
+                self.write_header(n, nh.size, nh.flags | PREV_FREE);
+            }
+            None => {}
+        }
+        self.make_free(start, size);
+        Ok(Freed {
+            at_top: start + size == self.last_slot(),
+            size,
+        })
+    }
+
+    // ---------------------------------------------------------------- resizing in place
+
+    /// Resizes the live block at `p` without moving it, if it can: shrinking always can
+    /// (the tail is freed), growing can when the next block is free and large enough.
+    /// Returns whether the block now has at least `new_size` usable bytes.
+    pub fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
+        let (b, h) = self.live_block(p)?;
+        let Some(want) = block_size_for(new_size) else {
+            return Ok(false);
+        };
+        let n = b + h.size;
+        let next = self.peek(n)?;
+        let next_free = next.filter(|nh| nh.is_free());
+        let available = h.size + next_free.map_or(0, |nh| nh.size);
+        if want > available {
+            return Ok(false);
+        }
+        if want == h.size || (want < h.size && h.size - want < MIN_BLOCK && next_free.is_none()) {
+            return Ok(true);
+        }
+        let rest = available - want;
+        // The block after everything we may take: its PREV_FREE flag is about to change.
+        let beyond = if next_free.is_some() {
+            self.peek(b + available)?
+        } else {
+            next
+        };
+        // Validated; now write.
+        if let Some(nh) = next_free {
+            self.unlink(n, nh.size);
+            let gn = self.granule(n);
+            self.map.remove(gn);
+            self.stats.coalesces += 1;
+        }
+        let prev_flag = h.flags & PREV_FREE;
+        let block = if rest >= MIN_BLOCK {
+            self.write_header(b, want, prev_flag);
+            self.make_free(b + want, rest);
+            if let Some(ah) = beyond {
+                self.write_header(b + available, ah.size, ah.flags | PREV_FREE);
+            }
+            self.stats.splits += 1;
+            want
+        } else {
+            self.write_header(b, available, prev_flag);
+            if let Some(ah) = beyond {
+                self.write_header(b + available, ah.size, ah.flags & !PREV_FREE);
+            }
+            available
+        };
+        let s = &mut self.stats;
+        s.bytes_in_use = s.bytes_in_use + block - h.size;
+        s.note_in_use();
+        Ok(true)
+    }
+
+    /// Whether the live block at `p` is the last block, or is followed only by the free last
+    /// block: growing the span would let it grow in place. Returns the bytes the block could
+    /// reach without growing the span.
+    pub fn reaches_top(&mut self, p: NonNull<u8>) -> Result<Option<usize>, Error> {
+        let (b, h) = self.live_block(p)?;
+        let n = b + h.size;
+        if n == self.last_slot() {
+            return Ok(Some(h.size - HEADER));
+        }
+        match self.peek(n)? {
+            Some(nh) if nh.is_free() && n + nh.size == self.last_slot() => {
+                Ok(Some(h.size + nh.size - HEADER))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    // ---------------------------------------------------------------- growing and shrinking the span
+
+    /// The last block, if it is free: its address and size.
+    pub fn free_top(&mut self) -> Result<Option<(usize, usize)>, Error> {
+        if self.end - self.base <= GRANULE {
+            return Ok(None);
+        }
+        let g_max = (self.last_slot() - HEADER - self.base) / GRANULE;
+        let Some(g) = self.map.start_at_or_before(g_max) else {
+            return Ok(None);
+        };
+        if self.map.is_live(g) {
+            return Ok(None);
+        }
+        let b = self.block_of_granule(g);
+        let h = self.header(b)?;
+        if !h.is_free() || b + h.size != self.last_slot() {
+            return Err(self.corrupted(b, "last block's header disagrees with the start map"));
+        }
+        Ok(Some((b, h.size)))
+    }
+
+    /// Adds `[end, new_end)` to the span as free memory, merged with a free last block.
+    ///
+    /// `new_end - base` must be a multiple of 16, at most the limit, and `new_end` above `end`.
+    pub fn extend(&mut self, new_end: usize) -> Result<(), Error> {
+        debug_assert!(new_end > self.end && new_end - self.base <= self.limit);
+        debug_assert!((new_end - self.base) % GRANULE == 0);
+        let added = new_end - self.end;
+        let top = self.free_top()?;
+        let (start, size) = match top {
+            Some((b, s)) => {
+                self.check_links(b, s)?;
+                self.unlink(b, s);
+                let g = self.granule(b);
+                self.map.remove(g);
+                (b, s + added)
+            }
+            None => (self.last_slot(), added),
+        };
+        if size < MIN_BLOCK {
+            // Too small to be a block on its own yet: keep the span as it was.
+            if let Some((b, s)) = top {
+                self.make_free(b, s);
+            }
+            return Err(Error::layout(
+                added,
+                GRANULE,
+                "span grows by less than one block",
+            ));
+        }
+        self.end = new_end;
+        self.make_free(start, size);
+        Ok(())
+    }
+
+    /// Cuts the free last block so the span ends at `new_end` (or removes it if `new_end` is
+    /// where it starts). Returns the bytes cut off. `new_end` must leave either nothing of the
+    /// block or at least a minimum block.
+    pub fn truncate_top(&mut self, new_end: usize) -> Result<usize, Error> {
+        let Some((b, size)) = self.free_top()? else {
+            return Ok(0);
+        };
+        let keep = new_end.saturating_sub(HEADER).saturating_sub(b);
+        debug_assert!(new_end <= self.end && new_end >= b + HEADER);
+        debug_assert!(keep == 0 || keep >= MIN_BLOCK);
+        self.check_links(b, size)?;
+        self.unlink(b, size);
+        let g = self.granule(b);
+        self.map.remove(g);
+        let cut = self.end - new_end;
+        self.end = new_end;
+        if keep > 0 {
+            self.make_free(b, keep);
+        }
+        Ok(cut)
+    }
+
+    // ---------------------------------------------------------------- walk and check
+
+    /// The block at `b`, validated against the start map, and the address of the next one.
+    /// `None` at the end of the span or if the block does not validate (the walk stops there).
+    pub fn block_at(&self, b: usize) -> Option<(BlockInfo, usize)> {
+        if b < self.base + HEADER || b >= self.last_slot() {
+            return None;
+        }
+        let g = self.granule(b);
+        let (start, live) = self.map.get(g);
+        let h = self.tagger.decode(b, self.read(b))?;
+        if !start || b + h.size > self.last_slot() || h.is_free() == live {
+            return None;
+        }
+        let info = BlockInfo {
+            addr: b + HEADER,
+            offset: b - self.base,
+            size: h.size,
+            usable: h.size - HEADER,
+            state: if live {
+                BlockState::Allocated
+            } else {
+                BlockState::Free
+            },
+        };
+        Some((info, b + h.size))
+    }
+
+    /// Address of the first block (where a walk starts).
+    pub fn first_block(&self) -> usize {
+        self.base + HEADER
+    }
+
+    /// Free blocks on bin `i`, in list order: `(address, size)`; stops at damage.
+    pub fn bin_entries(&self, i: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let mut b = self.bins.head(i);
+        let mut steps = 0usize;
+        core::iter::from_fn(move || {
+            if b == 0 || !self.is_free_block(b) || steps > self.stats.free_blocks {
+                return None;
+            }
+            let h = self.tagger.decode(b, self.read(b))?;
+            let item = (b, h.size);
+            steps += 1;
+            b = self.next_link(b);
+            Some(item)
+        })
+    }
+
+    /// Verifies every invariant in the module docs by walking all blocks and all bins.
+    pub fn check(&self) -> Result<(), Error> {
+        let bad = |addr, what| Err(Error::Corrupted { addr, what });
+        let (mut b, last) = (self.first_block(), self.last_slot());
+        let (mut blocks, mut live, mut in_use, mut free, mut free_bytes) = (0, 0, 0, 0, 0);
+        let mut prev_free = false;
+        while b < last {
+            let g = self.granule(b);
+            let (start, is_live) = self.map.get(g);
+            if !start {
+                return bad(b, "a block starts where the start map has none");
+            }
+            let Some(h) = self.tagger.decode(b, self.read(b)) else {
+                return bad(b, "block header was overwritten");
+            };
+            if b + h.size > last {
+                return bad(b, "block runs past the end of the span");
+            }
+            if self.map.any_start_between(g, g + h.size / GRANULE) {
+                return bad(b, "block size does not end on a block boundary");
+            }
+            if h.prev_free() != prev_free {
+                return bad(b, "PREV_FREE flag disagrees with the previous block");
+            }
+            if h.is_free() == is_live {
+                return bad(b, "block state disagrees with the start map");
+            }
+            if h.is_free() {
+                if prev_free {
+                    return bad(b, "two free blocks are adjacent");
+                }
+                if self.read(b + h.size - HEADER) != self.read(b) {
+                    return bad(
+                        b + h.size - HEADER,
+                        "free block footer differs from its header",
+                    );
+                }
+                free += 1;
+                free_bytes += h.size;
+            } else {
+                live += 1;
+                in_use += h.size - HEADER;
+            }
+            blocks += 1;
+            prev_free = h.is_free();
+            b += h.size;
+        }
+        if b != last {
+            return bad(b, "blocks do not tile the span");
+        }
+        if self.map.counts() != (blocks, live) {
+            return bad(self.base, "start map has bits for blocks that do not exist");
+        }
+        let mut listed = 0;
+        for i in 0..bins::NUM_BINS {
+            if (self.bins.head(i) != 0) != self.bins.marked_nonempty(i) {
+                return bad(
+                    self.base,
+                    "non-empty bin bitmap disagrees with the bin heads",
+                );
+            }
+            let mut prev = 0;
+            let mut n = self.bins.head(i);
+            while n != 0 {
+                if !self.is_free_block(n) || listed > free {
+                    return bad(n, "free list points at something that is not a free block");
+                }
+                let Some(h) = self.tagger.decode(n, self.read(n)) else {
+                    return bad(n, "free block header was overwritten");
+                };
+                if bin_of(h.size) != i || h.size < bin_floor(i) {
+                    return bad(n, "free block is on the wrong bin");
+                }
+                if self.prev_link(n) != prev {
+                    return bad(n + 2 * HEADER, "free list back link is wrong");
+                }
+                listed += 1;
+                prev = n;
+                n = self.next_link(n);
+            }
+        }
+        if listed != free {
+            return bad(self.base, "free blocks missing from the free lists");
+        }
+        let s = &self.stats;
+        if (s.live_blocks, s.bytes_in_use, s.free_blocks, s.free_bytes)
+            != (live, in_use, free, free_bytes)
+        {
+            return bad(self.base, "block counters disagree with the blocks");
+        }
+        Ok(())
+    }
+
+    /// Collects the blocks and free lists for a [`Snapshot`](crate::Snapshot).
+    pub fn snapshot(&self, title: &'static str, stats: Stats) -> crate::Snapshot {
+        let mut blocks = Vec::new();
+        let mut b = self.first_block();
+        while let Some((info, next)) = self.block_at(b) {
+            blocks.push(info);
+            b = next;
+        }
+        let damaged_at = (b != self.last_slot()).then(|| b - self.base);
+        let free_lists = (0..bins::NUM_BINS)
+            .filter(|&i| self.bins.head(i) != 0)
+            .map(|i| crate::snapshot::FreeList {
+                bin: i,
+                min_size: bin_floor(i),
+                blocks: self
+                    .bin_entries(i)
+                    .map(|(b, size)| (b - self.base, size))
+                    .collect(),
+            })
+            .collect();
+        crate::Snapshot {
+            title,
+            stats,
+            blocks,
+            free_lists,
+            damaged_at,
+        }
+    }
+
+    /// Usable bytes of the largest free block (what the largest request served now could be).
+    pub fn largest_free(&self) -> usize {
+        let mut best = 0;
+        for i in (0..bins::NUM_BINS).rev() {
+            if self.bins.head(i) != 0 {
+                for (_, size) in self.bin_entries(i) {
+                    best = best.max(size - HEADER);
+                }
+                break;
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests;

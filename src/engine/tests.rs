@@ -1,0 +1,315 @@
+//! Engine tests over small spans: small enough for Miri, each checking the invariants after
+//! every step.
+
+use core::ptr::NonNull;
+
+use super::block::{HEADER, MIN_BLOCK};
+use super::*;
+use crate::Region;
+use crate::test_rng::Rng;
+
+/// An engine over `bytes` of fresh memory, with the regions that back it.
+struct Harness {
+    engine: Engine,
+    _blocks: Region,
+    _map: Region,
+}
+
+impl Harness {
+    fn new(bytes: usize) -> Harness {
+        let blocks = Region::reserve(bytes).unwrap();
+        let mut map = Region::reserve(map_bytes(blocks.capacity() / 16)).unwrap();
+        let map_ptr = map.grow(map.capacity()).unwrap();
+        // SAFETY: fresh, exclusively owned mappings that outlive the engine (same struct,
+        // dropped after it).
+        let mut engine = unsafe { Engine::new(blocks.base(), blocks.capacity(), map_ptr) };
+        engine
+            .extend(blocks.base().as_ptr() as usize + blocks.capacity())
+            .unwrap();
+        engine.check().unwrap();
+        Harness {
+            engine,
+            _blocks: blocks,
+            _map: map,
+        }
+    }
+
+    fn alloc(&mut self, size: usize) -> NonNull<u8> {
+        let p = self.engine.alloc(size, 16).unwrap().expect("fits");
+        self.engine.check().unwrap();
+        p
+    }
+
+    fn free(&mut self, p: NonNull<u8>) {
+        self.engine.free(p).unwrap();
+        self.engine.check().unwrap();
+    }
+}
+
+fn fill(p: NonNull<u8>, len: usize, byte: u8) {
+    // SAFETY: callers pass live blocks of at least `len` usable bytes.
+    unsafe { p.as_ptr().write_bytes(byte, len) }
+}
+
+fn holds(p: NonNull<u8>, len: usize, byte: u8) -> bool {
+    // SAFETY: callers pass live blocks of at least `len` usable bytes.
+    unsafe { core::slice::from_raw_parts(p.as_ptr(), len) }
+        .iter()
+        .all(|&b| b == byte)
+}
+
+#[test]
+fn split_then_coalesce_both_ways_restores_one_block() {
+    let mut h = Harness::new(4096);
+    let free0 = h.engine.stats.free_bytes;
+    let a = h.alloc(100);
+    let b = h.alloc(200);
+    let c = h.alloc(300);
+    assert_eq!(h.engine.stats.splits, 3);
+    h.free(a);
+    h.free(c); // merges with the tail
+    assert_eq!(h.engine.stats.free_blocks, 2);
+    h.free(b); // merges with both neighbours
+    assert_eq!(h.engine.stats.free_blocks, 1);
+    assert_eq!(h.engine.stats.free_bytes, free0);
+    assert_eq!(h.engine.stats.coalesces, 3);
+}
+
+#[test]
+fn freed_blocks_are_reused_first_fit_exact() {
+    let mut h = Harness::new(4096);
+    let a = h.alloc(64);
+    let _guard = h.alloc(16);
+    h.free(a);
+    let b = h.alloc(64);
+    assert_eq!(a, b, "an exact-size free block is reused");
+}
+
+#[test]
+fn misuse_is_detected_before_anything_is_written() {
+    let mut h = Harness::new(4096);
+    let a = h.alloc(64);
+    let b = h.alloc(64);
+    fill(b, 64, 0xB0);
+    h.free(a);
+    let before = h.engine.stats;
+    assert_eq!(
+        h.engine.free(a).unwrap_err(),
+        Error::DoubleFree {
+            addr: a.as_ptr() as usize
+        }
+    );
+    // SAFETY: 16 bytes into a live 64-byte block is still inside it.
+    let interior = unsafe { b.add(16) };
+    assert!(matches!(
+        h.engine.free(interior),
+        Err(Error::InvalidPointer { .. })
+    ));
+    // SAFETY: 8 bytes into a live block: inside it, misaligned for a block.
+    let misaligned = unsafe { b.add(8) };
+    assert!(matches!(
+        h.engine.free(misaligned),
+        Err(Error::InvalidPointer { .. })
+    ));
+    let mut local = 0u64;
+    let foreign = NonNull::from(&mut local).cast::<u8>();
+    assert!(matches!(
+        h.engine.free(foreign),
+        Err(Error::InvalidPointer { .. })
+    ));
+    assert_eq!(h.engine.stats.misuses_caught, before.misuses_caught + 4);
+    h.engine.check().unwrap();
+    assert!(holds(b, 64, 0xB0));
+    h.free(b);
+}
+
+#[test]
+fn an_overflow_into_the_next_header_is_reported_not_followed() {
+    let mut h = Harness::new(4096);
+    let a = h.alloc(40);
+    let b = h.alloc(40);
+    let usable = h.engine.usable_size(a).unwrap();
+    // Overflow `a` by 8 bytes: exactly the header of `b`.
+    fill(a, usable + 8, 0x41);
+    assert!(matches!(h.engine.free(b), Err(Error::Corrupted { .. })));
+    assert!(matches!(h.engine.check(), Err(Error::Corrupted { .. })));
+    // Freeing `a` must not follow `b`'s damaged header either.
+    assert!(matches!(h.engine.free(a), Err(Error::Corrupted { .. })));
+    // Other requests are still served from intact memory.
+    let c = h.engine.alloc(64, 16).unwrap().unwrap();
+    fill(c, 64, 1);
+}
+
+#[test]
+fn a_forged_header_with_a_plausible_size_is_caught_by_the_start_map() {
+    let mut h = Harness::new(4096);
+    let a = h.alloc(40);
+    let b = h.alloc(40);
+    let c = h.alloc(40);
+    // Forge `b`'s header to claim it spans `c` too, with a valid tag: only the out-of-band
+    // start map can tell.
+    let bb = b.as_ptr() as usize - HEADER;
+    let bsize = h.engine.usable_size(b).unwrap() + HEADER;
+    let csize = h.engine.usable_size(c).unwrap() + HEADER;
+    let forged = h.engine.tagger.encode(bb, bsize + csize, 0);
+    // SAFETY: `bb` is the header slot of block `b`, inside the span.
+    unsafe { b.as_ptr().with_addr(bb).cast::<u64>().write(forged) };
+    assert!(matches!(h.engine.free(b), Err(Error::Corrupted { .. })));
+    let _ = a;
+}
+
+#[test]
+fn realloc_in_place_grows_into_the_next_free_block_and_shrinks() {
+    let mut h = Harness::new(4096);
+    let a = h.alloc(32);
+    fill(a, 32, 9);
+    assert!(h.engine.resize_in_place(a, 500).unwrap());
+    h.engine.check().unwrap();
+    assert!(h.engine.usable_size(a).unwrap() >= 500);
+    assert!(holds(a, 32, 9));
+    assert!(h.engine.resize_in_place(a, 40).unwrap());
+    h.engine.check().unwrap();
+    assert!(h.engine.usable_size(a).unwrap() < 100);
+    let b = h.alloc(32);
+    // `b` sits right after `a` now, so `a` cannot grow in place.
+    assert!(!h.engine.resize_in_place(a, 500).unwrap());
+    h.free(b);
+    assert!(h.engine.resize_in_place(a, 3000).unwrap());
+    h.engine.check().unwrap();
+}
+
+#[test]
+fn aligned_requests_land_on_their_alignment() {
+    let mut h = Harness::new(64 * 1024);
+    let mut live = Vec::new();
+    for (i, align) in [32, 64, 256, 1024, 4096, 128].into_iter().enumerate() {
+        let _pad = h.alloc(16 + i * 16);
+        let p = h.engine.alloc(100, align).unwrap().unwrap();
+        h.engine.check().unwrap();
+        assert_eq!(p.as_ptr() as usize % align, 0);
+        live.push(p);
+    }
+    for p in live {
+        h.free(p);
+    }
+}
+
+#[test]
+fn a_full_engine_says_so_and_recovers() {
+    let mut h = Harness::new(4096);
+    let mut live = Vec::new();
+    while let Some(p) = h.engine.alloc(100, 16).unwrap() {
+        live.push(p);
+    }
+    assert!(live.len() >= 4096 / 128 - 1);
+    h.engine.check().unwrap();
+    for p in live.drain(..) {
+        h.free(p);
+    }
+    assert_eq!(h.engine.stats.free_blocks, 1);
+    assert!(h.engine.alloc(4000, 16).unwrap().is_some());
+}
+
+#[test]
+fn extend_and_truncate_move_the_top() {
+    let blocks = Region::reserve(16 * 4096).unwrap();
+    let mut map = Region::reserve(map_bytes(blocks.capacity() / 16)).unwrap();
+    let map_ptr = map.grow(map.capacity()).unwrap();
+    // SAFETY: fresh, exclusively owned mappings that outlive the engine.
+    let mut e = unsafe { Engine::new(blocks.base(), blocks.capacity(), map_ptr) };
+    let base = blocks.base().as_ptr() as usize;
+    assert_eq!(
+        e.alloc(10, 16).unwrap(),
+        None,
+        "an empty span has no blocks"
+    );
+    e.extend(base + 4096).unwrap();
+    let a = e.alloc(1000, 16).unwrap().unwrap();
+    e.extend(base + 8192).unwrap();
+    e.check().unwrap();
+    assert_eq!(
+        e.stats.free_blocks, 1,
+        "new memory merges with the free top"
+    );
+    let (top, size) = e.free_top().unwrap().unwrap();
+    assert_eq!(top + size, base + 8192 - HEADER);
+    // Cut the top back to one page.
+    assert_eq!(e.truncate_top(base + 4096).unwrap(), 4096);
+    e.check().unwrap();
+    // Growth in place at the top of the span.
+    assert!(e.reaches_top(a).unwrap().is_some());
+    e.free(a).unwrap();
+    let (top, _) = e.free_top().unwrap().unwrap();
+    assert_eq!(
+        e.truncate_top(top + HEADER).unwrap(),
+        base + 4096 - top - HEADER
+    );
+    assert_eq!(e.span(), 16);
+    e.check().unwrap();
+    e.extend(base + 4096).unwrap();
+    e.check().unwrap();
+}
+
+#[test]
+fn random_operations_keep_every_invariant() {
+    let mut h = Harness::new(32 * 1024);
+    let mut rng = Rng::new(0x5EED);
+    let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
+    let steps = if cfg!(miri) { 300 } else { 20_000 };
+    for step in 0..steps {
+        let roll = rng.range(0, 10);
+        if roll < 5 || live.is_empty() {
+            let size = rng.range(1, 700);
+            let align = if rng.chance(1, 8) {
+                1 << rng.range(5, 10)
+            } else {
+                16
+            };
+            if let Some(p) = h.engine.alloc(size, align).unwrap() {
+                assert_eq!(p.as_ptr() as usize % align, 0);
+                let byte = rng.byte();
+                fill(p, size, byte);
+                live.push((p, size, byte));
+            }
+        } else if roll < 8 {
+            let (p, size, byte) = live.swap_remove(rng.range(0, live.len()));
+            assert!(holds(p, size, byte), "step {step}: contents changed");
+            h.engine.free(p).unwrap();
+        } else {
+            let i = rng.range(0, live.len());
+            let (p, size, byte) = live[i];
+            let new = rng.range(1, 1200);
+            if h.engine.resize_in_place(p, new).unwrap() {
+                assert!(
+                    holds(p, size.min(new), byte),
+                    "step {step}: resize lost data"
+                );
+                fill(p, new, byte);
+                live[i].1 = new;
+            }
+        }
+        if step % 7 == 0 || cfg!(miri) {
+            h.engine.check().unwrap();
+        }
+        // No two live blocks overlap.
+        if step % 101 == 0 {
+            let mut spans: Vec<_> = live
+                .iter()
+                .map(|&(p, size, _)| (p.as_ptr() as usize, size))
+                .collect();
+            spans.sort();
+            for w in spans.windows(2) {
+                assert!(w[0].0 + w[0].1 <= w[1].0, "step {step}: blocks overlap");
+            }
+        }
+    }
+    for (p, size, byte) in live {
+        assert!(holds(p, size, byte));
+        h.engine.free(p).unwrap();
+    }
+    h.engine.check().unwrap();
+    assert_eq!(h.engine.stats.live_blocks, 0);
+    assert_eq!(h.engine.stats.free_blocks, 1);
+    assert_eq!(h.engine.stats.free_bytes, 32 * 1024 - 16);
+    let _ = MIN_BLOCK;
+}

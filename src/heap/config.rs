@@ -1,0 +1,93 @@
+//! `HeapConfig`: how large a heap may grow and how it talks to the OS.
+
+/// Settings for a [`Heap`](crate::Heap), built from [`Default`] with builder methods.
+///
+/// ```
+/// use strata_alloc::{Heap, HeapConfig};
+///
+/// let config = HeapConfig::default()
+///     .max_size(256 << 20)          // at most 256 MiB, break and mapped blocks together
+///     .growth_increment(1 << 20)    // move the break 1 MiB at a time
+///     .mmap_threshold(512 << 10);   // blocks of 512 KiB and more get their own mapping
+/// let heap = Heap::with_config(config)?;
+/// assert!(heap.alloc(1 << 20).is_ok());
+/// # Ok::<(), strata_alloc::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapConfig {
+    pub(crate) max_size: usize,
+    pub(crate) growth_increment: usize,
+    pub(crate) mmap_threshold: usize,
+    pub(crate) trim_threshold: usize,
+}
+
+impl HeapConfig {
+    /// The defaults: 64 GiB of address space, 64 KiB growth steps, a 128 KiB mmap threshold and
+    /// a 256 KiB trim threshold.
+    pub const DEFAULT: HeapConfig = HeapConfig {
+        max_size: 64 << 30,
+        growth_increment: 64 << 10,
+        mmap_threshold: 128 << 10,
+        trim_threshold: 256 << 10,
+    };
+
+    /// The most memory the heap may hold at once, break and mapped blocks together (rounded
+    /// up to whole pages). Requests beyond it fail with `OutOfMemory`.
+    ///
+    /// ```
+    /// let heap = strata_alloc::Heap::with_config(
+    ///     strata_alloc::HeapConfig::default().max_size(1 << 20),
+    /// )?;
+    /// assert!(heap.alloc(2 << 20).is_err());
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn max_size(mut self, bytes: usize) -> Self {
+        self.max_size = bytes;
+        self
+    }
+
+    /// How far the break moves when no free block fits (rounded up to whole pages; a larger
+    /// request moves it as far as it needs).
+    ///
+    /// ```
+    /// let c = strata_alloc::HeapConfig::default().growth_increment(1 << 20);
+    /// assert!(strata_alloc::Heap::with_config(c).is_ok());
+    /// ```
+    pub fn growth_increment(mut self, bytes: usize) -> Self {
+        self.growth_increment = bytes;
+        self
+    }
+
+    /// Requests of at least this many bytes get their own mapping and go back to the OS when
+    /// freed.
+    ///
+    /// ```
+    /// let c = strata_alloc::HeapConfig::default().mmap_threshold(1 << 20);
+    /// let heap = strata_alloc::Heap::with_config(c)?;
+    /// let _p = heap.alloc(512 << 10)?;
+    /// assert_eq!(heap.stats().mapped_blocks, 0);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn mmap_threshold(mut self, bytes: usize) -> Self {
+        self.mmap_threshold = bytes;
+        self
+    }
+
+    /// When the free memory at the top of the heap passes this many bytes, the break moves
+    /// back (keeping one growth increment) and the pages go back to the OS.
+    ///
+    /// ```
+    /// let c = strata_alloc::HeapConfig::default().trim_threshold(1 << 20);
+    /// assert!(strata_alloc::Heap::with_config(c).is_ok());
+    /// ```
+    pub fn trim_threshold(mut self, bytes: usize) -> Self {
+        self.trim_threshold = bytes;
+        self
+    }
+}
+
+impl Default for HeapConfig {
+    fn default() -> Self {
+        HeapConfig::DEFAULT
+    }
+}

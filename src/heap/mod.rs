@@ -1,0 +1,758 @@
+//! `Heap`: the block engine over a growable break, plus mapped large blocks.
+//!
+//! The heap reserves its whole address space once (`max_size`, 64 GiB by default, with
+//! `MAP_NORESERVE`) and moves its break forward in `growth_increment` steps only when no free
+//! block fits. Requests at or above `mmap_threshold` get their own mapping
+//! ([`large`]). When the free block at the top grows past `trim_threshold`, the break moves
+//! back and the pages go to the OS.
+//!
+//! Invariants kept here (beyond the engine's and the large table's):
+//! - The region's break equals the engine's span: `blocks.brk() == engine.span()`.
+//! - `blocks.brk() + large.bytes() <= max_size`.
+
+mod config;
+pub(crate) mod large;
+
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+
+use crate::api::{self, Backend};
+use crate::engine::{self, Engine};
+use crate::{BlockInfo, BlockState, Error, Region, Snapshot, Stats};
+pub use config::HeapConfig;
+use large::LargeBlocks;
+
+/// A growable heap: segregated free lists with coalescing over an sbrk-style break, large
+/// blocks in their own mappings, in-place `realloc`, and memory given back to the OS.
+///
+/// All methods take `&self`; the heap is `Send` but not `Sync`. Wrap it in a
+/// [`LockedHeap`](crate::LockedHeap) to share it between threads.
+///
+/// # Example
+///
+/// ```
+/// use strata_alloc::Heap;
+///
+/// let heap = Heap::new()?;
+/// let mut map = hashbrown::HashMap::new_in(&heap);
+/// for i in 0..1000 {
+///     map.insert(i, i.to_string());
+/// }
+/// assert_eq!(map[&42], "42");
+/// heap.check()?;
+/// # Ok::<(), strata_alloc::Error>(())
+/// ```
+pub struct Heap {
+    core: UnsafeCell<HeapCore>,
+}
+
+/// Counters the heap keeps beside the engine's.
+#[derive(Default, Clone, Copy)]
+struct HeapCounters {
+    break_growths: u64,
+    break_shrinks: u64,
+    bytes_from_os: u64,
+    bytes_to_os: u64,
+    large_allocations: u64,
+    large_frees: u64,
+    peak: usize,
+}
+
+/// Everything a heap is; `Heap`, `LockedHeap` and `GlobalHeap` reach it through a cell or a lock.
+pub(crate) struct HeapCore {
+    engine: Engine,
+    large: LargeBlocks,
+    counters: HeapCounters,
+    max_size: usize,
+    increment: usize,
+    mmap_threshold: usize,
+    trim_threshold: usize,
+    // The engine points into these; they are dropped after it.
+    blocks: Region,
+    _map: Region,
+}
+
+// SAFETY: a HeapCore exclusively owns its mappings; the engine's raw pointers point only into
+// them. Moving it to another thread moves that ownership with it.
+unsafe impl Send for HeapCore {}
+
+// SAFETY: a Heap is a HeapCore in a cell; see HeapCore.
+unsafe impl Send for Heap {}
+
+impl HeapCore {
+    pub(crate) fn new(config: HeapConfig) -> Result<HeapCore, Error> {
+        let page = crate::page_size();
+        let round = |n: usize| n.checked_add(page - 1).map(|n| n & !(page - 1));
+        if config.max_size == 0 {
+            return Err(Error::layout(0, page, "a heap needs a max_size above zero"));
+        }
+        let max_size = round(config.max_size).ok_or(Error::layout(
+            config.max_size,
+            page,
+            "max_size overflows",
+        ))?;
+        let increment = round(config.growth_increment.max(page)).ok_or(Error::layout(
+            config.growth_increment,
+            page,
+            "growth_increment overflows",
+        ))?;
+        let mut blocks = Region::reserve(max_size)?;
+        let mut map = Region::reserve(engine::map_bytes(max_size / 16))?;
+        let map_ptr = map.grow(map.capacity())?;
+        // SAFETY: `blocks` is a fresh page-aligned reservation of `max_size` bytes that only
+        // this engine touches; `map` is a fresh zeroed mapping large enough for its start map.
+        // Both are owned by this HeapCore and dropped after the engine.
+        let engine = unsafe { Engine::new(blocks.base(), max_size, map_ptr) };
+        // The engine's empty span is 16 bytes; keep the break equal to it.
+        blocks.grow(16)?;
+        let mmap_threshold = config.mmap_threshold.max(1);
+        let large = LargeBlocks::new(max_size / mmap_threshold.max(page) + 16)?;
+        Ok(HeapCore {
+            engine,
+            large,
+            counters: HeapCounters::default(),
+            max_size,
+            increment,
+            mmap_threshold,
+            trim_threshold: config.trim_threshold.max(increment),
+            blocks,
+            _map: map,
+        })
+    }
+
+    /// Bytes taken from the OS and not given back: the break plus mapped blocks.
+    fn footprint(&self) -> usize {
+        self.blocks.brk() + self.large.bytes()
+    }
+
+    #[inline(always)]
+    fn note_peak(&mut self) {
+        let now = self.engine.stats.bytes_in_use + self.large.bytes();
+        if now > self.counters.peak {
+            self.counters.peak = now;
+        }
+    }
+
+    fn out_of_memory(&self, size: usize) -> Error {
+        let room = self.max_size - self.footprint();
+        Error::oom(size, room.max(self.engine.largest_free()))
+    }
+
+    /// Moves the break up so that a block of `bsize` bytes fits at the top.
+    #[cold]
+    fn grow_break(&mut self, bsize: usize, at_least: usize) -> Result<(), Error> {
+        let top = self.engine.free_top()?.map_or(0, |(_, s)| s);
+        let page = crate::page_size();
+        let need = bsize.saturating_sub(top).max(at_least).max(self.increment);
+        let grow = need
+            .checked_add(page - 1)
+            .map(|n| n & !(page - 1))
+            .filter(|&g| g <= self.max_size - self.footprint())
+            .ok_or_else(|| self.out_of_memory(bsize))?;
+        self.blocks.grow(grow)?;
+        let end = self.blocks.base().as_ptr() as usize + self.blocks.brk();
+        self.engine.extend(end)?;
+        self.counters.break_growths += 1;
+        self.counters.bytes_from_os += grow as u64;
+        Ok(())
+    }
+
+    fn alloc_large(&mut self, size: usize) -> Result<NonNull<u8>, Error> {
+        let page = crate::page_size();
+        if size > self.max_size - self.footprint() || size > isize::MAX as usize - page {
+            return Err(self.out_of_memory(size));
+        }
+        let (p, len) = self.large.alloc(size)?;
+        if self.footprint() > self.max_size {
+            // Page rounding took it over the limit: give it back.
+            self.large.free(p.as_ptr() as usize)?;
+            return Err(self.out_of_memory(size));
+        }
+        self.counters.large_allocations += 1;
+        self.counters.bytes_from_os += len as u64;
+        self.note_peak();
+        Ok(p)
+    }
+
+    /// Cuts the free top block down to `keep` bytes (0: remove it) and gives the pages back.
+    fn trim_top(&mut self, keep: usize) -> Result<usize, Error> {
+        let Some((b, size)) = self.engine.free_top()? else {
+            return Ok(0);
+        };
+        let keep = if keep >= 64 { keep & !15 } else { 0 };
+        if size < keep + crate::page_size() {
+            return Ok(0);
+        }
+        let cut = self.engine.truncate_top(b + 8 + keep)?;
+        let released = self.blocks.shrink(cut)?;
+        self.counters.break_shrinks += 1;
+        self.counters.bytes_to_os += released as u64;
+        Ok(released)
+    }
+
+    pub(crate) fn trim(&mut self) -> usize {
+        self.trim_top(0).unwrap_or(0)
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let mut s = self.engine.stats;
+        let c = &self.counters;
+        s.allocations += c.large_allocations;
+        s.frees += c.large_frees;
+        s.live_blocks += self.large.count();
+        s.bytes_in_use += self.large.bytes();
+        s.peak_bytes_in_use = c.peak.max(s.bytes_in_use);
+        s.managed_bytes = self.footprint();
+        s.break_growths = c.break_growths;
+        s.break_shrinks = c.break_shrinks;
+        s.mapped_blocks = self.large.count();
+        s.mapped_bytes = self.large.bytes();
+        s.bytes_from_os = c.bytes_from_os;
+        s.bytes_to_os = c.bytes_to_os;
+        s
+    }
+
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        self.engine.check()?;
+        self.large.check()?;
+        if self.blocks.brk() != self.engine.span() || self.footprint() > self.max_size {
+            return Err(Error::Corrupted {
+                addr: self.engine.base(),
+                what: "heap break disagrees with the block span",
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn first_block(&self) -> usize {
+        self.engine.first_block()
+    }
+
+    pub(crate) fn block_at(&self, b: usize) -> Option<(BlockInfo, usize)> {
+        self.engine.block_at(b)
+    }
+
+    pub(crate) fn mapped_blocks(&self) -> Vec<BlockInfo> {
+        let base = self.engine.base();
+        self.large
+            .iter()
+            .map(|(addr, len)| BlockInfo {
+                addr,
+                offset: addr.wrapping_sub(base),
+                size: len,
+                usable: len,
+                state: BlockState::Mapped,
+            })
+            .collect()
+    }
+
+    pub(crate) fn snapshot(&self, title: &'static str) -> Snapshot {
+        let mut snap = self.engine.snapshot(title, self.stats());
+        snap.blocks.extend(self.mapped_blocks());
+        snap
+    }
+
+    fn is_heap_block(&self, p: NonNull<u8>) -> bool {
+        self.engine.contains(p.as_ptr() as usize)
+    }
+
+    fn count_misuse<T>(&mut self, r: Result<T, Error>) -> Result<T, Error> {
+        if r.as_ref().is_err_and(Error::is_misuse) {
+            self.engine.stats.misuses_caught += 1;
+        }
+        r
+    }
+}
+
+impl Backend for HeapCore {
+    const NAME: &'static str = "Heap";
+
+    #[inline(always)]
+    fn alloc(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+        if size >= self.mmap_threshold {
+            return self.alloc_large(size);
+        }
+        if let Some(p) = self.engine.alloc(size, align)? {
+            self.note_peak();
+            return Ok(p);
+        }
+        let slack = if align > 16 { align + 32 } else { 0 };
+        let bsize = engine::block_size(size).ok_or_else(|| self.out_of_memory(size))? + slack;
+        self.grow_break(bsize, 0)?;
+        let p = self
+            .engine
+            .alloc(size, align)?
+            .ok_or_else(|| self.out_of_memory(size))?;
+        self.note_peak();
+        Ok(p)
+    }
+
+    fn alloc_zeroed(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+        let p = self.alloc(size, align)?;
+        if self.is_heap_block(p) {
+            // SAFETY: a fresh block of at least `size` bytes. (Mapped blocks are fresh pages,
+            // already zero.)
+            unsafe { p.as_ptr().write_bytes(0, size) };
+        }
+        Ok(p)
+    }
+
+    #[inline(always)]
+    fn free(&mut self, p: NonNull<u8>) -> Result<(), Error> {
+        if self.is_heap_block(p) {
+            let freed = self.engine.free(p)?;
+            if freed.at_top && freed.size >= self.trim_threshold {
+                self.trim_top(self.increment)?;
+            }
+            return Ok(());
+        }
+        let r = self.large.free(p.as_ptr() as usize);
+        let len = self.count_misuse(r)?;
+        self.counters.large_frees += 1;
+        self.counters.bytes_to_os += len as u64;
+        Ok(())
+    }
+
+    fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error> {
+        if self.is_heap_block(p) {
+            return self.engine.usable_size(p);
+        }
+        let r = self.large.len_of(p.as_ptr() as usize);
+        self.count_misuse(r)
+    }
+
+    fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
+        if self.is_heap_block(p) {
+            if self.engine.resize_in_place(p, new_size)? {
+                self.note_peak();
+                return Ok(true);
+            }
+            // At the top of the heap: move the break instead of the block.
+            let Some(reach) = self.engine.reaches_top(p)? else {
+                return Ok(false);
+            };
+            let Some(want) = engine::block_size(new_size) else {
+                return Ok(false);
+            };
+            let need = want - (reach + 8);
+            if self.grow_break(want, need).is_err() {
+                return Ok(false);
+            }
+            let grown = self.engine.resize_in_place(p, new_size)?;
+            self.note_peak();
+            return Ok(grown);
+        }
+        let addr = p.as_ptr() as usize;
+        let r = self.large.len_of(addr);
+        let len = self.count_misuse(r)?;
+        let page = crate::page_size();
+        if new_size <= len {
+            // Give whole pages back when shrinking by at least a growth increment.
+            if len - new_size >= self.increment {
+                if let Some((_, new_len, old)) = self.large.remap(addr, new_size, false)? {
+                    self.counters.bytes_to_os += (old - new_len) as u64;
+                }
+            }
+            return Ok(true);
+        }
+        if new_size > self.max_size - self.footprint() + len
+            || new_size > isize::MAX as usize - page
+        {
+            return Ok(false);
+        }
+        match self.large.remap(addr, new_size, false)? {
+            Some((_, new_len, old)) => {
+                self.counters.bytes_from_os += (new_len - old) as u64;
+                self.note_peak();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn move_block(
+        &mut self,
+        p: NonNull<u8>,
+        old: usize,
+        new_size: usize,
+        align: usize,
+    ) -> Result<NonNull<u8>, Error> {
+        let remappable = !self.is_heap_block(p)
+            && new_size >= self.mmap_threshold
+            && new_size <= self.max_size - self.footprint() + old;
+        if remappable {
+            let addr = p.as_ptr() as usize;
+            if let Some((q, new_len, old_len)) = self.large.remap(addr, new_size, true)? {
+                self.counters.bytes_from_os += new_len.saturating_sub(old_len) as u64;
+                self.note_peak();
+                return Ok(q);
+            }
+        }
+        let q = self.alloc(new_size, align)?;
+        // SAFETY: both blocks are live and distinct; `old` bytes are readable at `p` and the
+        // smaller size fits at `q`.
+        unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), old.min(new_size)) };
+        self.free(p)?;
+        Ok(q)
+    }
+
+    fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.engine.stats
+    }
+}
+
+impl Heap {
+    /// A heap with the default [`HeapConfig`]: 64 GiB of address space reserved (not
+    /// committed), 64 KiB growth steps, blocks of 128 KiB and more mapped on their own.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if the OS refuses the reservation.
+    ///
+    /// ```
+    /// let heap = strata_alloc::Heap::new()?;
+    /// assert_eq!(heap.stats().live_blocks, 0);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn new() -> Result<Heap, Error> {
+        Heap::with_config(HeapConfig::default())
+    }
+
+    /// A heap with the given settings.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLayout`] for a zero or overflowing `max_size`; [`Error::Os`] if the OS
+    /// refuses the reservation.
+    ///
+    /// ```
+    /// use strata_alloc::{Heap, HeapConfig};
+    /// let heap = Heap::with_config(HeapConfig::default().max_size(1 << 20))?;
+    /// assert!(heap.alloc(4 << 20).is_err());
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn with_config(config: HeapConfig) -> Result<Heap, Error> {
+        Ok(Heap {
+            core: UnsafeCell::new(HeapCore::new(config)?),
+        })
+    }
+
+    pub(crate) fn into_core(self) -> HeapCore {
+        self.core.into_inner()
+    }
+
+    #[inline(always)]
+    fn with<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> R {
+        // SAFETY: `Heap` is not `Sync`, so only this thread can be here, and `f` is crate code
+        // that never calls back into the heap, so this is the only reference to the core.
+        f(unsafe { &mut *self.core.get() })
+    }
+
+    /// Allocates `size` bytes, 16-byte aligned, like `malloc`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OutOfMemory`] past `max_size`; [`Error::InvalidLayout`] for 0 bytes or a size
+    /// that overflows. The heap is unchanged by a failed request.
+    ///
+    /// ```
+    /// let heap = strata_alloc::Heap::new()?;
+    /// let small = heap.alloc(100)?;
+    /// let large = heap.alloc(1 << 20)?; // its own mapping
+    /// assert_eq!(heap.stats().mapped_blocks, 1);
+    /// # let _ = (small, large);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    #[inline]
+    pub fn alloc(&self, size: usize) -> Result<NonNull<u8>, Error> {
+        self.with(|c| api::alloc(c, size, 16))
+    }
+
+    /// Allocates for `layout`: any power-of-two alignment up to 4096.
+    ///
+    /// # Errors
+    ///
+    /// As [`alloc`](Self::alloc), and [`Error::InvalidLayout`] for alignments above 4096.
+    ///
+    /// ```
+    /// use core::alloc::Layout;
+    /// let heap = strata_alloc::Heap::new()?;
+    /// let p = heap.alloc_layout(Layout::from_size_align(10, 4096).unwrap())?;
+    /// assert_eq!(p.as_ptr() as usize % 4096, 0);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, Error> {
+        self.with(|c| api::alloc(c, layout.size(), layout.align()))
+    }
+
+    /// Allocates `count * size` zeroed bytes. Mapped blocks are fresh pages and are not
+    /// written; blocks from the heap are zeroed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLayout`] if `count * size` overflows or is 0; otherwise as
+    /// [`alloc`](Self::alloc).
+    ///
+    /// ```
+    /// let heap = strata_alloc::Heap::new()?;
+    /// let p = heap.calloc(4, 100)?;
+    /// // SAFETY: 400 zeroed bytes were allocated.
+    /// assert!(unsafe { core::slice::from_raw_parts(p.as_ptr(), 400) }.iter().all(|&b| b == 0));
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn calloc(&self, count: usize, size: usize) -> Result<NonNull<u8>, Error> {
+        self.with(|c| api::calloc(c, count, size))
+    }
+
+    /// Resizes the block at `ptr`, keeping its contents. In place first: shrinking keeps
+    /// the pointer, growing takes a free next block or moves the break when the block is at
+    /// the top, and a mapped block is remapped. Only then allocate, copy, free.
+    ///
+    /// # Errors
+    ///
+    /// As [`Arena::realloc`](crate::Arena::realloc): a bad pointer, no memory, or 0 bytes; the
+    /// old block is untouched on every error.
+    ///
+    /// # Safety
+    ///
+    /// On success the old pointer must not be used again unless it was returned.
+    ///
+    /// ```
+    /// let heap = strata_alloc::Heap::new()?;
+    /// let p = heap.alloc(64)?;
+    /// // SAFETY: `p` is the heap's top block; afterwards only the returned pointer is used.
+    /// let q = unsafe { heap.realloc(p, 100_000)? };
+    /// assert_eq!(p, q, "the top block grows in place");
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, Error> {
+        self.with(|c| api::realloc(c, ptr, new_size))
+    }
+
+    /// Frees the block at `ptr`. A mapped block is unmapped; a heap block is merged with its
+    /// free neighbours, and the top of the heap is trimmed when it passes the trim threshold.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DoubleFree`], [`Error::InvalidPointer`] or [`Error::Corrupted`]; nothing is
+    /// written in any of those cases.
+    ///
+    /// # Safety
+    ///
+    /// On success the block must not be used again.
+    ///
+    /// ```
+    /// let heap = strata_alloc::Heap::new()?;
+    /// let p = heap.alloc(1 << 20)?;
+    /// // SAFETY: live, not used afterwards.
+    /// unsafe { heap.free(p)? };
+    /// // SAFETY: the heap validates; this double free is reported, not performed.
+    /// assert!(unsafe { heap.free(p) }.is_err());
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    #[inline]
+    pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), Error> {
+        self.with(|c| c.free(ptr))
+    }
+
+    /// Usable bytes of the live block at `ptr`.
+    ///
+    /// # Errors
+    ///
+    /// As [`free`](Self::free), for a pointer that is not a live block.
+    ///
+    /// ```
+    /// let heap = strata_alloc::Heap::new()?;
+    /// let p = heap.alloc(200_000)?;
+    /// assert!(heap.usable_size(p)? >= 200_000);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Error> {
+        self.with(|c| c.usable_size(ptr))
+    }
+
+    /// Gives the free memory at the top of the heap back to the OS now; returns the bytes
+    /// given back.
+    ///
+    /// ```
+    /// let heap = strata_alloc::Heap::new()?;
+    /// let p = heap.alloc(50_000)?;
+    /// // SAFETY: live, freed once.
+    /// unsafe { heap.free(p)? };
+    /// assert!(heap.trim() > 0);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn trim(&self) -> usize {
+        self.with(|c| c.trim())
+    }
+
+    /// The heap's counters, including break moves and OS traffic.
+    ///
+    /// ```
+    /// let heap = strata_alloc::Heap::new()?;
+    /// let _p = heap.alloc(10)?;
+    /// assert_eq!(heap.stats().break_growths, 1);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.with(|c| c.stats())
+    }
+
+    /// Verifies every invariant of the engine, the large-block table and the break.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupted`] naming the first damage found.
+    ///
+    /// ```
+    /// let heap = strata_alloc::Heap::new()?;
+    /// let _p = heap.alloc(10)?;
+    /// heap.check()?;
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn check(&self) -> Result<(), Error> {
+        self.with(|c| c.check())
+    }
+
+    /// Every block: heap blocks in address order, then mapped blocks.
+    ///
+    /// ```
+    /// use strata_alloc::BlockState;
+    /// let heap = strata_alloc::Heap::new()?;
+    /// let _a = heap.alloc(10)?;
+    /// let _b = heap.alloc(1 << 20)?;
+    /// let states: Vec<_> = heap.blocks().map(|b| b.state).collect();
+    /// assert_eq!(states, [BlockState::Allocated, BlockState::Free, BlockState::Mapped]);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn blocks(&self) -> impl Iterator<Item = BlockInfo> + '_ {
+        let mut next = self.with(|c| c.first_block());
+        let heap_blocks = core::iter::from_fn(move || {
+            let (info, after) = self.with(|c| c.block_at(next))?;
+            next = after;
+            Some(info)
+        });
+        heap_blocks.chain(self.with(|c| c.mapped_blocks()))
+    }
+
+    /// A printable map of the heap: every block and the free lists.
+    ///
+    /// ```
+    /// let heap = strata_alloc::Heap::new()?;
+    /// let _p = heap.alloc(10)?;
+    /// assert!(heap.snapshot().to_string().contains("allocated"));
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn snapshot(&self) -> Snapshot {
+        self.with(|c| c.snapshot("Heap"))
+    }
+}
+
+api::impl_allocator!(Heap);
+
+impl core::fmt::Debug for Heap {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let s = self.stats();
+        f.debug_struct("Heap")
+            .field("managed_bytes", &s.managed_bytes)
+            .field("live_blocks", &s.live_blocks)
+            .field("bytes_in_use", &s.bytes_in_use)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Small heaps, sized for Miri.
+    use super::*;
+    use crate::test_rng::Rng;
+
+    fn small_heap() -> Heap {
+        let config = HeapConfig::default()
+            .max_size(512 << 10)
+            .growth_increment(16 << 10)
+            .mmap_threshold(32 << 10)
+            .trim_threshold(32 << 10);
+        Heap::with_config(config).unwrap()
+    }
+
+    #[test]
+    fn grows_serves_large_blocks_and_trims() {
+        let heap = small_heap();
+        let a = heap.alloc(1000).unwrap();
+        let big = heap.alloc(40 << 10).unwrap();
+        let s = heap.stats();
+        assert_eq!((s.break_growths, s.mapped_blocks), (1, 1));
+        // SAFETY: both live; `a` is grown at the top, only the returned pointer is used.
+        let a2 = unsafe { heap.realloc(a, 20_000) }.unwrap();
+        assert_eq!(a, a2);
+        heap.check().unwrap();
+        // SAFETY: live, freed once each.
+        unsafe {
+            heap.free(a2).unwrap();
+            heap.free(big).unwrap();
+        }
+        // SAFETY: misuse under test: the heap validates.
+        assert!(matches!(
+            unsafe { heap.free(big) },
+            Err(Error::DoubleFree { .. })
+        ));
+        heap.trim();
+        heap.check().unwrap();
+        assert_eq!(heap.stats().managed_bytes, 16);
+    }
+
+    #[test]
+    fn random_operations_on_a_small_heap() {
+        let heap = small_heap();
+        let mut rng = Rng::new(99);
+        let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
+        for step in 0..if cfg!(miri) { 150 } else { 20_000 } {
+            if live.is_empty() || rng.chance(1, 2) {
+                let len = if rng.chance(1, 20) {
+                    rng.range(32 << 10, 64 << 10)
+                } else {
+                    rng.range(1, 3000)
+                };
+                match heap.alloc(len) {
+                    Ok(p) => {
+                        let byte = rng.byte();
+                        // SAFETY: `len` bytes are ours.
+                        unsafe { p.as_ptr().write_bytes(byte, len) };
+                        live.push((p, len, byte));
+                    }
+                    Err(Error::OutOfMemory { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            } else if rng.chance(1, 2) {
+                let (p, len, byte) = live.swap_remove(rng.range(0, live.len()));
+                // SAFETY: live.
+                assert_eq!(unsafe { p.as_ptr().add(len - 1).read() }, byte);
+                // SAFETY: freed once.
+                unsafe { heap.free(p) }.unwrap();
+            } else {
+                let i = rng.range(0, live.len());
+                let (p, len, byte) = live[i];
+                let new = rng.range(1, 6000);
+                // SAFETY: live; the returned pointer replaces it.
+                if let Ok(q) = unsafe { heap.realloc(p, new) } {
+                    // SAFETY: contents kept up to the smaller size.
+                    assert_eq!(unsafe { q.as_ptr().add(len.min(new) - 1).read() }, byte);
+                    // SAFETY: `new` bytes are ours.
+                    unsafe { q.as_ptr().write_bytes(byte, new) };
+                    live[i] = (q, new, byte);
+                }
+            }
+            if cfg!(miri) || step % 50 == 0 {
+                heap.check().unwrap();
+            }
+        }
+        for (p, _, _) in live {
+            // SAFETY: freed once.
+            unsafe { heap.free(p) }.unwrap();
+        }
+        heap.check().unwrap();
+        assert_eq!(heap.stats().live_blocks, 0);
+    }
+}

@@ -1,0 +1,368 @@
+//! Heap behaviour through its public API: model-based randomized operations across the
+//! small, medium and mapped size ranges, limits, trimming, in-place growth, and collections.
+
+#[path = "../src/test_rng.rs"]
+mod test_rng;
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use std::collections::HashMap;
+
+use allocator_api2::vec::Vec;
+use strata_alloc::{Error, Heap, HeapConfig, LockedHeap};
+use test_rng::Rng;
+
+#[derive(Clone, Copy)]
+struct Live {
+    ptr: NonNull<u8>,
+    len: usize,
+    seed: u8,
+}
+
+/// Writes a pattern cheaply: every 64th byte plus the last one, so large blocks stay fast.
+fn stamp(b: Live) {
+    for i in (0..b.len).step_by(61).chain(core::iter::once(b.len - 1)) {
+        // SAFETY: `b` is live with `b.len` bytes.
+        unsafe { b.ptr.as_ptr().add(i).write(b.seed ^ (i as u8)) };
+    }
+}
+
+fn verify(b: Live, len: usize, what: &str) {
+    for i in (0..len).step_by(61) {
+        // SAFETY: `b` is live with at least `len` bytes.
+        let got = unsafe { b.ptr.as_ptr().add(i).read() };
+        assert_eq!(got, b.seed ^ (i as u8), "{what}: byte {i} of {:p}", b.ptr);
+    }
+}
+
+fn random_size(rng: &mut Rng) -> usize {
+    match rng.range(0, 100) {
+        0..=69 => rng.range(1, 512),
+        70..=92 => rng.range(512, 16 << 10),
+        93..=97 => rng.range(16 << 10, 128 << 10),
+        _ => rng.range(128 << 10, 512 << 10),
+    }
+}
+
+#[test]
+fn model_based_random_operations_across_all_size_ranges() {
+    let heap = Heap::with_config(HeapConfig::default().max_size(1 << 30)).unwrap();
+    let mut rng = Rng::new(0x4EA9);
+    let mut live: HashMap<usize, Live> = HashMap::new();
+    let mut keys: std::vec::Vec<usize> = std::vec::Vec::new();
+    let ops = 500_000;
+    for step in 0..ops {
+        let roll = rng.range(0, 100);
+        // Keep the live set around 2000 blocks.
+        let want_alloc = keys.len() < 200 || (keys.len() < 2000 && roll < 50);
+        if keys.is_empty() || want_alloc {
+            let len = random_size(&mut rng);
+            let p = match rng.range(0, 20) {
+                0 => {
+                    heap.alloc_layout(Layout::from_size_align(len, 1 << rng.range(5, 13)).unwrap())
+                }
+                1 => heap.calloc(1, len),
+                _ => heap.alloc(len),
+            }
+            .unwrap_or_else(|e| panic!("step {step}: {e}"));
+            let b = Live {
+                ptr: p,
+                len,
+                seed: rng.byte(),
+            };
+            stamp(b);
+            assert!(
+                live.insert(p.as_ptr() as usize, b).is_none(),
+                "step {step}: handed out twice"
+            );
+            keys.push(p.as_ptr() as usize);
+        } else if roll < 80 {
+            let k = keys.swap_remove(rng.range(0, keys.len()));
+            let b = live.remove(&k).unwrap();
+            verify(b, b.len, "before free");
+            // SAFETY: live, forgotten by the model.
+            unsafe { heap.free(b.ptr) }.unwrap_or_else(|e| panic!("step {step}: {e}"));
+        } else {
+            let i = rng.range(0, keys.len());
+            let b = live.remove(&keys[i]).unwrap();
+            let new_len = if rng.chance(1, 3) {
+                rng.range(1, b.len + 1)
+            } else {
+                random_size(&mut rng).max(b.len)
+            };
+            // SAFETY: live; we switch to the returned pointer.
+            let q = unsafe { heap.realloc(b.ptr, new_len) }
+                .unwrap_or_else(|e| panic!("step {step}: {e}"));
+            verify(Live { ptr: q, ..b }, b.len.min(new_len), "after realloc");
+            let nb = Live {
+                ptr: q,
+                len: new_len,
+                seed: b.seed.wrapping_add(1),
+            };
+            stamp(nb);
+            live.insert(q.as_ptr() as usize, nb);
+            keys[i] = q.as_ptr() as usize;
+        }
+        if step % 5000 == 0 {
+            heap.check().unwrap_or_else(|e| panic!("step {step}: {e}"));
+            let s = heap.stats();
+            assert_eq!(s.live_blocks, live.len());
+        }
+    }
+    // No two live blocks overlap.
+    let mut spans: std::vec::Vec<(usize, usize)> = live
+        .values()
+        .map(|b| (b.ptr.as_ptr() as usize, heap.usable_size(b.ptr).unwrap()))
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[0].0 + w[0].1 <= w[1].0, "blocks overlap");
+    }
+    let s = heap.stats();
+    assert!(s.mapped_blocks > 0 && s.break_growths > 0 && s.reallocations_in_place > 0);
+    for b in live.values() {
+        verify(*b, b.len, "at the end");
+        // SAFETY: live, freed once.
+        unsafe { heap.free(b.ptr) }.unwrap();
+    }
+    heap.check().unwrap();
+    let s = heap.stats();
+    assert_eq!((s.live_blocks, s.bytes_in_use, s.mapped_blocks), (0, 0, 0));
+    heap.trim();
+    assert!(heap.stats().managed_bytes <= 64 << 10, "{}", heap.stats());
+}
+
+#[test]
+fn a_small_heap_fills_up_then_refills_after_frees() {
+    let heap = Heap::with_config(
+        HeapConfig::default()
+            .max_size(1 << 20)
+            .mmap_threshold(64 << 10),
+    )
+    .unwrap();
+    let mut blocks = std::vec::Vec::new();
+    let mut rng = Rng::new(3);
+    let err = loop {
+        match heap.alloc(rng.range(100, 40_000)) {
+            Ok(p) => blocks.push(p),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
+    heap.check().unwrap();
+    let full = heap.stats();
+    assert!(full.managed_bytes <= 1 << 20);
+    assert!(full.bytes_in_use > (1 << 20) * 7 / 10, "{full}");
+    // A request larger than max_size, and one larger than the address space.
+    assert!(matches!(
+        heap.alloc(2 << 20),
+        Err(Error::OutOfMemory { .. })
+    ));
+    assert!(matches!(
+        heap.alloc(usize::MAX - 10),
+        Err(Error::InvalidLayout { .. })
+    ));
+    for p in blocks.drain(..) {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(p) }.unwrap();
+    }
+    heap.check().unwrap();
+    let refilled = loop {
+        match heap.alloc(rng.range(100, 40_000)) {
+            Ok(p) => blocks.push(p),
+            Err(_) => break heap.stats(),
+        }
+    };
+    assert!(refilled.bytes_in_use > (1 << 20) * 7 / 10, "{refilled}");
+    heap.check().unwrap();
+}
+
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * strata_alloc::page_size()
+}
+
+#[test]
+fn freed_memory_goes_back_to_the_os() {
+    let heap = Heap::new().unwrap();
+    let before = resident_bytes();
+    let mut rng = Rng::new(11);
+    let mut blocks = std::vec::Vec::new();
+    let mut total = 0;
+    while total < 256 << 20 {
+        let len = rng.range(1 << 10, 100 << 10);
+        let p = heap.alloc(len).unwrap();
+        // SAFETY: touch every page so it is resident.
+        unsafe { p.as_ptr().write_bytes(1, len) };
+        blocks.push(p);
+        total += len;
+    }
+    let peak = resident_bytes();
+    assert!(peak > before + (200 << 20), "the blocks should be resident");
+    // Free in random order.
+    while !blocks.is_empty() {
+        let p = blocks.swap_remove(rng.range(0, blocks.len()));
+        // SAFETY: live, freed once.
+        unsafe { heap.free(p) }.unwrap();
+    }
+    heap.check().unwrap();
+    let after = resident_bytes();
+    assert!(
+        after < before + (8 << 20),
+        "resident before {before}, peak {peak}, after {after}"
+    );
+    let s = heap.stats();
+    assert!(s.bytes_to_os >= 250 << 20 && s.break_shrinks > 0, "{s}");
+}
+
+#[test]
+fn the_top_block_grows_in_place() {
+    let heap = Heap::new().unwrap();
+    let _below = heap.alloc(100).unwrap();
+    let mut p = heap.alloc(100).unwrap();
+    // SAFETY: live block; we keep using the returned pointer.
+    unsafe { p.as_ptr().write_bytes(0xAA, 100) };
+    for size in [1000, 50_000, 100_000, 120_000] {
+        // SAFETY: as above.
+        let q = unsafe { heap.realloc(p, size) }.unwrap();
+        assert_eq!(p, q, "grew to {size} in place");
+        p = q;
+    }
+    // SAFETY: the first 100 bytes survived.
+    assert!(
+        unsafe { core::slice::from_raw_parts(p.as_ptr(), 100) }
+            .iter()
+            .all(|&b| b == 0xAA)
+    );
+    let s = heap.stats();
+    assert_eq!(s.reallocations_in_place, 4);
+    assert!(s.break_growths >= 2);
+    heap.check().unwrap();
+}
+
+#[test]
+fn mapped_blocks_grow_by_remapping_and_free_once() {
+    let heap = Heap::new().unwrap();
+    let p = heap.alloc(200_000).unwrap();
+    // SAFETY: 200 000 bytes are ours.
+    unsafe { p.as_ptr().write_bytes(5, 200_000) };
+    // SAFETY: live; only the returned pointer is used afterwards.
+    let q = unsafe { heap.realloc(p, 5 << 20) }.unwrap();
+    // SAFETY: contents preserved.
+    assert!(
+        unsafe { core::slice::from_raw_parts(q.as_ptr(), 200_000) }
+            .iter()
+            .all(|&b| b == 5)
+    );
+    assert_eq!(heap.stats().mapped_blocks, 1);
+    // SAFETY: live, freed once.
+    unsafe { heap.free(q) }.unwrap();
+    // SAFETY: the heap validates; this is the misuse under test.
+    assert_eq!(
+        unsafe { heap.free(q) },
+        Err(Error::DoubleFree {
+            addr: q.as_ptr() as usize
+        })
+    );
+    // A foreign pointer handed to realloc is an error and touches nothing.
+    let mut local = [9u8; 32];
+    let foreign = NonNull::new(local.as_mut_ptr()).unwrap();
+    // SAFETY: the heap validates before acting.
+    assert!(matches!(
+        unsafe { heap.realloc(foreign, 100) },
+        Err(Error::InvalidPointer { .. })
+    ));
+    assert!(local.iter().all(|&b| b == 9));
+    assert_eq!(heap.stats().misuses_caught, 2);
+    heap.check().unwrap();
+}
+
+#[test]
+fn calloc_zeroes_reused_memory_and_alignments_hold() {
+    let heap = Heap::new().unwrap();
+    let p = heap.alloc(3000).unwrap();
+    // SAFETY: 3000 bytes are ours.
+    unsafe { p.as_ptr().write_bytes(0xEE, 3000) };
+    // SAFETY: freed once.
+    unsafe { heap.free(p) }.unwrap();
+    let z = heap.calloc(3, 1000).unwrap();
+    assert_eq!(z, p, "the dirty block is reused");
+    // SAFETY: 3000 bytes.
+    assert!(
+        unsafe { core::slice::from_raw_parts(z.as_ptr(), 3000) }
+            .iter()
+            .all(|&b| b == 0)
+    );
+    for shift in 0..=12 {
+        let align = 1usize << shift;
+        for size in [1, 24, 100, 5000, 300_000] {
+            let q = heap
+                .alloc_layout(Layout::from_size_align(size, align).unwrap())
+                .unwrap();
+            assert_eq!(q.as_ptr() as usize % align, 0, "align {align} size {size}");
+        }
+    }
+    heap.check().unwrap();
+}
+
+#[test]
+fn collections_live_in_the_heap() {
+    let heap = Heap::new().unwrap();
+    let mut map = hashbrown::HashMap::new_in(&heap);
+    let mut v: Vec<u32, &Heap> = Vec::new_in(&heap);
+    for i in 0..100_000u32 {
+        map.insert(i, i.wrapping_mul(7));
+        v.push(i);
+    }
+    assert_eq!(map[&99_999], 99_999u32.wrapping_mul(7));
+    assert_eq!(
+        v.iter().map(|&x| x as u64).sum::<u64>(),
+        99_999 * 100_000 / 2
+    );
+    heap.check().unwrap();
+    drop(map);
+    drop(v);
+    assert_eq!(heap.stats().live_blocks, 0);
+    heap.check().unwrap();
+}
+
+#[test]
+fn locked_heap_survives_two_threads() {
+    let heap = LockedHeap::new(Heap::with_config(HeapConfig::default().max_size(1 << 30)).unwrap());
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let heap = &heap;
+            s.spawn(move || {
+                let mut rng = Rng::new(t);
+                let mut mine: std::vec::Vec<(NonNull<u8>, usize, u8)> = std::vec::Vec::new();
+                for _ in 0..100_000 {
+                    if mine.len() < 500 && rng.chance(3, 5) || mine.is_empty() {
+                        let len = random_size(&mut rng) / 4 + 1;
+                        let p = heap.alloc(len).unwrap();
+                        let byte = rng.byte();
+                        // SAFETY: `len` bytes are ours.
+                        unsafe { p.as_ptr().write_bytes(byte, len) };
+                        mine.push((p, len, byte));
+                    } else {
+                        let (p, len, byte) = mine.swap_remove(rng.range(0, mine.len()));
+                        // SAFETY: ours and live.
+                        let s = unsafe { core::slice::from_raw_parts(p.as_ptr(), len) };
+                        assert!(
+                            s.iter().all(|&b| b == byte),
+                            "another thread wrote into my block"
+                        );
+                        // SAFETY: freed once.
+                        unsafe { heap.free(p) }.unwrap();
+                    }
+                }
+                for (p, _, _) in mine {
+                    // SAFETY: freed once.
+                    unsafe { heap.free(p) }.unwrap();
+                }
+            });
+        }
+    });
+    heap.check().unwrap();
+    assert_eq!(heap.stats().live_blocks, 0);
+}
