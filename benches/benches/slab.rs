@@ -1,5 +1,6 @@
-//! SlabPool alloc+free pairs of 16..256 bytes against `std::alloc::System` (and mimalloc and
-//! jemalloc for context), in the same run, so the ratios are what to quote.
+//! SlabPool alloc+free pairs of 16..256 bytes against the crate's Heap (its small bins) and
+//! `std::alloc::System` (mimalloc and jemalloc for context), in the same run, so the ratios are
+//! what to quote.
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench -p strata-benches --bench slab --
 //!       --warm-up-time 1 --measurement-time 3`
@@ -11,7 +12,7 @@ use std::ptr::NonNull;
 use allocator_api2::alloc::Allocator;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mimalloc::MiMalloc;
-use strata_alloc::SlabPool;
+use strata_alloc::{Heap, SlabPool};
 use tikv_jemallocator::Jemalloc;
 
 const SIZES: [usize; 5] = [16, 32, 64, 128, 256];
@@ -65,8 +66,14 @@ fn pairs(c: &mut Criterion) {
                 })
             },
         );
-        // TODO(lead): add the crate's Heap here once it lands on main, e.g.
-        // `let heap = Heap::new().unwrap(); b.iter(|| { let p = heap.alloc(s)?; heap.free(p) })`.
+        let heap = Heap::new().unwrap();
+        group.bench_with_input(BenchmarkId::new("Heap", size), &size, |b, &s| {
+            b.iter(|| {
+                let p = heap.alloc(black_box(s)).unwrap();
+                // SAFETY: `p` is ours and unused after this.
+                unsafe { heap.free(black_box(p)).unwrap() };
+            })
+        });
         group.bench_with_input(BenchmarkId::new("System", size), &size, |b, &s| {
             b.iter(|| global_pair(&System, black_box(s)))
         });
@@ -93,7 +100,16 @@ fn mixed_pairs(c: &mut Criterion) {
             unsafe { pool.free(black_box(p)).unwrap() };
         })
     });
-    // TODO(lead): Heap line here.
+    let heap = Heap::new().unwrap();
+    group.bench_function("Heap", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let p = heap.alloc(black_box(sizes[i])).unwrap();
+            // SAFETY: `p` is ours and unused after this.
+            unsafe { heap.free(black_box(p)).unwrap() };
+        })
+    });
     group.bench_function("System", |b| {
         let mut i = 0;
         b.iter(|| {
@@ -131,7 +147,17 @@ fn churn(c: &mut Criterion) {
             held.clear();
         })
     });
-    // TODO(lead): Heap line here.
+    let heap = Heap::new().unwrap();
+    group.bench_function("Heap", |b| {
+        b.iter(|| {
+            held.extend(sizes.iter().map(|&s| heap.alloc(s).unwrap()));
+            for &k in &order {
+                // SAFETY: each block is ours and freed once.
+                unsafe { heap.free(held[k]).unwrap() };
+            }
+            held.clear();
+        })
+    });
     let mut raw: Vec<(*mut u8, Layout)> = Vec::with_capacity(N);
     group.bench_function("System", |b| {
         b.iter(|| {
