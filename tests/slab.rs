@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::ptr::NonNull;
 
 use allocator_api2::alloc::{Allocator, Global, Layout};
-use strata_alloc::{Error, SlabPool};
+use strata_alloc::{Arena, Error, Heap, SlabPool};
 use test_rng::Rng;
 
 const BATCH: usize = SlabPool::BATCH_SIZE;
@@ -23,6 +23,8 @@ struct Slot {
     ptr: NonNull<u8>,
     usable: usize,
     tag: u8,
+    /// The op that allocated it.
+    born: usize,
 }
 
 fn fill(s: &Slot) {
@@ -49,8 +51,9 @@ fn verify(s: &Slot) {
 fn run_model<A: Allocator>(pool: &SlabPool<A>, seed: u64, ops: usize) {
     let mut rng = Rng::new(seed);
     let mut live: BTreeMap<usize, Slot> = BTreeMap::new();
-    // Recently freed addresses that are not live again: double-free candidates.
-    let mut freed: Vec<usize> = Vec::new();
+    // Recently freed addresses (and the op that freed them) that are not live again:
+    // double-free candidates.
+    let mut freed: Vec<(usize, usize)> = Vec::new();
     let (mut allocs, mut frees, mut misuses) = (0u64, 0u64, 0u64);
     // Phases: grow for a while, then shrink, so batches fill up and get given back.
     for op in 0..ops {
@@ -84,11 +87,12 @@ fn run_model<A: Allocator>(pool: &SlabPool<A>, seed: u64, ops: usize) {
             if let Some((&hi, _)) = live.range(a..).next() {
                 assert!(a + usable <= hi, "overlaps the slot above");
             }
-            freed.retain(|&f| f != a);
+            freed.retain(|&(f, _)| f != a);
             let slot = Slot {
                 ptr: p,
                 usable,
                 tag: rng.byte(),
+                born: op,
             };
             fill(&slot);
             live.insert(a, slot);
@@ -99,19 +103,22 @@ fn run_model<A: Allocator>(pool: &SlabPool<A>, seed: u64, ops: usize) {
             // SAFETY: the slot is live, ours, and not used after this.
             unsafe { pool.free(slot.ptr) }.unwrap();
             frees += 1;
-            freed.push(k);
+            freed.push((k, op));
             if freed.len() > 64 {
                 freed.remove(0);
             }
         } else if roll < 96 && !freed.is_empty() {
-            // Double free: exactly DoubleFree while a live slot shares the batch (the batch
-            // is then certainly still held); InvalidPointer is allowed once it may have been
-            // given back.
-            let f = freed[rng.range(0, freed.len())];
+            // Double free: exactly DoubleFree when a slot allocated before the free is still
+            // live in the same batch frame (the batch then never emptied, so it is the same
+            // batch); otherwise the batch may have been given back, or even replaced by a new
+            // batch at the same address, and InvalidPointer is allowed too.
+            let (f, freed_at) = freed[rng.range(0, freed.len())];
             let p = NonNull::new(f as *mut u8).unwrap();
             // SAFETY: `f` is not live; the pool rejects it without touching memory.
             let err = unsafe { pool.free(p) }.unwrap_err();
-            let batch_held = live.keys().any(|&k| k / BATCH == f / BATCH);
+            let batch_held = live
+                .iter()
+                .any(|(&k, s)| k / BATCH == f / BATCH && s.born < freed_at);
             if batch_held {
                 assert_eq!(err, Error::DoubleFree { addr: f });
             } else {
@@ -181,6 +188,44 @@ fn model_region_backed() {
 fn model_allocator_backed() {
     let pool = SlabPool::new_in(Global);
     run_model(&pool, 99, 20_000);
+}
+
+#[test]
+fn model_heap_backed() {
+    // The Heap serves alignments up to 4096, so batches are carved from larger blocks.
+    let heap = Heap::new().unwrap();
+    {
+        let pool = SlabPool::new_in(&heap);
+        run_model(&pool, 7, 10_000);
+    }
+    heap.check().unwrap();
+    assert_eq!(
+        heap.stats().live_blocks,
+        0,
+        "every batch went back to the heap"
+    );
+}
+
+#[test]
+fn arena_backed_pool_runs_out_cleanly() {
+    let arena = Arena::with_capacity(256 * 1024).unwrap();
+    let pool = SlabPool::new_in(&arena);
+    let mut held = Vec::new();
+    let err = loop {
+        match pool.alloc(1024) {
+            Ok(p) => held.push(p),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::OutOfMemory { .. }), "{err}");
+    assert!(held.len() >= 16 * 4, "{} slots", held.len());
+    pool.check().unwrap();
+    for p in held {
+        // SAFETY: ours, freed once.
+        unsafe { pool.free(p).unwrap() };
+    }
+    pool.check().unwrap();
+    assert!(pool.alloc(1024).is_ok(), "usable again after the error");
 }
 
 #[test]

@@ -29,6 +29,11 @@ pub(super) struct Batch {
     /// First byte of the batch, `BATCH_SIZE`-aligned. Carries the provenance of the source's
     /// allocation; every slot pointer is derived from it.
     pub(super) base: NonNull<u8>,
+    /// The block the batch was carved from (`base` itself for Region frames and exactly aligned
+    /// blocks); what goes back to an `Allocator` source.
+    pub(super) raw: NonNull<u8>,
+    /// Index into `SOURCE_LAYOUTS` of the layout `raw` was allocated with.
+    pub(super) source: u8,
     /// Size class index (slot size is `(class + 1) * 16`), or `VACANT` for a free table entry.
     pub(super) class: u8,
     pub(super) slots: u16,
@@ -64,6 +69,8 @@ impl Batch {
         }
         Batch {
             base,
+            raw: base,
+            source: 0,
             bits,
             class,
             slots,

@@ -79,11 +79,22 @@ const_assert!(BATCH_SIZE % MAX_SLOT == 0);
 // Batch metadata is kept small enough that a lookup touches few cache lines.
 const_assert!(core::mem::size_of::<Batch>() <= 192);
 
-/// The layout of one batch asked from an `Allocator` source.
-const BATCH_LAYOUT: Layout = match Layout::from_size_align(BATCH_SIZE, BATCH_SIZE) {
-    Ok(l) => l,
-    Err(_) => panic!("batch layout"),
-};
+const fn layout(size: usize, align: usize) -> Layout {
+    match Layout::from_size_align(size, align) {
+        Ok(l) => l,
+        Err(_) => panic!("invalid source layout"),
+    }
+}
+
+/// What a batch is asked for from an `Allocator` source, best first: a block that is exactly
+/// one aligned batch; else, for sources with a smaller alignment limit (the crate's Heap and
+/// Arena stop at 4096, some at 16), a larger block with an aligned batch carved out of it,
+/// wasting up to `BATCH_SIZE - align` bytes. `Batch::source` records which one a batch used.
+const SOURCE_LAYOUTS: [Layout; 3] = [
+    layout(BATCH_SIZE, BATCH_SIZE),
+    layout(2 * BATCH_SIZE - 4096, 4096),
+    layout(2 * BATCH_SIZE - STEP, STEP),
+];
 
 /// `slot = (offset * RECIP[class]) >> 32` is exact for every offset that is a multiple of the
 /// slot size and below `BATCH_SIZE`: with `r = 2^32 / size + e`, `0 < e <= 1`, the error term
@@ -460,22 +471,13 @@ impl<A: Allocator> SlabPool<A> {
     #[cold]
     #[inline(never)]
     fn new_batch(&self, class: usize, size: usize) -> Result<(), Error> {
-        let base = match &self.source {
+        let (base, raw, source) = match &self.source {
             Some(a) => {
                 // No borrow of Inner is live while the source runs, so a source that calls
                 // back into this pool cannot alias it.
-                let fresh = a.allocate(BATCH_LAYOUT).map(|p| p.cast::<u8>());
-                match fresh {
-                    Ok(p) if p.as_ptr().addr() % BATCH_SIZE == 0 => p,
-                    Ok(p) => {
-                        // SAFETY: `p` was just allocated by `a` with BATCH_LAYOUT.
-                        unsafe { a.deallocate(p, BATCH_LAYOUT) };
-                        return Err(self.fail(Error::Corrupted {
-                            addr: p.as_ptr().addr(),
-                            what: "the batch source ignored the batch alignment",
-                        }));
-                    }
-                    Err(AllocError) => return Err(self.fail(Error::oom(size, 0))),
+                match carve(a) {
+                    Some(found) => found,
+                    None => return Err(self.fail(Error::oom(size, 0))),
                 }
             }
             None => {
@@ -488,7 +490,7 @@ impl<A: Allocator> SlabPool<A> {
                 match frames.take() {
                     Ok(p) => {
                         inner.stats.bytes_from_os += BATCH_SIZE as u64;
-                        p
+                        (p, p, 0)
                     }
                     Err(Error::OutOfMemory { .. }) => return Err(self.fail(Error::oom(size, 0))),
                     Err(e) => return Err(self.fail(e)),
@@ -497,7 +499,7 @@ impl<A: Allocator> SlabPool<A> {
         };
         // SAFETY: the only live borrow of Inner.
         let inner = unsafe { self.inner() };
-        if inner.install(class, base) {
+        if inner.install(class, base, raw, source) {
             return Ok(());
         }
         // The source handed out a frame the pool already has: give it straight back.
@@ -506,8 +508,9 @@ impl<A: Allocator> SlabPool<A> {
             what: "the batch source handed out memory the pool already holds",
         };
         match &self.source {
-            // SAFETY: `base` came from `a.allocate(BATCH_LAYOUT)` just above and is not in use.
-            Some(a) => unsafe { a.deallocate(base, BATCH_LAYOUT) },
+            // SAFETY: `raw` came from `a.allocate(SOURCE_LAYOUTS[source])` just above and is
+            // not in use.
+            Some(a) => unsafe { a.deallocate(raw, SOURCE_LAYOUTS[source as usize]) },
             None => {
                 let _ = inner.frames.as_mut().map(|f| f.give(base));
             }
@@ -566,12 +569,12 @@ impl<A: Allocator> SlabPool<A> {
         if !inner.batch(b).is_taken(slot) {
             return Err(inner.misuse(Error::DoubleFree { addr }));
         }
-        if let Some(base) = inner.release(b, slot) {
+        if let Some((raw, layout)) = inner.release(b, slot) {
             if let Some(a) = &self.source {
-                // SAFETY: `base` was allocated by `a` with BATCH_LAYOUT; its batch was unlinked
-                // and unregistered by `release`, so no slot of it is handed out again, and all
-                // of its slots were free.
-                unsafe { a.deallocate(base, BATCH_LAYOUT) };
+                // SAFETY: `raw` was allocated by `a` with `layout`; its batch was unlinked and
+                // unregistered by `release`, so no slot of it is handed out again, and all of
+                // its slots were free.
+                unsafe { a.deallocate(raw, layout) };
             }
         }
         Ok(())
@@ -695,9 +698,9 @@ impl<A: Allocator> SlabPool<A> {
         match &self.source {
             Some(a) => {
                 for batch in inner.batches.iter().filter(|b| b.class != VACANT) {
-                    // SAFETY: every live batch was allocated by `a` with BATCH_LAYOUT, and the
-                    // caller (clear / drop) forgets all of them right after.
-                    unsafe { a.deallocate(batch.base, BATCH_LAYOUT) };
+                    // SAFETY: every live batch's block was allocated by `a` with the layout its
+                    // `source` names, and the caller (clear / drop) forgets them right after.
+                    unsafe { a.deallocate(batch.raw, SOURCE_LAYOUTS[batch.source as usize]) };
                 }
             }
             None => {
@@ -812,7 +815,7 @@ impl Inner {
     /// Frees a taken slot. Returns the batch's base if the batch was retired and its memory
     /// must go back to the source allocator (Region frames are handled here).
     #[inline]
-    fn release(&mut self, b: u32, slot: usize) -> Option<NonNull<u8>> {
+    fn release(&mut self, b: u32, slot: usize) -> Option<(NonNull<u8>, Layout)> {
         let batch = self.batch_mut(b);
         let class = batch.class as usize;
         let size = slot_size(class);
@@ -867,10 +870,11 @@ impl Inner {
         }
     }
 
-    /// Registers a new batch at `base` for `class`, at the end of the class's list and the head
-    /// of its avail list. False (and nothing changed) if the frame is already registered.
+    /// Registers a new batch at `base` (inside the source block `raw` of layout
+    /// `SOURCE_LAYOUTS[source]`) for `class`, at the end of the class's list and the head of its
+    /// avail list. False (and nothing changed) if the frame is already registered.
     #[cold]
-    fn install(&mut self, class: usize, base: NonNull<u8>) -> bool {
+    fn install(&mut self, class: usize, base: NonNull<u8>, raw: NonNull<u8>, source: u8) -> bool {
         let size = slot_size(class);
         let slots = BATCH_SIZE / size;
         let b = if self.vacant != NIL {
@@ -885,6 +889,8 @@ impl Inner {
             return false;
         }
         let mut batch = Batch::new(base, class as u8, slots as u16);
+        batch.raw = raw;
+        batch.source = source;
         let c = &mut self.classes[class];
         batch.prev = c.last;
         if c.last == NIL {
@@ -914,14 +920,15 @@ impl Inner {
         true
     }
 
-    /// Unlinks an empty batch, unregisters it and makes its entry vacant. Returns its base if it
-    /// must go back to the source allocator; Region frames are given back here.
+    /// Unlinks an empty batch, unregisters it and makes its entry vacant. Returns its source
+    /// block if it must go back to the source allocator; Region frames are given back here.
     #[cold]
-    fn retire(&mut self, b: u32) -> Option<NonNull<u8>> {
+    fn retire(&mut self, b: u32) -> Option<(NonNull<u8>, Layout)> {
         let batch = &self.batches[b as usize];
         debug_assert_eq!(batch.used, 0);
         let class = batch.class as usize;
         let (prev, next, base, slots) = (batch.prev, batch.next, batch.base, batch.slots as usize);
+        let (raw, layout) = (batch.raw, SOURCE_LAYOUTS[batch.source as usize]);
         if batch.in_avail {
             self.unlink_avail(class, b);
         }
@@ -953,7 +960,7 @@ impl Inner {
                 self.stats.bytes_to_os += frames.give(base) as u64;
                 None
             }
-            None => Some(base),
+            None => Some((raw, layout)),
         }
     }
 
@@ -1115,6 +1122,27 @@ impl Inner {
         s.free_bytes = self.slot_bytes_total.wrapping_sub(s.bytes_in_use);
         s
     }
+}
+
+/// Gets a block from `a` that holds a `BATCH_SIZE`-aligned batch, trying `SOURCE_LAYOUTS` in
+/// order. Returns the batch, the block and the index of its layout.
+#[cold]
+fn carve<A: Allocator>(a: &A) -> Option<(NonNull<u8>, NonNull<u8>, u8)> {
+    for (i, layout) in SOURCE_LAYOUTS.iter().enumerate() {
+        let Ok(block) = a.allocate(*layout) else {
+            continue;
+        };
+        let raw = block.cast::<u8>();
+        let pad = raw.as_ptr().addr().wrapping_neg() & (BATCH_SIZE - 1);
+        if pad + BATCH_SIZE <= layout.size() {
+            // SAFETY: `pad + BATCH_SIZE <= layout.size()`, so the batch lies inside the block.
+            return Some((unsafe { raw.add(pad) }, raw, i as u8));
+        }
+        // Only a source that ignored the alignment gets here; hand its block back.
+        // SAFETY: `raw` was allocated by `a` with `layout` just above and is unused.
+        unsafe { a.deallocate(raw, *layout) };
+    }
+    None
 }
 
 /// Why `addr` (offset `off` in `batch`, slot index estimate `slot`) is not a slot start that

@@ -241,6 +241,56 @@ fn batches_from_an_allocator() {
     pool.check().unwrap();
 }
 
+/// A source that refuses alignments above `max`, like allocators with an alignment limit.
+struct Limited {
+    max: usize,
+    live: core::cell::Cell<usize>,
+}
+
+// SAFETY: forwards to Global, which upholds the contract, after refusing some layouts.
+unsafe impl Allocator for Limited {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.align() > self.max {
+            return Err(AllocError);
+        }
+        self.live.set(self.live.get() + 1);
+        Global.allocate(layout)
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        self.live.set(self.live.get() - 1);
+        // SAFETY: `ptr` came from `Global.allocate(layout)` in `allocate`.
+        unsafe { Global.deallocate(ptr, layout) }
+    }
+}
+
+#[test]
+fn sources_with_small_alignment_limits_still_give_aligned_batches() {
+    for max in [16, 4096] {
+        let src = Limited {
+            max,
+            live: core::cell::Cell::new(0),
+        };
+        {
+            let pool = SlabPool::new_in(&src);
+            let ptrs: Vec<_> = (0..40).map(|_| pool.alloc(1024).unwrap()).collect();
+            assert_eq!(src.live.get(), 3);
+            for p in &ptrs {
+                // SAFETY: each slot is 1024 bytes and ours.
+                unsafe { p.as_ptr().write_bytes(0x5A, 1024) };
+            }
+            pool.check().unwrap();
+            for p in ptrs {
+                // SAFETY: ours, freed once.
+                unsafe { pool.free(p).unwrap() };
+            }
+            assert_eq!(src.live.get(), 1, "one empty batch kept");
+            pool.check().unwrap();
+        }
+        assert_eq!(src.live.get(), 0, "drop gives the rest back");
+    }
+}
+
 #[test]
 fn vec_and_box_live_in_the_pool() {
     let pool = SlabPool::new();
