@@ -74,7 +74,8 @@ const DEFAULT_RESERVE: usize = if cfg!(miri) { 2 << 20 } else { 4 << 30 };
 
 const_assert!(STEP == 1 << STEP_SHIFT);
 const_assert!(CLASSES <= VACANT as usize);
-const_assert!(BATCH_SIZE / STEP <= u16::MAX as usize);
+// The reciprocals travel in the registry's `u32` tag.
+const_assert!((1u64 << 32) / (STEP as u64) < u32::MAX as u64);
 const_assert!(BATCH_SIZE % MAX_SLOT == 0);
 // Batch metadata is kept small enough that a lookup touches few cache lines.
 const_assert!(core::mem::size_of::<Batch>() <= 192);
@@ -794,10 +795,13 @@ impl Inner {
                 reason: "not inside any batch of this pool",
             });
         };
-        let (b, class) = (entry.batch, entry.class as usize & (CLASSES - 1));
-        let batch = self.batch(b);
+        let b = entry.batch;
         let off = addr & (BATCH_SIZE - 1);
-        let slot = ((off as u64 * RECIP[class]) >> 32) as usize;
+        // The reciprocal comes with the registry entry, so this multiply overlaps the load of
+        // the batch metadata instead of waiting for it.
+        let slot = ((off as u64 * entry.tag as u64) >> 32) as usize;
+        let batch = self.batch(b);
+        let class = batch.class as usize;
         // One test on the hot path: `high <= slots`, so a slot below `high` is also below
         // `slots`. Which rule failed is worked out off the hot path.
         if slot * slot_size(class) != off || slot >= batch.high as usize {
@@ -884,11 +888,11 @@ impl Inner {
         };
         if !self
             .registry
-            .insert(base.as_ptr().addr() >> BATCH_SHIFT, b, class as u32)
+            .insert(base.as_ptr().addr() >> BATCH_SHIFT, b, RECIP[class] as u32)
         {
             return false;
         }
-        let mut batch = Batch::new(base, class as u8, slots as u16);
+        let mut batch = Batch::new(base, class as u8, slots as u32);
         batch.raw = raw;
         batch.source = source;
         let c = &mut self.classes[class];
@@ -971,11 +975,11 @@ impl Inner {
         if self.registry.len() != live {
             return corrupt(0, "batch table size differs from the number of batches");
         }
-        for (key, b, class) in self.registry.entries() {
+        for (key, b, tag) in self.registry.entries() {
             match self.batches.get(b as usize) {
                 Some(batch)
-                    if batch.class != VACANT
-                        && batch.class as u32 == class
+                    if (batch.class as usize) < CLASSES
+                        && RECIP[batch.class as usize] == tag as u64
                         && batch.base.as_ptr().addr() >> BATCH_SHIFT == key => {}
                 _ => return corrupt(key << BATCH_SHIFT, "batch table entry names no such batch"),
             }

@@ -1,4 +1,4 @@
-//! The out-of-band registry of live batches: batch frame number -> batch index and size class.
+//! The out-of-band registry of live batches: batch frame number -> batch index (and a tag).
 //!
 //! Every batch is `BATCH_SIZE` bytes aligned to `BATCH_SIZE`, so the frame number of any address
 //! inside it is `addr >> BATCH_SHIFT`. `free` masks the pointer to its frame number and asks this
@@ -17,14 +17,14 @@
 //! - Every key appears at most once, and every key sits in the probe run that starts at its home
 //!   slot with no empty slot in between.
 
-/// One slot of the table: a frame number (0 = empty), the batch index it maps to, and the
-/// batch's size class. The class rides along (in what would be padding) so `free` can start on
-/// the slot arithmetic while the batch metadata is still being loaded.
+/// One slot of the table: a frame number (0 = empty), the batch index it maps to, and a tag
+/// the pool chooses (the reciprocal of the batch's slot size). The tag rides along in what
+/// would be padding so `free` can start its slot arithmetic without waiting for a second load.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Entry {
     key: usize,
     pub(super) batch: u32,
-    pub(super) class: u32,
+    pub(super) tag: u32,
 }
 
 /// Frame number -> batch index, O(1) expected per lookup.
@@ -72,14 +72,14 @@ impl Registry {
 
     /// Registers `key -> batch`. Returns false (and changes nothing) for key 0 or a key that is
     /// already present: both would mean the batch source handed out memory it should not have.
-    pub(super) fn insert(&mut self, key: usize, batch: u32, class: u32) -> bool {
+    pub(super) fn insert(&mut self, key: usize, batch: u32, tag: u32) -> bool {
         if key == 0 || self.get(key).is_some() {
             return false;
         }
         if (self.len + 1) * 2 > self.slots.len() {
             self.rehash((self.slots.len() * 2).max(16));
         }
-        self.place(Entry { key, batch, class });
+        self.place(Entry { key, batch, tag });
         self.len += 1;
         true
     }
@@ -139,12 +139,12 @@ impl Registry {
         *self = Registry::default();
     }
 
-    /// Every registered `(key, batch, class)`, for the integrity check.
+    /// Every registered `(key, batch, tag)`, for the integrity check.
     pub(super) fn entries(&self) -> impl Iterator<Item = (usize, u32, u32)> + '_ {
         self.slots
             .iter()
             .filter(|e| e.key != 0)
-            .map(|e| (e.key, e.batch, e.class))
+            .map(|e| (e.key, e.batch, e.tag))
     }
 }
 
@@ -177,7 +177,7 @@ mod tests {
         }
         for (k, v) in &model {
             let e = reg.get(*k).unwrap();
-            assert_eq!((e.batch, e.class), (*v, *v % 64));
+            assert_eq!((e.batch, e.tag), (*v, *v % 64));
         }
         assert_eq!(reg.entries().count(), model.len());
     }
