@@ -19,7 +19,9 @@
 //!   before the pointer has been validated. Slots are taken lowest-first, so a batch's high-water
 //!   mark tells a slot that was handed out and freed (double free) from one never handed out.
 //! - **Sources.** Batches come from one lazily reserved [`Region`] (the default, via
-//!   [`SlabPool::new`]) or from any `allocator_api2` [`Allocator`] (via [`SlabPool::new_in`]).
+//!   [`SlabPool::new`]) or from any `allocator_api2` [`Allocator`] (via [`SlabPool::new_in`]);
+//!   an allocator that cannot align to `BATCH_SIZE` gets asked for a larger block instead, and
+//!   the aligned batch is carved out of it.
 //! - **Give-back.** Each class keeps at most one empty batch in reserve; a second batch that
 //!   becomes empty is given back at once (its pages released to the OS for a Region, deallocated
 //!   for an allocator), so an alloc/free pair on a batch boundary never thrashes.
@@ -166,14 +168,16 @@ struct Frames {
 
 impl Frames {
     fn take(&mut self) -> Result<NonNull<u8>, Error> {
-        if self.region.is_none() {
-            let mut region = Region::reserve(self.limit + BATCH_SIZE)?;
-            let base = region.base().as_ptr().addr();
-            region.grow(base.wrapping_neg() & (BATCH_SIZE - 1))?;
-            self.region = Some(region);
-        }
-        let Some(region) = self.region.as_mut() else {
-            unreachable!("reserved just above")
+        let region = match &mut self.region {
+            Some(region) => region,
+            None => {
+                // Reserved on first use, so `new()` can stay infallible and an unused pool
+                // costs no mapping. The padding puts the first frame on a batch boundary.
+                let mut region = Region::reserve(self.limit + BATCH_SIZE)?;
+                let base = region.base().as_ptr().addr();
+                region.grow(base.wrapping_neg() & (BATCH_SIZE - 1))?;
+                self.region.insert(region)
+            }
         };
         if let Some(off) = self.free.pop() {
             // SAFETY: `off` was a frame handed out below the break, which never moves down.
@@ -323,9 +327,10 @@ impl Default for SlabPool {
 }
 
 impl<A: Allocator> SlabPool<A> {
-    /// An empty pool taking its batches from `alloc`, as `BATCH_SIZE` blocks aligned to
-    /// `BATCH_SIZE`. They go back to `alloc` when given back, on [`clear`](Self::clear) and
-    /// when the pool drops.
+    /// An empty pool taking its batches from `alloc`: `BATCH_SIZE` blocks aligned to
+    /// `BATCH_SIZE`, or, from allocators that refuse that alignment (the crate's Heap and Arena
+    /// stop at 4096), a block of up to twice that with an aligned batch carved out of it. They go
+    /// back to `alloc` when given back, on [`clear`](Self::clear) and when the pool drops.
     ///
     /// ```
     /// use allocator_api2::alloc::Global;
@@ -484,10 +489,12 @@ impl<A: Allocator> SlabPool<A> {
             None => {
                 // SAFETY: the only live borrow of Inner; Region calls no user code.
                 let inner = unsafe { self.inner() };
-                let frames = inner
-                    .frames
-                    .as_mut()
-                    .expect("no source means Region frames");
+                let Some(frames) = inner.frames.as_mut() else {
+                    return Err(self.fail(Error::Corrupted {
+                        addr: 0,
+                        what: "a pool with no source allocator has no Region",
+                    }));
+                };
                 match frames.take() {
                     Ok(p) => {
                         inner.stats.bytes_from_os += BATCH_SIZE as u64;
