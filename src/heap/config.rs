@@ -73,8 +73,9 @@ impl HeapConfig {
         self
     }
 
-    /// When the free memory at the top of the heap passes this many bytes, the break moves
-    /// back (keeping one growth increment) and the pages go back to the OS.
+    /// When the free memory at the top of the heap passes this many bytes (or a quarter of the
+    /// bytes in use, if that is more), the break moves back and the pages go back to the OS,
+    /// keeping one growth increment (or an eighth of the bytes in use) for what comes next.
     ///
     /// ```
     /// let c = strata_alloc::HeapConfig::default().trim_threshold(1 << 20);

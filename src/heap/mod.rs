@@ -317,8 +317,14 @@ impl Backend for HeapCore {
     fn free(&mut self, p: NonNull<u8>) -> Result<(), Error> {
         if self.is_heap_block(p) {
             let freed = self.engine.free(p)?;
-            if freed.at_top && freed.size >= self.trim_threshold {
-                self.trim_top(self.increment)?;
+            if freed.at_top {
+                // Trim with hysteresis that follows the live size, so a heap that shrinks a
+                // little and grows back does not hand pages to the OS and fault them in again,
+                // while a heap that empties gives back all but one increment.
+                let in_use = self.engine.counters.bytes_in_use;
+                if freed.size >= self.trim_threshold.max(in_use / 4) {
+                    self.trim_top(self.increment.max(in_use / 8))?;
+                }
             }
             return Ok(());
         }
