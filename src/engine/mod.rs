@@ -290,6 +290,17 @@ impl Engine {
     /// Validates the free block at `b` found on bin `bin` (header, map, links).
     #[inline(always)]
     fn checked_free(&mut self, b: usize, bin: usize) -> Result<Header, Error> {
+        let h = self.listed_free(b, bin)?;
+        self.check_links(b, h.size)?;
+        Ok(h)
+    }
+
+    /// Validates the free block at `b` found on bin `bin`, by the map and its header, without
+    /// its links: enough to read its size and follow its `next` link to the next candidate
+    /// (which is validated the same way before it is read). The block that is finally taken
+    /// off the list gets its links checked too.
+    #[inline(always)]
+    fn listed_free(&mut self, b: usize, bin: usize) -> Result<Header, Error> {
         if !self.is_free_block(b) {
             return Err(self.corrupted(b, "free-list entry is not a free block"));
         }
@@ -297,7 +308,6 @@ impl Engine {
         if !h.is_free() || bin_of(h.size) != bin {
             return Err(self.corrupted(b, "free block header was overwritten"));
         }
-        self.check_links(b, h.size)?;
         Ok(h)
     }
 
@@ -315,8 +325,9 @@ impl Engine {
                 if b == 0 {
                     break;
                 }
-                let h = self.checked_free(b, i)?;
+                let h = self.listed_free(b, i)?;
                 if h.size >= size {
+                    self.check_links(b, h.size)?;
                     return Ok(Some((b, h)));
                 }
                 b = self.next_link(b);
