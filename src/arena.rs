@@ -368,6 +368,33 @@ impl Backend for ArenaCore {
         self.engine.resize_in_place(p, new_size)
     }
 
+    fn move_block(
+        &mut self,
+        p: NonNull<u8>,
+        old: usize,
+        new_size: usize,
+        align: usize,
+    ) -> Result<NonNull<u8>, Error> {
+        match self.alloc(new_size, align) {
+            Ok(q) => {
+                // SAFETY: both blocks are live and distinct; `old` bytes are readable at `p`
+                // and the smaller size fits at `q`.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), old.min(new_size))
+                };
+                self.free(p)?;
+                Ok(q)
+            }
+            // Nothing free elsewhere is large enough; the block's own free neighbours merged
+            // with it may be.
+            Err(e @ Error::OutOfMemory { .. }) if align <= 16 => self
+                .engine
+                .resize_backward(p, new_size, old.min(new_size))?
+                .ok_or(e),
+            Err(e) => Err(e),
+        }
+    }
+
     fn stats_mut(&mut self) -> &mut Stats {
         &mut self.engine.counters
     }

@@ -491,3 +491,32 @@ fn utilisation_of_the_default_arena() {
     }
     assert!(worst >= 0.85, "utilisation at first failure {worst:.3}");
 }
+
+#[test]
+fn realloc_slides_back_into_a_free_neighbour_when_nothing_else_fits() {
+    let arena = Arena::with_capacity(16 * 1024).unwrap();
+    let before = arena.alloc(4000).unwrap();
+    let p = arena.alloc(4000).unwrap();
+    // SAFETY: 4000 bytes are ours.
+    unsafe { p.as_ptr().write_bytes(0x3C, 4000) };
+    // Fill the rest so no other free block can take 7000 bytes.
+    let mut fillers = std::vec::Vec::new();
+    while let Ok(f) = arena.alloc(1500) {
+        fillers.push(f);
+    }
+    // SAFETY: live, freed once.
+    unsafe { arena.free(before) }.unwrap();
+    // SAFETY: `p` is live; only the returned pointer is used afterwards.
+    let q = unsafe { arena.realloc(p, 7000) }.unwrap();
+    assert_eq!(q, before, "the block moved down into its free neighbour");
+    // SAFETY: 4000 preserved bytes at `q`.
+    let kept = unsafe { core::slice::from_raw_parts(q.as_ptr(), 4000) };
+    assert!(kept.iter().all(|&b| b == 0x3C));
+    assert!(arena.usable_size(q).unwrap() >= 7000);
+    arena.check().unwrap();
+    // SAFETY: `p` was moved: freeing it now is a misuse, caught.
+    assert!(unsafe { arena.free(p) }.is_err());
+    // SAFETY: live, freed once.
+    unsafe { arena.free(q) }.unwrap();
+    arena.check().unwrap();
+}

@@ -48,7 +48,7 @@ pub(crate) use starts::map_bytes;
 pub(crate) const MAX_ALIGN: usize = 4096;
 
 /// How many blocks of a size-range bin are looked at for a fit before moving to a larger bin.
-const BIN_SCAN: usize = 8;
+const BIN_SCAN: usize = 32;
 
 /// The result of freeing a block: where the (possibly merged) free block now lies.
 #[derive(Clone, Copy, Debug)]
@@ -319,27 +319,47 @@ impl Engine {
         let i = bin_of(size);
         let mut from = i;
         if !bin_is_exact(i) {
-            // Blocks in a size-range bin may be too small; look at a few before moving up.
-            let mut b = self.bins.head(i);
-            for _ in 0..BIN_SCAN {
-                if b == 0 {
-                    break;
-                }
-                let h = self.listed_free(b, i)?;
-                if h.size >= size {
-                    self.check_links(b, h.size)?;
-                    return Ok(Some((b, h)));
-                }
-                b = self.next_link(b);
+            // Blocks in a size-range bin may be too small; look at a few and take the smallest
+            // that fits (an exact fit ends the search) before moving up.
+            if let Some(found) = self.best_in_bin(i, size)? {
+                return Ok(Some(found));
             }
             from = i + 1;
         }
         let Some(j) = self.bins.first_nonempty_from(from) else {
             return Ok(None);
         };
-        let b = self.bins.head(j);
-        let h = self.checked_free(b, j)?;
-        Ok(Some((b, h)))
+        if bin_is_exact(j) {
+            let b = self.bins.head(j);
+            let h = self.checked_free(b, j)?;
+            return Ok(Some((b, h)));
+        }
+        // Every block of a larger bin fits; the smallest of the first few splits least.
+        self.best_in_bin(j, size)
+    }
+
+    /// The smallest block of at least `size` bytes among the first [`BIN_SCAN`] of bin `i`,
+    /// validated (links included) and still on its list.
+    fn best_in_bin(&mut self, i: usize, size: usize) -> Result<Option<(usize, Header)>, Error> {
+        let mut b = self.bins.head(i);
+        let mut best: Option<(usize, Header)> = None;
+        for _ in 0..BIN_SCAN {
+            if b == 0 {
+                break;
+            }
+            let h = self.listed_free(b, i)?;
+            if h.size >= size && best.is_none_or(|(_, bh)| h.size < bh.size) {
+                best = Some((b, h));
+                if h.size == size {
+                    break;
+                }
+            }
+            b = self.next_link(b);
+        }
+        if let Some((b, h)) = best {
+            self.check_links(b, h.size)?;
+        }
+        Ok(best)
     }
 
     /// Turns the free block `b` (validated by `take_fit`, still linked) into an allocated block
@@ -802,6 +822,81 @@ impl Engine {
         s.bytes_in_use = s.bytes_in_use + block - h.size;
         s.note_in_use();
         Ok(true)
+    }
+
+    /// Grows the live block at `p` into the free block before it (and the free block after
+    /// it, if any), moving its first `keep` bytes down. The last resort of `realloc` when no
+    /// free block elsewhere is large enough: the merged space may be. Returns the new payload,
+    /// or `None` if even that is too small (nothing changed).
+    pub fn resize_backward(
+        &mut self,
+        p: NonNull<u8>,
+        new_size: usize,
+        keep: usize,
+    ) -> Result<Option<NonNull<u8>>, Error> {
+        let (b, h) = self.live_block(p)?;
+        let Some(want) = block_size_for(new_size) else {
+            return Ok(None);
+        };
+        if !h.prev_free() {
+            return Ok(None);
+        }
+        let (pb, ph) = self.free_prev(b)?;
+        let n = b + h.size;
+        let next_free = self.peek(n)?.filter(|nh| nh.is_free());
+        let total = ph.size + h.size + next_free.map_or(0, |nh| nh.size);
+        if want > total || keep > h.size - HEADER {
+            return Ok(None);
+        }
+        let beyond = self.peek(pb + total)?;
+        // Validated; unlink the neighbours before their memory is overwritten by the move.
+        self.unlink(pb, ph.size);
+        let g = self.granule(b);
+        self.map.remove(g);
+        if let Some(nh) = next_free {
+            self.unlink(n, nh.size);
+            let gn = self.granule(n);
+            self.map.remove(gn);
+            self.bury_metadata(n);
+            self.counters.coalesces += 1;
+        }
+        self.counters.coalesces += 1;
+        // SAFETY: both ranges lie inside the merged block, which is ours now; they may
+        // overlap, hence `copy`.
+        unsafe {
+            core::ptr::copy(
+                self.base_ptr.with_addr(b + HEADER),
+                self.base_ptr.with_addr(pb + HEADER),
+                keep,
+            )
+        };
+        // The block before `pb` is allocated (free blocks never touch).
+        let rest = total - want;
+        let block = if rest >= MIN_BLOCK {
+            self.write_header(pb, want, 0);
+            self.make_free(pb + want, rest);
+            if let Some(ah) = beyond {
+                self.write_header(pb + total, ah.size, ah.flags | PREV_FREE);
+            }
+            self.counters.splits += 1;
+            want
+        } else {
+            self.write_header(pb, total, 0);
+            if let Some(ah) = beyond {
+                self.write_header(pb + total, ah.size, ah.flags & !PREV_FREE);
+            }
+            total
+        };
+        let gp = self.granule(pb);
+        self.map.set_live(gp, true);
+        self.clean_from = self.clean_from.max(pb + block);
+        let s = &mut self.counters;
+        s.bytes_in_use = s.bytes_in_use + block - h.size;
+        s.note_in_use();
+        // SAFETY: `pb + HEADER` is inside the span, whose base pointer is non-null.
+        Ok(Some(unsafe {
+            NonNull::new_unchecked(self.base_ptr.with_addr(pb + HEADER))
+        }))
     }
 
     /// Whether the live block at `p` is the last block, or is followed only by the free last

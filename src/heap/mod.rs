@@ -419,7 +419,21 @@ impl Backend for HeapCore {
         } else {
             new_size
         };
-        let q = self.alloc(target, align)?;
+        let q = match self.alloc(target, align) {
+            Ok(q) => q,
+            Err(Error::OutOfMemory { .. }) if self.is_heap_block(p) && align <= 16 => {
+                // Nothing free elsewhere is large enough; the block's own free neighbours
+                // merged with it may be.
+                match self
+                    .engine
+                    .resize_backward(p, new_size, old.min(new_size))?
+                {
+                    Some(q) => return Ok(q),
+                    None => return Err(self.out_of_memory(new_size)),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         // SAFETY: both blocks are live and distinct; `old` bytes are readable at `p` and the
         // smaller size fits at `q`.
         unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), old.min(new_size)) };
