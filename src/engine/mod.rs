@@ -48,7 +48,7 @@ pub(crate) use starts::map_bytes;
 pub(crate) const MAX_ALIGN: usize = 4096;
 
 /// How many blocks of a size-range bin are looked at for a fit before moving to a larger bin.
-const BIN_SCAN: usize = 32;
+const BIN_SCAN: usize = 16;
 
 /// The result of freeing a block: where the (possibly merged) free block now lies.
 #[derive(Clone, Copy, Debug)]
@@ -329,13 +329,11 @@ impl Engine {
         let Some(j) = self.bins.first_nonempty_from(from) else {
             return Ok(None);
         };
-        if bin_is_exact(j) {
-            let b = self.bins.head(j);
-            let h = self.checked_free(b, j)?;
-            return Ok(Some((b, h)));
-        }
-        // Every block of a larger bin fits; the smallest of the first few splits least.
-        self.best_in_bin(j, size)
+        // Every block of a larger bin fits: take the first (looking further costs more in
+        // cache misses than it saves in fragmentation; docs/BENCHMARKS.md has the figures).
+        let b = self.bins.head(j);
+        let h = self.checked_free(b, j)?;
+        Ok(Some((b, h)))
     }
 
     /// The smallest block of at least `size` bytes among the first [`BIN_SCAN`] of bin `i`,
