@@ -54,9 +54,20 @@ pub(crate) trait Backend {
         align: usize,
     ) -> Result<NonNull<u8>, Error> {
         let q = self.alloc(new_size, align)?;
-        // SAFETY: both blocks are live and distinct; `old` bytes are readable at `p` and the
-        // smaller of the two sizes fits at `q`.
-        unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), old.min(new_size)) };
+        self.relocate(p, q, old.min(new_size))
+    }
+
+    /// Copies the first `bytes` of the live block `p` into the fresh block `q`, frees `p` and
+    /// returns `q`: the end of every move that is not done in place.
+    fn relocate(
+        &mut self,
+        p: NonNull<u8>,
+        q: NonNull<u8>,
+        bytes: usize,
+    ) -> Result<NonNull<u8>, Error> {
+        // SAFETY: both blocks are live and distinct, and callers pass `bytes` no larger than
+        // either block.
+        unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), bytes) };
         self.free(p)?;
         Ok(q)
     }

@@ -434,11 +434,7 @@ impl Backend for HeapCore {
             }
             Err(e) => return Err(e),
         };
-        // SAFETY: both blocks are live and distinct; `old` bytes are readable at `p` and the
-        // smaller size fits at `q`.
-        unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), old.min(new_size)) };
-        self.free(p)?;
-        Ok(q)
+        self.relocate(p, q, old.min(new_size))
     }
 
     fn stats_mut(&mut self) -> &mut Stats {
