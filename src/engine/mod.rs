@@ -398,39 +398,11 @@ impl Engine {
     pub fn alloc(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
         if align <= GRANULE && size <= bins::EXACT_LIMIT - HEADER {
             let bsize = ((size + HEADER + GRANULE - 1) & !(GRANULE - 1)).max(MIN_BLOCK);
-            let i = Quick::list_of(bsize);
-            if let Some(b) = self.quick.pop(i) {
-                return Ok(Some(self.hand_out_cached(b, bsize)));
-            }
-            if self.quick.overflow[i] != 0 {
-                let b = self.pop_overflow(i)?;
+            if let Some(b) = self.quick.pop(Quick::list_of(bsize)) {
                 return Ok(Some(self.hand_out_cached(b, bsize)));
             }
         }
         self.alloc_slow(size, align)
-    }
-
-    /// Takes the first block of overflow list `i`. Its link came from freed memory, so the
-    /// block is trusted only once the map confirms a cached block of exactly this size starts
-    /// there; a damaged link drops the rest of the list (those blocks stay unused) and is
-    /// reported.
-    #[inline]
-    fn pop_overflow(&mut self, i: usize) -> Result<usize, Error> {
-        let b = self.quick.overflow[i];
-        let size = Quick::size_of(i);
-        // The map first: only then is `b` known to be a block whose header may be read.
-        let ok = self.is_free_block(b) && {
-            let h = block::raw_header(self.read(b));
-            !h.is_free() && h.size == size && self.map_confirms(self.granule(b), size)
-        };
-        if !ok {
-            self.quick.overflow[i] = 0;
-            self.quick.overflow_counts[i] = 0;
-            return Err(self.corrupted(b + HEADER, "quick-list link was overwritten"));
-        }
-        self.quick.overflow[i] = self.next_link(b);
-        self.quick.overflow_counts[i] -= 1;
-        Ok(b)
     }
 
     /// Marks the cached block `b` of `size` bytes allocated. The quick stacks are out of the
@@ -486,18 +458,7 @@ impl Engine {
         let mut first_damage = None;
         for i in 0..quick::LISTS {
             let size = Quick::size_of(i);
-            loop {
-                let b = match self.quick.pop(i) {
-                    Some(b) => b,
-                    None if self.quick.overflow[i] != 0 => match self.pop_overflow(i) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            first_damage.get_or_insert(e);
-                            continue;
-                        }
-                    },
-                    None => break,
-                };
+            while let Some(b) = self.quick.pop(i) {
                 let checked = self.checked_cached(b, size).and_then(|h| {
                     let prev = if h.prev_free() {
                         Some(self.free_prev(b)?)
@@ -688,22 +649,17 @@ impl Engine {
             if h.size != size || h.is_free() {
                 return Err(self.corrupted(b, "block header was overwritten"));
             }
-            let i = Quick::list_of(size);
-            if !self.quick.push(i, b) {
-                // The stack is full: spill to the overflow list, linked in band.
-                let head = self.quick.overflow[i];
-                self.write(b + HEADER, head as u64);
-                self.quick.overflow[i] = b;
-                self.quick.overflow_counts[i] += 1;
+            if self.quick.push(Quick::list_of(size), b) {
+                self.map.set_live(g, false);
+                let s = &mut self.counters;
+                s.frees += 1;
+                s.bytes_in_use -= size - HEADER;
+                return Ok(Freed {
+                    at_top: false,
+                    size,
+                });
             }
-            self.map.set_live(g, false);
-            let s = &mut self.counters;
-            s.frees += 1;
-            s.bytes_in_use -= size - HEADER;
-            return Ok(Freed {
-                at_top: false,
-                size,
-            });
+            return self.free_slow(b, h);
         }
         let (b, h) = self.live_block(p)?;
         self.free_slow(b, h)
@@ -1200,28 +1156,6 @@ impl Engine {
                 }
                 quick_listed += 1;
             }
-            let mut n = self.quick.overflow[i];
-            let mut len = 0;
-            while n != 0 {
-                let ok = self.is_free_block(n)
-                    && len < self.quick.overflow_counts[i]
-                    && self
-                        .tagger
-                        .decode(n, self.read(n))
-                        .is_some_and(|h| !h.is_free() && h.size == Quick::size_of(i));
-                if !ok {
-                    return bad(
-                        n,
-                        "overflow list holds something that is not a cached block",
-                    );
-                }
-                len += 1;
-                n = self.next_link(n);
-            }
-            if len != self.quick.overflow_counts[i] {
-                return bad(self.base, "overflow list is shorter than its count");
-            }
-            quick_listed += len;
         }
         if quick_listed != cached || cached != self.quick.total() {
             return bad(self.base, "cached blocks missing from the quick lists");

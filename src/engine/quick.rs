@@ -10,18 +10,13 @@
 //!
 //! The stacks live here, inside the engine, not in the freed blocks: a dangling write by the
 //! program cannot redirect them, so handing out a cached block needs no validation at all.
-//! A burst of frees that fills a stack (dropping a large collection) spills over into an
-//! *overflow list* of the same size, linked through the first payload word of the cached
-//! blocks. Those links are in the program's reach, so each is validated against the start map
-//! before it is followed.
 //!
 //! Invariants kept here:
 //! - A cached block has its `starts` bit set and its `live` bit clear, a header *without* the
 //!   `FREE` flag (neighbours treat it as allocated and never merge with it), and the block
 //!   after it does not have `PREV_FREE` set on its account.
-//! - Every cached block is on exactly one stack or overflow list, the one of its exact size;
-//!   `counts[i]` entries of `slots[i]` are in use; `overflow[i]` heads a list of
-//!   `overflow_counts[i]` blocks.
+//! - Every cached block is on exactly one stack, the one of its exact size; `counts[i]`
+//!   entries of `slots[i]` are in use.
 
 use super::bins::EXACT_LIMIT;
 use super::block::{GRANULE, MIN_BLOCK};
@@ -36,9 +31,6 @@ pub(crate) struct Quick {
     /// Block addresses (headers) of the cached blocks of each size.
     slots: [[usize; LIMIT]; LISTS],
     counts: [u8; LISTS],
-    /// First block of each size's overflow list (0: empty); the rest are linked in band.
-    pub overflow: [usize; LISTS],
-    pub overflow_counts: [usize; LISTS],
 }
 
 impl Quick {
@@ -46,16 +38,12 @@ impl Quick {
         Quick {
             slots: [[0; LIMIT]; LISTS],
             counts: [0; LISTS],
-            overflow: [0; LISTS],
-            overflow_counts: [0; LISTS],
         }
     }
 
-    /// Blocks cached over all stacks and overflow lists (summed on demand: only slow paths
-    /// ask).
+    /// Blocks cached over all stacks (summed on demand: only slow paths ask).
     pub fn total(&self) -> usize {
-        self.counts.iter().map(|&c| c as usize).sum::<usize>()
-            + self.overflow_counts.iter().sum::<usize>()
+        self.counts.iter().map(|&c| c as usize).sum()
     }
 
     /// The stack a block of `size` bytes goes on (`size <= EXACT_LIMIT`).
