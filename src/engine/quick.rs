@@ -24,7 +24,7 @@ use super::block::{GRANULE, MIN_BLOCK};
 /// Number of stacks: one per exact-fit size up to 1 KiB.
 pub(crate) const LISTS: usize = (EXACT_LIMIT - MIN_BLOCK) / GRANULE + 1;
 /// Most blocks a stack holds; further frees of that size coalesce at once.
-pub(crate) const LIMIT: usize = 64;
+pub(crate) const LIMIT: usize = 16;
 
 /// The stacks of cached blocks.
 pub(crate) struct Quick {
