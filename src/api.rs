@@ -275,10 +275,10 @@ pub(crate) fn resize<B: Backend>(
 /// `fn with<R>(&self, f: impl FnOnce(&mut Backend) -> R) -> R`.
 macro_rules! impl_allocator {
     ($ty:ty) => {
-        // SAFETY: every method forwards to the shared logic in `crate::api`, which returns
-        // blocks that stay valid until freed through this allocator, never hands out a block
-        // twice, preserves contents across grow/shrink (copying when it moves) and aborts
-        // instead of writing when given a pointer it did not hand out.
+        // Every method forwards to the shared logic in `crate::api`, which keeps contents across
+        // grow/shrink and aborts instead of writing when given a pointer it did not hand out.
+        // SAFETY: blocks stay valid until freed through this allocator and are never handed out
+        // twice.
         unsafe impl allocator_api2::alloc::Allocator for &$ty {
             #[inline]
             fn allocate(

@@ -86,10 +86,9 @@ impl Arena {
         let capacity = blocks.capacity();
         let mut map = Region::reserve(engine::map_bytes(capacity / 16))?;
         let map_ptr = map.grow(map.capacity())?;
-        // SAFETY: `blocks` is a fresh page-aligned mapping of `capacity` bytes (a multiple of 16)
-        // that only this engine touches; `map` is a fresh zeroed mapping of at least
-        // `map_bytes(capacity / 16)` bytes. Both live in the same ArenaCore as the engine and
-        // are dropped after it.
+        // Both mappings live in the same ArenaCore as the engine and are dropped after it.
+        // SAFETY: `blocks` is a fresh page-aligned mapping of `capacity` bytes only this engine
+        // touches; `map` is fresh, zeroed and at least `map_bytes(capacity / 16)` bytes.
         let mut engine = unsafe { Engine::new(blocks.base(), capacity, map_ptr) };
         engine.extend(blocks.base().as_ptr() as usize + capacity)?;
         Ok(Arena {

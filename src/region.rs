@@ -318,10 +318,9 @@ impl Region {
 
     #[cfg(not(miri))]
     fn discard(&self, offset: usize, len: usize) -> Result<(), Error> {
-        // SAFETY: `[offset, offset + len)` was checked to lie inside the mapping and is page
-        // aligned. Callers of `release`/`shrink` give up the contents of those bytes, and this
-        // type never holds a reference into the mapping, so no live Rust reference observes
-        // the pages being replaced by zero pages.
+        // Callers of `release`/`shrink` give up the contents of these bytes.
+        // SAFETY: the range lies inside the mapping and is page aligned (checked by the
+        // caller), and no Rust reference into the mapping exists to observe the zero pages.
         unsafe {
             self.map
                 .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)

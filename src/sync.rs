@@ -437,10 +437,11 @@ impl core::fmt::Debug for GlobalHeap {
     }
 }
 
-// SAFETY: `alloc` returns blocks of at least `layout.size()` bytes aligned to `layout.align()`
-// (or null), blocks stay valid until `dealloc`, `realloc` preserves contents up to the smaller
-// size, and a pointer the heap did not hand out aborts the process before anything is written.
-// The heap never allocates through the global allocator, so there is no re-entry.
+// Blocks stay valid until `dealloc`; `realloc` keeps contents up to the smaller size; a pointer
+// the heap did not hand out aborts before anything is written; the heap never allocates through
+// the global allocator, so there is no re-entry.
+// SAFETY: `alloc` returns null or a block of at least `layout.size()` bytes aligned to
+// `layout.align()`, valid until `dealloc` (see above).
 unsafe impl GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {

@@ -77,10 +77,9 @@ impl Bump {
                 return Err(e);
             }
         };
-        // SAFETY: the old block holds `old.size()` initialised bytes (nothing has written over
-        // them: the only allocation since is `to` itself, which may overlap them when the old
-        // block was last, hence `copy` rather than `copy_nonoverlapping`), and `to` has room
-        // for `new.size() >= old.size()` bytes.
+        // Nothing has written over the old bytes: the only allocation since is `to`, which may
+        // overlap them when the old block was last (hence `copy`, not `copy_nonoverlapping`).
+        // SAFETY: the old block holds `old.size()` bytes and `to` has room for at least as many.
         unsafe { ptr::copy(ptr.as_ptr(), to.as_ptr(), old.size()) };
         if last && self.in_use.get() == chunks_before + 1 {
             self.release_emptied_previous();
@@ -89,12 +88,12 @@ impl Bump {
     }
 }
 
-// SAFETY: blocks come from chunks the Bump owns and are only freed by `scope`, `rewind`, `reset`
-// or dropping the Bump, all of which need the Bump by value or `&mut`, so no block is freed
-// while a `&Bump` (this allocator, and every copy of it) is alive. `allocate` returns fresh,
-// disjoint, correctly aligned blocks of at least the requested size; `deallocate`, `grow` and
-// `shrink` only move the bump pointer back over a block that is the last one in the current
-// chunk, and otherwise leave blocks alone. Errors are returned, never panicked.
+// Blocks are only freed by `scope`, `rewind`, `reset` or dropping the Bump, all of which need
+// the Bump by value or `&mut`, so no block is freed while a `&Bump` is alive. `deallocate`,
+// `grow` and `shrink` only move the bump pointer back over the last block of the current chunk.
+// Errors are returned, never panicked.
+// SAFETY: `allocate` returns fresh, disjoint, aligned blocks of at least the requested size,
+// valid until the Bump is reset or dropped (see above).
 unsafe impl Allocator for &Bump {
     #[inline(always)]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {

@@ -121,12 +121,12 @@ pub struct Bump {
     epoch: u64,
 }
 
-// SAFETY: every pointer a Bump holds points into chunks it owns (or is dangling), and a Region
-// may move between threads. Values allocated in the arena are only reachable through borrows of
-// the Bump, which must all have ended before the Bump itself can be moved to another thread, and
-// the Bump never reads, drops or otherwise touches them again (`alloc` refuses types with drop
-// glue; `BumpBox` drops its value while it still borrows the Bump). So no value of a `!Send`
-// type is ever used from a second thread. `Bump` stays `!Sync` through its `Cell`s.
+// Values allocated in the arena are only reachable through borrows of the Bump, which end before
+// the Bump can move to another thread, and the Bump never touches them again (`alloc` refuses
+// types with drop glue; `BumpBox` drops its value while it still borrows the Bump). `Bump` stays
+// `!Sync` through its `Cell`s.
+// SAFETY: every pointer a Bump holds points into chunks it owns (Regions may move between
+// threads), and no value of a `!Send` type is ever used from a second thread (see above).
 unsafe impl Send for Bump {}
 
 static_assertions::assert_impl_all!(Bump: Send, Default);
