@@ -15,7 +15,8 @@
 //!   program wrote over a header is recognised with probability 1 - 2^-16 from the tag alone,
 //!   and the engine's out-of-band start bitmap catches the rest before anything is followed.
 //! - A free block's last word (its footer) is a copy of its header word; the next block's
-//!   `PREV_FREE` flag says the footer is there to read. Allocated blocks have no footer: their
+//!   `PREV_FREE` flag says the footer is there to read. The last block of the span has no next
+//!   block, so its footer is not written. Allocated blocks have no footer: their
 //!   payload runs up to the next header.
 
 use static_assertions::const_assert;

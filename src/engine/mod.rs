@@ -17,8 +17,9 @@
 //! 3. No two binned free blocks are adjacent (freeing coalesces with both neighbours). Small
 //!    freed blocks may instead wait, uncoalesced, on a quick list ([`quick`]); they count as
 //!    free for misuse detection and as allocated for their neighbours.
-//! 4. A free block's footer equals its header word, and the next block's `PREV_FREE` flag is
-//!    set exactly when the block before it is free.
+//! 4. A free block's footer equals its header word (except the last block's, which nothing
+//!    reads), and the next block's `PREV_FREE` flag is set exactly when the block before it is
+//!    free.
 //! 5. Every free block is on the list of its bin exactly once (see [`bins`]).
 //! 6. The counters in `stats` (live blocks, bytes in use, free blocks, free bytes) agree with
 //!    the walk.
@@ -241,7 +242,11 @@ impl Engine {
     fn make_free(&mut self, b: usize, size: usize) {
         let word = self.tagger.encode(b, size, FREE);
         self.write(b, word);
-        self.write(b + size - HEADER, word);
+        // The footer is for the block after this one; the last block has none (and writing it
+        // would touch the far end of the heap's top block on every carve).
+        if b + size != self.last_slot() {
+            self.write(b + size - HEADER, word);
+        }
         let i = bin_of(size);
         let head = self.bins.head(i);
         self.write(b + HEADER, head as u64);
@@ -1087,7 +1092,7 @@ impl Engine {
                 if prev_free {
                     return bad(b, "two free blocks are adjacent");
                 }
-                if self.read(b + h.size - HEADER) != self.read(b) {
+                if b + h.size != last && self.read(b + h.size - HEADER) != self.read(b) {
                     return bad(
                         b + h.size - HEADER,
                         "free block footer differs from its header",
