@@ -84,11 +84,10 @@ impl Arena {
     pub fn with_capacity(bytes: usize) -> Result<Arena, Error> {
         let blocks = Region::reserve(bytes)?;
         let capacity = blocks.capacity();
-        let mut map = Region::reserve(engine::map_bytes(capacity / 16))?;
-        let map_ptr = map.grow(map.capacity())?;
+        let (map, map_ptr) = engine::reserve_map(capacity)?;
         // Both mappings live in the same ArenaCore as the engine and are dropped after it.
         // SAFETY: `blocks` is a fresh page-aligned mapping of `capacity` bytes only this engine
-        // touches; `map` is fresh, zeroed and at least `map_bytes(capacity / 16)` bytes.
+        // touches; `map` is fresh, zeroed and sized for it by `reserve_map`.
         let mut engine = unsafe { Engine::new(blocks.base(), capacity, map_ptr) };
         engine.extend(blocks.base().as_ptr() as usize + capacity)?;
         Ok(Arena {

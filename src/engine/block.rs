@@ -123,11 +123,14 @@ pub(crate) fn raw_header(word: u64) -> Header {
 /// The block size that serves a request of `size` bytes, or `None` if it cannot exist.
 #[inline(always)]
 pub(crate) fn block_size_for(size: usize) -> Option<usize> {
-    if size > MAX_BLOCK - HEADER - GRANULE {
-        return None;
-    }
-    let s = (size + HEADER + GRANULE - 1) & !(GRANULE - 1);
-    Some(if s < MIN_BLOCK { MIN_BLOCK } else { s })
+    (size <= MAX_BLOCK - HEADER - GRANULE).then(|| small_block_size(size))
+}
+
+/// The block size for a request already known to fit (`size <= MAX_BLOCK - HEADER - GRANULE`),
+/// without the overflow check: the fast paths only pass small sizes.
+#[inline(always)]
+pub(crate) fn small_block_size(size: usize) -> usize {
+    ((size + HEADER + GRANULE - 1) & !(GRANULE - 1)).max(MIN_BLOCK)
 }
 
 #[cfg(test)]

@@ -38,12 +38,22 @@ use core::ptr::NonNull;
 
 use crate::{BlockInfo, BlockState, Error, Stats};
 use bins::{Bins, bin_floor, bin_is_exact, bin_of};
-use block::{FREE, GRANULE, HEADER, Header, MIN_BLOCK, PREV_FREE, Tagger, block_size_for};
+use block::{
+    FREE, GRANULE, HEADER, Header, MIN_BLOCK, PREV_FREE, Tagger, block_size_for, small_block_size,
+};
 use quick::Quick;
 use starts::StartMap;
 
 pub(crate) use block::block_size_for as block_size;
 pub(crate) use starts::map_bytes;
+
+/// Maps the zeroed memory an engine over `limit` bytes needs for its start map: the mapping
+/// (which must outlive the engine) and the pointer to hand to [`Engine::new`].
+pub(crate) fn reserve_map(limit: usize) -> Result<(crate::Region, NonNull<u8>), Error> {
+    let mut map = crate::Region::reserve(map_bytes(limit / GRANULE))?;
+    let ptr = map.grow(map.capacity())?;
+    Ok((map, ptr))
+}
 
 /// Largest alignment `alloc` accepts.
 pub(crate) const MAX_ALIGN: usize = 4096;
@@ -402,7 +412,7 @@ impl Engine {
     #[inline(always)]
     pub fn alloc(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
         if align <= GRANULE && size <= bins::EXACT_LIMIT - HEADER {
-            let bsize = ((size + HEADER + GRANULE - 1) & !(GRANULE - 1)).max(MIN_BLOCK);
+            let bsize = small_block_size(size);
             if let Some(b) = self.quick.pop(Quick::list_of(bsize)) {
                 return Ok(Some(self.hand_out_cached(b, bsize)));
             }
@@ -430,28 +440,25 @@ impl Engine {
         let Some(bsize) = block_size_for(size) else {
             return Err(Error::layout(size, align, "size is larger than any block"));
         };
-        if align <= GRANULE {
-            let found = match self.take_fit(bsize)? {
-                None if self.quick.total() > 0 => {
-                    self.flush_quick()?;
-                    self.take_fit(bsize)?
-                }
-                found => found,
-            };
-            let Some((b, h)) = found else {
-                return Ok(None);
-            };
-            let after = self.peek(b + h.size)?;
-            return Ok(Some(self.carve(b, h, bsize, after)));
+        let first = self.fit_and_carve(bsize, align)?;
+        if first.is_some() || self.quick.total() == 0 {
+            return Ok(first);
         }
-        if let Some(p) = self.alloc_aligned(bsize, align)? {
-            return Ok(Some(p));
-        }
-        if self.quick.total() > 0 {
-            self.flush_quick()?;
+        // Nothing fits as the blocks stand: merge the cached ones and look once more.
+        self.flush_quick()?;
+        self.fit_and_carve(bsize, align)
+    }
+
+    /// Finds a free block for a block of `bsize` bytes aligned to `align` and carves it.
+    fn fit_and_carve(&mut self, bsize: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
+        if align > GRANULE {
             return self.alloc_aligned(bsize, align);
         }
-        Ok(None)
+        let Some((b, h)) = self.take_fit(bsize)? else {
+            return Ok(None);
+        };
+        let after = self.peek(b + h.size)?;
+        Ok(Some(self.carve(b, h, bsize, after)))
     }
 
     /// Merges every cached block with its neighbours and puts it on its bin.
@@ -563,18 +570,29 @@ impl Engine {
     /// the block address and header. Nothing is written.
     #[inline(always)]
     pub fn live_block(&mut self, p: NonNull<u8>) -> Result<(usize, Header), Error> {
+        let (addr, g) = self.live_granule(p)?;
+        self.live_header(addr, g)
+    }
+
+    /// The payload granule of `p` if the start map says a live block starts there (nothing is
+    /// read but the map).
+    #[inline(always)]
+    fn live_granule(&mut self, p: NonNull<u8>) -> Result<(usize, usize), Error> {
         let addr = p.as_ptr() as usize;
         let off = addr.wrapping_sub(self.base);
-        if off >= self.end - self.base || off % GRANULE != 0 || off == 0 {
+        // Granule 0 never holds a block (the first payload is at granule 1), so its live bit
+        // is never set and needs no test of its own.
+        if off >= self.end - self.base || off % GRANULE != 0 || !self.map.is_live(off / GRANULE) {
             return Err(self.reject(addr));
         }
-        let g = off / GRANULE;
-        if !self.map.is_live(g) {
-            return Err(self.reject(addr));
-        }
-        // The map says a live block starts here; it also says where the next one starts, which
-        // is all the header's size has to agree with. (Its tag is checked on the merge paths,
-        // where its flags matter.)
+        Ok((addr, off / GRANULE))
+    }
+
+    /// The header of the live block whose payload `addr` is at granule `g`, checked against
+    /// the map. The map says where the next block starts, which is all the header's size has
+    /// to agree with. (Its tag is checked on the merge paths, where its flags matter.)
+    #[inline(always)]
+    fn live_header(&mut self, addr: usize, g: usize) -> Result<(usize, Header), Error> {
         let b = addr - HEADER;
         let h = block::raw_header(self.read(b));
         if h.is_free() || h.size < MIN_BLOCK || h.size > self.last_slot() - b {
@@ -637,12 +655,7 @@ impl Engine {
     /// with their free neighbours and binned.
     #[inline(always)]
     pub fn free(&mut self, p: NonNull<u8>) -> Result<Freed, Error> {
-        let addr = p.as_ptr() as usize;
-        let off = addr.wrapping_sub(self.base);
-        if off >= self.end - self.base || off % GRANULE != 0 || !self.map.is_live(off / GRANULE) {
-            return Err(self.reject(addr));
-        }
-        let g = off / GRANULE;
+        let (addr, g) = self.live_granule(p)?;
         // A small block's extent is the distance to the next start in the map; its header
         // must agree (an overflow from the block before would have changed it).
         let window = self.map.starts_after(g);
@@ -666,7 +679,7 @@ impl Engine {
             }
             return self.free_slow(b, h);
         }
-        let (b, h) = self.live_block(p)?;
+        let (b, h) = self.live_header(addr, g)?;
         self.free_slow(b, h)
     }
 

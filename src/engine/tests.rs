@@ -18,8 +18,7 @@ struct Harness {
 impl Harness {
     fn new(bytes: usize) -> Harness {
         let blocks = Region::reserve(bytes).unwrap();
-        let mut map = Region::reserve(map_bytes(blocks.capacity() / 16)).unwrap();
-        let map_ptr = map.grow(map.capacity()).unwrap();
+        let (map, map_ptr) = reserve_map(blocks.capacity()).unwrap();
         // SAFETY: fresh, exclusively owned mappings that outlive the engine (same struct,
         // dropped after it).
         let mut engine = unsafe { Engine::new(blocks.base(), blocks.capacity(), map_ptr) };
@@ -229,8 +228,7 @@ fn a_full_engine_says_so_and_recovers() {
 #[test]
 fn extend_and_truncate_move_the_top() {
     let blocks = Region::reserve(16 * 4096).unwrap();
-    let mut map = Region::reserve(map_bytes(blocks.capacity() / 16)).unwrap();
-    let map_ptr = map.grow(map.capacity()).unwrap();
+    let (_map, map_ptr) = reserve_map(blocks.capacity()).unwrap();
     // SAFETY: fresh, exclusively owned mappings that outlive the engine.
     let mut e = unsafe { Engine::new(blocks.base(), blocks.capacity(), map_ptr) };
     let base = blocks.base().as_ptr() as usize;
@@ -344,8 +342,7 @@ fn calloc_clears_exactly_what_may_be_dirty() {
 
 fn calloc_run(seed: u64) {
     let blocks = Region::reserve(256 * 1024).unwrap();
-    let mut map = Region::reserve(map_bytes(blocks.capacity() / 16)).unwrap();
-    let map_ptr = map.grow(map.capacity()).unwrap();
+    let (_map, map_ptr) = reserve_map(blocks.capacity()).unwrap();
     // SAFETY: fresh, exclusively owned mappings that outlive the engine.
     let mut e = unsafe { Engine::new(blocks.base(), blocks.capacity(), map_ptr) };
     let base = blocks.base().as_ptr() as usize;

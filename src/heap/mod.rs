@@ -98,8 +98,7 @@ impl HeapCore {
             "growth_increment overflows",
         ))?;
         let mut blocks = Region::reserve(max_size)?;
-        let mut map = Region::reserve(engine::map_bytes(max_size / 16))?;
-        let map_ptr = map.grow(map.capacity())?;
+        let (map, map_ptr) = engine::reserve_map(max_size)?;
         // SAFETY: `blocks` is a fresh page-aligned reservation of `max_size` bytes that only
         // this engine touches; `map` is a fresh zeroed mapping large enough for its start map.
         // Both are owned by this HeapCore and dropped after the engine.
@@ -191,7 +190,12 @@ impl HeapCore {
         let Some((b, size)) = self.engine.free_top()? else {
             return Ok(0);
         };
-        let keep = if keep >= 64 { keep & !15 } else { 0 };
+        // What is kept must be a block of its own, or nothing.
+        let keep = if keep >= engine::block::MIN_BLOCK {
+            keep & !15
+        } else {
+            0
+        };
         if size < keep + crate::page_size() {
             return Ok(0);
         }
