@@ -178,6 +178,43 @@ fn a_small_heap_fills_up_then_refills_after_frees() {
 }
 
 #[test]
+fn near_max_size_frees_merge_at_once() {
+    let heap = Heap::with_config(
+        HeapConfig::default()
+            .max_size(1 << 20)
+            .growth_increment(64 << 10),
+    )
+    .unwrap();
+    let first = heap.alloc(100).unwrap();
+    let _keep = heap.alloc(100).unwrap();
+    // SAFETY: live, freed once.
+    unsafe { heap.free(first) }.unwrap();
+    let cached = |heap: &Heap| {
+        heap.snapshot()
+            .quick_lists
+            .iter()
+            .map(|l| l.blocks.len())
+            .sum::<usize>()
+    };
+    assert_eq!(cached(&heap), 1, "far from max_size a small free is cached");
+    // Grow past half of max_size: from then on the heap packs (best fit, no caching).
+    let big: std::vec::Vec<_> = (0..6).map(|_| heap.alloc(100_000).unwrap()).collect();
+    assert!(heap.stats().managed_bytes > 1 << 19);
+    assert_eq!(cached(&heap), 0, "switching to packing merged the cached block");
+    let small = heap.alloc(100).unwrap();
+    let _guard = heap.alloc(100).unwrap();
+    // SAFETY: live, freed once.
+    unsafe { heap.free(small) }.unwrap();
+    assert_eq!(cached(&heap), 0, "near max_size a small free merges at once");
+    heap.check().unwrap();
+    for p in big {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(p) }.unwrap();
+    }
+    heap.check().unwrap();
+}
+
+#[test]
 fn the_top_block_grows_in_place() {
     let heap = Heap::new().unwrap();
     let _below = heap.alloc(100).unwrap();

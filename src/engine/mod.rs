@@ -58,8 +58,8 @@ pub(crate) fn reserve_map(limit: usize) -> Result<(crate::Region, NonNull<u8>), 
 /// Largest alignment `alloc` accepts.
 pub(crate) const MAX_ALIGN: usize = 4096;
 
-/// How many blocks of a size-range bin are looked at for a fit before moving to a larger bin.
-const BIN_SCAN: usize = 16;
+/// How many blocks of a size-range bin best-fit mode looks at (see `take_fit`).
+const BEST_FIT_SCAN: usize = 256;
 
 /// The result of freeing a block: where the (possibly merged) free block now lies.
 #[derive(Clone, Copy, Debug)]
@@ -68,6 +68,20 @@ pub(crate) struct Freed {
     pub at_top: bool,
     /// Size of the free block after merging.
     pub size: usize,
+}
+
+/// The block after another one, validated, as freeing or growing that block sees it.
+#[derive(Clone, Copy, Debug)]
+enum Next {
+    /// There is none: the other block is the last of the span.
+    End,
+    /// An allocated block, or a cached one that cannot be merged.
+    Used(Header),
+    /// A free block on its bin.
+    Free(Header),
+    /// A cached block (on its quick stack) that can be merged, and the block after it, which
+    /// is not free.
+    Cached(Header, Option<Header>),
 }
 
 /// The block engine. See the module docs for its layout and invariants.
@@ -87,6 +101,10 @@ pub(crate) struct Engine {
     tagger: Tagger,
     /// Binned free blocks (quick-listed ones are counted by `quick`).
     binned: usize,
+    /// Whether `take_fit` looks for the smallest fitting block rather than the first.
+    best_fit: bool,
+    /// Whether small freed blocks go on the quick stacks (deferred coalescing).
+    caching: bool,
     /// Every byte at or above this address is zero, except the links and footers of free
     /// blocks (the first 16 and last 8 payload bytes a block would have), which `calloc`
     /// always clears. Memory fresh from the OS starts out zero; this mark rises as blocks are
@@ -123,6 +141,8 @@ impl Engine {
             quick: Quick::new(),
             tagger: Tagger::new(addr as u64),
             binned: 0,
+            best_fit: false,
+            caching: true,
             clean_from: addr,
             counters: Stats::default(),
         }
@@ -329,14 +349,19 @@ impl Engine {
     // ---------------------------------------------------------------- allocation
 
     /// Finds a free block of at least `size` bytes (validated, still on its list).
+    ///
+    /// Good fit by default: the head of the request's own bin if it fits, else the head of
+    /// the next non-empty bin (every block of which fits). One free block is looked at, so one
+    /// cache miss, however long the lists are. With [`Engine::set_best_fit`] the smallest
+    /// fitting block among the first [`BEST_FIT_SCAN`] of each of those two bins is taken
+    /// instead: slower on large heaps, tighter packing where memory is scarce.
     #[inline(always)]
     fn take_fit(&mut self, size: usize) -> Result<Option<(usize, Header)>, Error> {
         let i = bin_of(size);
         let mut from = i;
         if !bin_is_exact(i) {
-            // Blocks in a size-range bin may be too small; look at a few and take the smallest
-            // that fits (an exact fit ends the search) before moving up.
-            if let Some(found) = self.best_in_bin(i, size)? {
+            // Blocks in a size-range bin may be too small.
+            if let Some(found) = self.fit_in_bin(i, size)? {
                 return Ok(Some(found));
             }
             from = i + 1;
@@ -344,19 +369,35 @@ impl Engine {
         let Some(j) = self.bins.first_nonempty_from(from) else {
             return Ok(None);
         };
-        // Every block of a larger bin fits: take the first (looking further costs more in
-        // cache misses than it saves in fragmentation; docs/BENCHMARKS.md has the figures).
+        if self.best_fit && !bin_is_exact(j) {
+            return self.fit_in_bin(j, size);
+        }
         let b = self.bins.head(j);
         let h = self.checked_free(b, j)?;
         Ok(Some((b, h)))
     }
 
-    /// The smallest block of at least `size` bytes among the first [`BIN_SCAN`] of bin `i`,
-    /// validated (links included) and still on its list.
-    fn best_in_bin(&mut self, i: usize, size: usize) -> Result<Option<(usize, Header)>, Error> {
+    /// Chooses how `take_fit` searches a size-range bin: the smallest fitting block among the
+    /// first [`BEST_FIT_SCAN`] (`true`), or just the head (`false`, the default).
+    pub fn set_best_fit(&mut self, best: bool) {
+        self.best_fit = best;
+    }
+
+    /// Turns deferred coalescing on or off. Off, every free merges at once, and the blocks
+    /// cached so far are merged now: packing before speed, for a heap near its limit.
+    pub fn set_caching(&mut self, on: bool) -> Result<(), Error> {
+        self.caching = on;
+        if on { Ok(()) } else { self.flush_quick() }
+    }
+
+    /// A block of at least `size` bytes from bin `i` (validated, links included, still on its
+    /// list): the head, or in best-fit mode the smallest fitting among the first
+    /// [`BEST_FIT_SCAN`].
+    fn fit_in_bin(&mut self, i: usize, size: usize) -> Result<Option<(usize, Header)>, Error> {
         let mut b = self.bins.head(i);
+        let scan = if self.best_fit { BEST_FIT_SCAN } else { 1 };
         let mut best: Option<(usize, Header)> = None;
-        for _ in 0..BIN_SCAN {
+        for _ in 0..scan {
             if b == 0 {
                 break;
             }
@@ -472,12 +513,8 @@ impl Engine {
             let size = Quick::size_of(i);
             while let Some(b) = self.quick.pop(i) {
                 let checked = self.checked_cached(b, size).and_then(|h| {
-                    let prev = if h.prev_free() {
-                        Some(self.free_prev(b)?)
-                    } else {
-                        None
-                    };
-                    Ok((h, prev, self.peek(b + size)?))
+                    let prev = self.prev_of(b, h)?;
+                    Ok((h, prev, self.next_of(b + size)?))
                 });
                 match checked {
                     Ok((h, prev, next)) => {
@@ -649,6 +686,62 @@ impl Engine {
         Ok(Some(nh))
     }
 
+    /// The block after a block, at `n`, validated and classified. A cached block is merged
+    /// like a free one (taken off its stack), so deferring the coalescing of small blocks does
+    /// not fragment the heap for its neighbours; unless the block after it is free, which
+    /// would take a three-way merge: then it counts as used, as it would have before.
+    fn next_of(&mut self, n: usize) -> Result<Next, Error> {
+        let Some(nh) = self.peek(n)? else {
+            return Ok(Next::End);
+        };
+        if nh.is_free() {
+            return Ok(Next::Free(nh));
+        }
+        // `peek` checked that a block starts at `n`; with its live bit clear and a header
+        // without FREE, it is a cached block.
+        if nh.size > bins::EXACT_LIMIT || self.map.is_live(self.granule(n)) {
+            return Ok(Next::Used(nh));
+        }
+        let h = self.checked_cached(n, nh.size)?;
+        if !self.quick.contains(Quick::list_of(h.size), n) {
+            return Err(self.corrupted(n, "cached block is on no quick list"));
+        }
+        match self.peek(n + h.size)? {
+            Some(ah) if ah.is_free() => Ok(Next::Used(nh)),
+            beyond => Ok(Next::Cached(h, beyond)),
+        }
+    }
+
+    /// The block before `b` (header `h`) if it can be merged: free (found through `PREV_FREE`
+    /// and the footer) or cached (found through the start map; it must not itself follow a
+    /// free block, which would take a three-way merge). Validated.
+    fn prev_of(&mut self, b: usize, h: Header) -> Result<Option<(usize, Header)>, Error> {
+        if h.prev_free() {
+            return self.free_prev(b).map(Some);
+        }
+        let g = self.granule(b);
+        // A cached block is at most 1 KiB (64 granules) long.
+        let Some(gp) = self.map.start_shortly_before(g) else {
+            return Ok(None);
+        };
+        if !self.map.is_free_start(gp) {
+            return Ok(None);
+        }
+        let pb = self.block_of_granule(gp);
+        let ph = self.checked_cached(pb, (g - gp) * GRANULE)?;
+        if !self.quick.contains(Quick::list_of(ph.size), pb) {
+            return Err(self.corrupted(pb, "cached block is on no quick list"));
+        }
+        Ok((!ph.prev_free()).then_some((pb, ph)))
+    }
+
+    /// Takes the cached block `b` of `size` bytes off its stack (validated by `next_of` or
+    /// `prev_of`, so it is there).
+    fn uncache(&mut self, b: usize, size: usize) {
+        let found = self.quick.remove(Quick::list_of(size), b);
+        debug_assert!(found);
+    }
+
     // ---------------------------------------------------------------- free
 
     /// Frees the live block at `p`: small blocks go on their quick stack, others are merged
@@ -667,7 +760,7 @@ impl Engine {
             if h.size != size || h.is_free() {
                 return Err(self.corrupted(b, "block header was overwritten"));
             }
-            if self.quick.push(Quick::list_of(size), b) {
+            if self.caching && self.quick.push(Quick::list_of(size), b) {
                 self.map.set_live(g, false);
                 let s = &mut self.counters;
                 s.frees += 1;
@@ -687,12 +780,8 @@ impl Engine {
     #[inline(never)]
     fn free_slow(&mut self, b: usize, h: Header) -> Result<Freed, Error> {
         let g = self.granule(b);
-        let prev = if h.prev_free() {
-            Some(self.free_prev(b)?)
-        } else {
-            None
-        };
-        let next = self.peek(b + h.size)?;
+        let prev = self.prev_of(b, h)?;
+        let next = self.next_of(b + h.size)?;
         // Everything this free touches is validated; from here on nothing can fail.
         self.map.set_live(g, false);
         let s = &mut self.counters;
@@ -708,20 +797,24 @@ impl Engine {
         b: usize,
         h: Header,
         prev: Option<(usize, Header)>,
-        next: Option<Header>,
+        next: Next,
     ) -> Freed {
         let g = self.granule(b);
         let (mut start, mut size) = (b, h.size);
         if let Some((pb, ph)) = prev {
-            self.unlink(pb, ph.size);
+            if ph.is_free() {
+                self.unlink(pb, ph.size);
+            } else {
+                self.uncache(pb, ph.size);
+            }
             self.map.remove(g);
             start = pb;
             size += ph.size;
             self.counters.coalesces += 1;
         }
+        let n = b + h.size;
         match next {
-            Some(nh) if nh.is_free() => {
-                let n = b + h.size;
+            Next::Free(nh) => {
                 self.unlink(n, nh.size);
                 let gn = self.granule(n);
                 self.map.remove(gn);
@@ -730,11 +823,21 @@ impl Engine {
                 self.counters.coalesces += 1;
                 // The block after `n` already has PREV_FREE set.
             }
-            Some(nh) => {
-                let n = b + h.size;
+            Next::Cached(nh, beyond) => {
+                self.uncache(n, nh.size);
+                let gn = self.granule(n);
+                self.map.remove(gn);
+                self.bury_metadata(n);
+                size += nh.size;
+                self.counters.coalesces += 1;
+                if let Some(ah) = beyond {
+                    self.write_header(n + nh.size, ah.size, ah.flags | PREV_FREE);
+                }
+            }
+            Next::Used(nh) => {
                 self.write_header(n, nh.size, nh.flags | PREV_FREE);
             }
-            None => {}
+            Next::End => {}
         }
         self.make_free(start, size);
         Freed {
@@ -793,25 +896,29 @@ impl Engine {
             return Ok(false);
         };
         let n = b + h.size;
-        let next = self.peek(n)?;
-        let next_free = next.filter(|nh| nh.is_free());
-        let available = h.size + next_free.map_or(0, |nh| nh.size);
+        // The free or cached block after this one is taken whole; `beyond` is the block after
+        // everything taken, whose PREV_FREE flag is about to change.
+        let (taken, cached, beyond) = match self.next_of(n)? {
+            Next::Free(nh) => (nh.size, false, self.peek(n + nh.size)?),
+            Next::Cached(nh, beyond) => (nh.size, true, beyond),
+            Next::Used(nh) => (0, false, Some(nh)),
+            Next::End => (0, false, None),
+        };
+        let available = h.size + taken;
         if want > available {
             return Ok(false);
         }
-        if want == h.size || (want < h.size && h.size - want < MIN_BLOCK && next_free.is_none()) {
+        if want == h.size || (want < h.size && h.size - want < MIN_BLOCK && taken == 0) {
             return Ok(true);
         }
         let rest = available - want;
-        // The block after everything we may take: its PREV_FREE flag is about to change.
-        let beyond = if next_free.is_some() {
-            self.peek(b + available)?
-        } else {
-            next
-        };
         // Validated; now write.
-        if let Some(nh) = next_free {
-            self.unlink(n, nh.size);
+        if taken != 0 {
+            if cached {
+                self.uncache(n, taken);
+            } else {
+                self.unlink(n, taken);
+            }
             let gn = self.granule(n);
             self.map.remove(gn);
             self.bury_metadata(n);

@@ -85,6 +85,22 @@ impl Quick {
         true
     }
 
+    /// Whether block `b` is on stack `i`.
+    pub fn contains(&self, i: usize, b: usize) -> bool {
+        self.entries(i).contains(&b)
+    }
+
+    /// Takes block `b` off stack `i` (a neighbour merging with it); `false` if it is not there.
+    pub fn remove(&mut self, i: usize, b: usize) -> bool {
+        let n = self.counts[i] as usize;
+        let Some(at) = self.slots[i][..n].iter().position(|&e| e == b) else {
+            return false;
+        };
+        self.slots[i].copy_within(at + 1..n, at);
+        self.counts[i] = (n - 1) as u8;
+        true
+    }
+
     /// The blocks cached on stack `i`, oldest first.
     pub fn entries(&self, i: usize) -> &[usize] {
         &self.slots[i][..self.counts[i] as usize]
@@ -107,5 +123,10 @@ mod tests {
         assert_eq!(q.pop(3), Some(0x1008 + (LIMIT - 1) * 16));
         assert_eq!(q.entries(3).len(), LIMIT - 1);
         assert_eq!(Quick::size_of(Quick::list_of(528)), 528);
+        assert!(q.contains(3, 0x1008) && !q.contains(3, 0x9008));
+        assert!(q.remove(3, 0x1008 + 16));
+        assert!(!q.remove(3, 0x1008 + 16));
+        assert_eq!(q.entries(3)[..2], [0x1008, 0x1008 + 32]);
+        assert_eq!(q.pop(3), Some(0x1008 + (LIMIT - 2) * 16));
     }
 }

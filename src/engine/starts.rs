@@ -132,6 +132,23 @@ impl StartMap {
         unsafe { (*self.groups.add(i)).starts }
     }
 
+    /// The nearest block start before `g` if it is at most 64 granules back (two words read).
+    #[inline(always)]
+    pub fn start_shortly_before(&self, g: usize) -> Option<usize> {
+        if g == 0 {
+            return None;
+        }
+        let lo = g.saturating_sub(64);
+        // Bits lo ..= g - 1, bit 0 = lo.
+        let (i, shift) = (lo / 64, (lo % 64) as u32);
+        let mut window = self.starts_word(i) >> shift;
+        if shift != 0 {
+            window |= self.starts_word(i + 1) << (64 - shift);
+        }
+        window &= u64::MAX >> (64 - (g - lo));
+        (window != 0).then(|| lo + 63 - window.leading_zeros() as usize)
+    }
+
     /// The 64 `starts` bits after `g` (bits `g + 1 ..= g + 64`), bit 0 first.
     #[inline(always)]
     pub fn starts_after(&self, g: usize) -> u64 {
@@ -266,6 +283,14 @@ mod tests {
             assert_eq!(m.start_at_or_before(64), Some(64));
             assert_eq!(m.start_at_or_before(199), Some(64));
             assert_eq!(m.start_at_or_before(1000), Some(299));
+            assert_eq!(m.start_shortly_before(64), Some(63));
+            assert_eq!(m.start_shortly_before(65), Some(64));
+            assert_eq!(m.start_shortly_before(63), Some(5));
+            assert_eq!(m.start_shortly_before(1), None);
+            assert_eq!(m.start_shortly_before(0), None);
+            assert_eq!(m.start_shortly_before(128), Some(64));
+            assert_eq!(m.start_shortly_before(129), None, "64 is 65 granules back");
+            assert_eq!(m.start_shortly_before(299), None);
             assert!(m.any_start_between(5, 64));
             assert!(!m.any_start_between(64, 200));
             assert_eq!(m.counts(300), (6, 1));

@@ -272,6 +272,14 @@ fn random_operations_keep_every_invariant() {
     let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
     let steps = if cfg!(miri) { 300 } else { 20_000 };
     for step in 0..steps {
+        // Switch the fit policy and deferred coalescing now and then: every combination, and
+        // every switch (turning caching off merges what is cached), keeps the invariants.
+        if rng.chance(1, 200) {
+            h.engine.set_best_fit(rng.chance(1, 2));
+        }
+        if rng.chance(1, 200) {
+            h.engine.set_caching(rng.chance(1, 2)).unwrap();
+        }
         let roll = rng.range(0, 10);
         if roll < 5 || live.is_empty() {
             let size = rng.range(1, 700);
@@ -417,4 +425,83 @@ fn calloc_run(seed: u64) {
             e.check().unwrap();
         }
     }
+}
+
+#[test]
+fn cached_neighbours_merge_on_free() {
+    let mut h = Harness::new(8 * 1024);
+    let small = h.alloc(100);
+    let large = h.alloc(2000);
+    let small_after = h.alloc(100);
+    let guard = h.alloc(100);
+    // Both small blocks go on their quick stack, unmerged.
+    h.free(small);
+    h.free(small_after);
+    assert_eq!(h.engine.quick.total(), 2);
+    let coalesces = h.engine.stats().coalesces;
+    // Freeing the large block between them takes both off their stack and merges all three.
+    h.free(large);
+    assert_eq!(h.engine.quick.total(), 0);
+    assert_eq!(h.engine.stats().coalesces, coalesces + 2);
+    let s = h.engine.stats();
+    // One free block before the guard, one after it (the rest of the span).
+    assert_eq!(s.free_blocks, 2);
+    // The merged block serves a request as large as all three.
+    let big = h.alloc(2000 + 2 * 112);
+    assert_eq!(big, small);
+    h.free(big);
+    h.free(guard);
+    h.engine.flush_quick().unwrap();
+    h.engine.check().unwrap();
+    assert_eq!(h.engine.stats().free_blocks, 1);
+}
+
+#[test]
+fn realloc_grows_into_a_cached_neighbour() {
+    let mut h = Harness::new(8 * 1024);
+    let p = h.alloc(100);
+    fill(p, 100, 0xA5);
+    let cached = h.alloc(200);
+    let _guard = h.alloc(100);
+    h.free(cached);
+    assert_eq!(h.engine.quick.total(), 1);
+    assert!(h.engine.resize_in_place(p, 250).unwrap(), "grows in place");
+    h.engine.check().unwrap();
+    assert!(holds(p, 100, 0xA5));
+    assert_eq!(h.engine.quick.total(), 0, "the cached block was taken");
+    assert_eq!(h.engine.usable_size(p).unwrap() >= 250, true);
+}
+
+#[test]
+fn without_caching_frees_merge_at_once_and_the_cache_is_flushed() {
+    let mut h = Harness::new(8 * 1024);
+    let a = h.alloc(100);
+    let _b = h.alloc(100);
+    h.free(a);
+    assert_eq!(h.engine.quick.total(), 1);
+    h.engine.set_caching(false).unwrap();
+    h.engine.check().unwrap();
+    assert_eq!(h.engine.quick.total(), 0, "switching caching off flushes");
+    let c = h.alloc(100);
+    h.free(c);
+    assert_eq!(h.engine.quick.total(), 0, "frees merge at once");
+    assert_eq!(h.engine.stats().free_blocks, 2);
+}
+
+#[test]
+fn best_fit_takes_the_smallest_block_that_fits() {
+    let mut h = Harness::new(64 * 1024);
+    // Blocks of 2608 and 2720 bytes share the size-range bin 2560..2816; freed smaller first,
+    // the larger is the head of the bin. Each sits between live guards.
+    let a = h.alloc(2600);
+    let _g1 = h.alloc(16);
+    let b = h.alloc(2700);
+    let _g2 = h.alloc(16);
+    h.free(a);
+    h.free(b);
+    let c = h.alloc(2590);
+    assert_eq!(c, b, "good fit takes the head of the bin when it fits");
+    h.free(c);
+    h.engine.set_best_fit(true);
+    assert_eq!(h.alloc(2590), a, "best fit takes the smaller block");
 }

@@ -23,6 +23,10 @@ use crate::{BlockInfo, BlockState, Error, Region, Snapshot, Stats};
 pub use config::HeapConfig;
 use large::LargeBlocks;
 
+/// The heap switches to best fit once less than this fraction of `max_size` is left to grow
+/// into (see `HeapCore::choose_fit`).
+const TIGHT_FRACTION: usize = 2;
+
 /// A growable heap: segregated free lists with coalescing over an sbrk-style break, large
 /// blocks in their own mappings, in-place `realloc`, and memory given back to the OS.
 ///
@@ -165,7 +169,21 @@ impl HeapCore {
         self.engine.extend(end)?;
         self.counters.break_growths += 1;
         self.counters.bytes_from_os += grow as u64;
+        self.choose_fit();
         Ok(())
+    }
+
+    /// Searches for the best fit once the heap is near `max_size`, the first fit before.
+    ///
+    /// While the break can grow, a request that finds no free block costs only a break move,
+    /// so the first block that fits is good enough and looks at one list entry. Near the
+    /// limit, fragmentation decides when requests start to fail, and looking at more blocks
+    /// for the smallest that fits pays for itself (docs/BENCHMARKS.md, heap efficiency).
+    fn choose_fit(&mut self) {
+        let room = self.max_size - self.footprint();
+        let tight = room < self.max_size / TIGHT_FRACTION;
+        self.engine.set_best_fit(tight);
+        let _ = self.engine.set_caching(!tight);
     }
 
     fn alloc_large(&mut self, size: usize) -> Result<NonNull<u8>, Error> {
@@ -203,6 +221,7 @@ impl HeapCore {
         let released = self.blocks.shrink(cut)?;
         self.counters.break_shrinks += 1;
         self.counters.bytes_to_os += released as u64;
+        self.choose_fit();
         Ok(released)
     }
 
