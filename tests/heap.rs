@@ -200,12 +200,20 @@ fn near_max_size_frees_merge_at_once() {
     // Grow past half of max_size: from then on the heap packs (best fit, no caching).
     let big: std::vec::Vec<_> = (0..6).map(|_| heap.alloc(100_000).unwrap()).collect();
     assert!(heap.stats().managed_bytes > 1 << 19);
-    assert_eq!(cached(&heap), 0, "switching to packing merged the cached block");
+    assert_eq!(
+        cached(&heap),
+        0,
+        "switching to packing merged the cached block"
+    );
     let small = heap.alloc(100).unwrap();
     let _guard = heap.alloc(100).unwrap();
     // SAFETY: live, freed once.
     unsafe { heap.free(small) }.unwrap();
-    assert_eq!(cached(&heap), 0, "near max_size a small free merges at once");
+    assert_eq!(
+        cached(&heap),
+        0,
+        "near max_size a small free merges at once"
+    );
     heap.check().unwrap();
     for p in big {
         // SAFETY: live, freed once.

@@ -418,7 +418,8 @@ impl Engine {
 
     /// Turns the free block `b` (validated by `take_fit`, still linked) into an allocated block
     /// of `size` bytes, returning the tail to the free lists when it is large enough to be a
-    /// block. `after` is the validated header of the block following `b`.
+    /// block. `after` is the validated header of the block following `b` (needed only when
+    /// `b` is taken whole).
     #[inline(always)]
     fn carve(&mut self, b: usize, h: Header, size: usize, after: Option<Header>) -> NonNull<u8> {
         self.unlink(b, h.size);
@@ -498,7 +499,13 @@ impl Engine {
         let Some((b, h)) = self.take_fit(bsize)? else {
             return Ok(None);
         };
-        let after = self.peek(b + h.size)?;
+        // The block after is only written when the free block is taken whole; reading its
+        // header otherwise would cost a cache miss at the far end of the free block.
+        let after = if h.size - bsize < MIN_BLOCK {
+            self.peek(b + h.size)?
+        } else {
+            None
+        };
         Ok(Some(self.carve(b, h, bsize, after)))
     }
 
