@@ -469,7 +469,7 @@ fn realloc_grows_into_a_cached_neighbour() {
     h.engine.check().unwrap();
     assert!(holds(p, 100, 0xA5));
     assert_eq!(h.engine.quick.total(), 0, "the cached block was taken");
-    assert_eq!(h.engine.usable_size(p).unwrap() >= 250, true);
+    assert!(h.engine.usable_size(p).unwrap() >= 250);
 }
 
 #[test]
