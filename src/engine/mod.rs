@@ -70,6 +70,17 @@ pub(crate) struct Freed {
     pub size: usize,
 }
 
+/// What [`Engine::resize`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resized {
+    /// The block now has the size asked for, at the same address.
+    Done,
+    /// The block cannot grow where it is. `top_reach` is `Some(usable bytes)` if it (with the
+    /// free block after it, if any) reaches the end of the span, so that growing the span
+    /// would let it grow in place.
+    Blocked { top_reach: Option<usize> },
+}
+
 /// The block after another one, validated, as freeing or growing that block sees it.
 #[derive(Clone, Copy, Debug)]
 enum Next {
@@ -479,6 +490,16 @@ impl Engine {
     /// Allocation from the bins, after the quick lists had nothing.
     #[inline(never)]
     fn alloc_slow(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
+        if align > GRANULE && size <= bins::EXACT_LIMIT - HEADER {
+            // A cached block of the size may happen to sit on the alignment.
+            let bsize = small_block_size(size);
+            let i = Quick::list_of(bsize);
+            if self.quick.top(i).is_some_and(|b| (b + HEADER) % align == 0) {
+                if let Some(b) = self.quick.pop(i) {
+                    return Ok(Some(self.hand_out_cached(b, bsize)));
+                }
+            }
+        }
         let Some(bsize) = block_size_for(size) else {
             return Err(Error::layout(size, align, "size is larger than any block"));
         };
@@ -709,13 +730,16 @@ impl Engine {
         if nh.size > bins::EXACT_LIMIT || self.map.is_live(self.granule(n)) {
             return Ok(Next::Used(nh));
         }
-        let h = self.checked_cached(n, nh.size)?;
-        if !self.quick.contains(Quick::list_of(h.size), n) {
+        // Its size is about to be followed: the map must confirm it, and a header that lost
+        // its FREE flag to an overflow must not pass for a cached block, hence the stack.
+        if !self.map_confirms(self.granule(n), nh.size)
+            || !self.quick.contains(Quick::list_of(nh.size), n)
+        {
             return Err(self.corrupted(n, "cached block is on no quick list"));
         }
-        match self.peek(n + h.size)? {
+        match self.peek(n + nh.size)? {
             Some(ah) if ah.is_free() => Ok(Next::Used(nh)),
-            beyond => Ok(Next::Cached(h, beyond)),
+            beyond => Ok(Next::Cached(nh, beyond)),
         }
     }
 
@@ -898,9 +922,15 @@ impl Engine {
     /// (the tail is freed), growing can when the next block is free and large enough.
     /// Returns whether the block now has at least `new_size` usable bytes.
     pub fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
+        Ok(matches!(self.resize(p, new_size)?, Resized::Done))
+    }
+
+    /// As [`Engine::resize_in_place`], telling a block that cannot grow here whether it
+    /// reaches the end of the span (so that growing the span would let it grow).
+    pub fn resize(&mut self, p: NonNull<u8>, new_size: usize) -> Result<Resized, Error> {
         let (b, h) = self.live_block(p)?;
         let Some(want) = block_size_for(new_size) else {
-            return Ok(false);
+            return Ok(Resized::Blocked { top_reach: None });
         };
         let n = b + h.size;
         // The free or cached block after this one is taken whole; `beyond` is the block after
@@ -913,10 +943,12 @@ impl Engine {
         };
         let available = h.size + taken;
         if want > available {
-            return Ok(false);
+            let at_top = beyond.is_none() && !cached;
+            let top_reach = at_top.then_some(available - HEADER);
+            return Ok(Resized::Blocked { top_reach });
         }
         if want == h.size || (want < h.size && h.size - want < MIN_BLOCK && taken == 0) {
-            return Ok(true);
+            return Ok(Resized::Done);
         }
         let rest = available - want;
         // Validated; now write.
@@ -951,7 +983,7 @@ impl Engine {
         let s = &mut self.counters;
         s.bytes_in_use = s.bytes_in_use + block - h.size;
         s.note_in_use();
-        Ok(true)
+        Ok(Resized::Done)
     }
 
     /// Grows the live block at `p` into the free block before it (and the free block after
@@ -1027,23 +1059,6 @@ impl Engine {
         Ok(Some(unsafe {
             NonNull::new_unchecked(self.base_ptr.with_addr(pb + HEADER))
         }))
-    }
-
-    /// Whether the live block at `p` is the last block, or is followed only by the free last
-    /// block: growing the span would let it grow in place. Returns the bytes the block could
-    /// reach without growing the span.
-    pub fn reaches_top(&mut self, p: NonNull<u8>) -> Result<Option<usize>, Error> {
-        let (b, h) = self.live_block(p)?;
-        let n = b + h.size;
-        if n == self.last_slot() {
-            return Ok(Some(h.size - HEADER));
-        }
-        match self.peek(n)? {
-            Some(nh) if nh.is_free() && n + nh.size == self.last_slot() => {
-                Ok(Some(h.size + nh.size - HEADER))
-            }
-            _ => Ok(None),
-        }
     }
 
     // ---------------------------------------------------------------- growing and shrinking the span

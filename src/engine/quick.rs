@@ -71,6 +71,12 @@ impl Quick {
         Some(unsafe { *self.slots[i].get_unchecked(n - 1) })
     }
 
+    /// The block `pop` would take from stack `i`, left there.
+    #[inline]
+    pub fn top(&self, i: usize) -> Option<usize> {
+        self.entries(i).last().copied()
+    }
+
     /// Caches block `b` on stack `i`; `false` if the stack is full.
     #[inline(always)]
     pub fn push(&mut self, i: usize, b: usize) -> bool {
@@ -124,6 +130,7 @@ mod tests {
         assert_eq!(q.entries(3).len(), LIMIT - 1);
         assert_eq!(Quick::size_of(Quick::list_of(528)), 528);
         assert!(q.contains(3, 0x1008) && !q.contains(3, 0x9008));
+        assert_eq!(q.top(3), Some(0x1008 + (LIMIT - 2) * 16));
         assert!(q.remove(3, 0x1008 + 16));
         assert!(!q.remove(3, 0x1008 + 16));
         assert_eq!(q.entries(3)[..2], [0x1008, 0x1008 + 32]);

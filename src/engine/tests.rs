@@ -251,8 +251,23 @@ fn extend_and_truncate_move_the_top() {
     // Cut the top back to one page.
     assert_eq!(e.truncate_top(base + 4096).unwrap(), 4096);
     e.check().unwrap();
-    // Growth in place at the top of the span.
-    assert!(e.reaches_top(a).unwrap().is_some());
+    // A block followed only by the free top reaches the end of the span: growing the span
+    // would let it grow in place. The usable bytes it reaches are those of both blocks.
+    let reach = 4096 - 16 - HEADER;
+    assert_eq!(
+        e.resize(a, 5000).unwrap(),
+        Resized::Blocked {
+            top_reach: Some(reach)
+        }
+    );
+    let guard = e.alloc(100, 16).unwrap().unwrap();
+    assert_eq!(
+        e.resize(a, 5000).unwrap(),
+        Resized::Blocked { top_reach: None },
+        "a live block after it"
+    );
+    e.free(guard).unwrap();
+    e.flush_quick().unwrap();
     e.free(a).unwrap();
     let (top, _) = e.free_top().unwrap().unwrap();
     assert_eq!(
@@ -504,4 +519,33 @@ fn best_fit_takes_the_smallest_block_that_fits() {
     h.free(c);
     h.engine.set_best_fit(true);
     assert_eq!(h.alloc(2590), a, "best fit takes the smaller block");
+}
+
+#[test]
+fn an_aligned_request_takes_a_cached_block_on_its_alignment() {
+    let mut h = Harness::new(8 * 1024);
+    // 48-byte blocks: payloads step through every multiple of 16 modulo 64.
+    let on_64 = loop {
+        let p = h.alloc(40);
+        if p.as_ptr() as usize % 64 == 0 {
+            break p;
+        }
+    };
+    let _guard = h.alloc(40);
+    h.free(on_64);
+    assert_eq!(h.engine.quick.total(), 1);
+    let q = h.engine.alloc(40, 64).unwrap().unwrap();
+    assert_eq!(q, on_64, "the cached block is on the alignment: no split");
+    assert_eq!(h.engine.quick.total(), 0);
+    h.engine.check().unwrap();
+    // Off the alignment it stays cached and the request is carved elsewhere.
+    let off = h.alloc(40);
+    h.free(off);
+    if off.as_ptr() as usize % 128 != 0 {
+        let r = h.engine.alloc(40, 128).unwrap().unwrap();
+        assert_ne!(r, off);
+        assert_eq!(r.as_ptr() as usize % 128, 0);
+        assert_eq!(h.engine.quick.total(), 1);
+    }
+    h.engine.check().unwrap();
 }
