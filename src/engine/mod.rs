@@ -487,9 +487,52 @@ impl Engine {
         unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) }
     }
 
+    /// Puts the small block `b` (live, validated, being freed) on its size's overflow chain:
+    /// its stack is full.
+    #[inline(never)]
+    fn chain_cached(&mut self, b: usize, size: usize, g: usize) {
+        let i = Quick::list_of(size);
+        let (head, _) = self.quick.chain(i);
+        self.write(b + HEADER, head as u64);
+        self.quick.chain_push(i, b);
+        // Only a cached (not live) block may be `deep`.
+        self.map.set_live(g, false);
+        self.map.set_deep(g, true);
+    }
+
+    /// Takes the first block off overflow chain `i` (blocks of `size` bytes), validated: it
+    /// must be a chained, cached block of that size by the start map. A chain found damaged is
+    /// dropped (its blocks stay out of use) and reported.
+    fn unchain(&mut self, i: usize, size: usize) -> Result<Option<usize>, Error> {
+        let (b, len) = self.quick.chain(i);
+        if b == 0 && len == 0 {
+            return Ok(None);
+        }
+        let ok =
+            b != 0 && len != 0 && self.is_free_block(b) && self.map.is_deep(self.granule(b)) && {
+                let h = block::raw_header(self.read(b));
+                h.size == size && !h.is_free() && self.map_confirms(self.granule(b), size)
+            };
+        if !ok {
+            self.quick.chain_drop(i);
+            return Err(self.corrupted(b, "quick-list overflow chain was overwritten"));
+        }
+        let next = self.read(b + HEADER) as usize;
+        self.quick.chain_pop(i, next);
+        let g = self.granule(b);
+        self.map.set_deep(g, false);
+        Ok(Some(b))
+    }
+
     /// Allocation from the bins, after the quick lists had nothing.
     #[inline(never)]
     fn alloc_slow(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
+        if align <= GRANULE && size <= bins::EXACT_LIMIT - HEADER {
+            let bsize = small_block_size(size);
+            if let Some(b) = self.unchain(Quick::list_of(bsize), bsize)? {
+                return Ok(Some(self.hand_out_cached(b, bsize)));
+            }
+        }
         if align > GRANULE && size <= bins::EXACT_LIMIT - HEADER {
             // A cached block of the size may happen to sit on the alignment.
             let bsize = small_block_size(size);
@@ -539,7 +582,18 @@ impl Engine {
         let mut first_damage = None;
         for i in 0..quick::LISTS {
             let size = Quick::size_of(i);
-            while let Some(b) = self.quick.pop(i) {
+            loop {
+                let b = match self.quick.pop(i) {
+                    Some(b) => b,
+                    None => match self.unchain(i, size) {
+                        Ok(Some(b)) => b,
+                        Ok(None) => break,
+                        Err(e) => {
+                            first_damage.get_or_insert(e);
+                            break;
+                        }
+                    },
+                };
                 let checked = self.checked_cached(b, size).and_then(|h| {
                     let prev = self.prev_of(b, h)?;
                     Ok((h, prev, self.next_of(b + size)?))
@@ -727,7 +781,9 @@ impl Engine {
         }
         // `peek` checked that a block starts at `n`; with its live bit clear and a header
         // without FREE, it is a cached block.
-        if nh.size > bins::EXACT_LIMIT || self.map.is_live(self.granule(n)) {
+        let gn = self.granule(n);
+        // A chained block cannot be taken off its chain out of order: it waits for a flush.
+        if nh.size > bins::EXACT_LIMIT || self.map.is_live(gn) || self.map.is_deep(gn) {
             return Ok(Next::Used(nh));
         }
         // Its size is about to be followed: the map must confirm it, and a header that lost
@@ -755,7 +811,7 @@ impl Engine {
         let Some(gp) = self.map.start_shortly_before(g) else {
             return Ok(None);
         };
-        if !self.map.is_free_start(gp) {
+        if !self.map.is_free_start(gp) || self.map.is_deep(gp) {
             return Ok(None);
         }
         let pb = self.block_of_granule(gp);
@@ -791,17 +847,20 @@ impl Engine {
             if h.size != size || h.is_free() {
                 return Err(self.corrupted(b, "block header was overwritten"));
             }
-            if self.caching && self.quick.push(Quick::list_of(size), b) {
-                self.map.set_live(g, false);
-                let s = &mut self.counters;
-                s.frees += 1;
-                s.bytes_in_use -= size - HEADER;
-                return Ok(Freed {
-                    at_top: false,
-                    size,
-                });
+            if !self.caching {
+                return self.free_slow(b, h);
             }
-            return self.free_slow(b, h);
+            if !self.quick.push(Quick::list_of(size), b) {
+                self.chain_cached(b, size, g);
+            }
+            self.map.set_live(g, false);
+            let s = &mut self.counters;
+            s.frees += 1;
+            s.bytes_in_use -= size - HEADER;
+            return Ok(Freed {
+                at_top: false,
+                size,
+            });
         }
         let (b, h) = self.live_header(addr, g)?;
         self.free_slow(b, h)
@@ -1290,21 +1349,41 @@ impl Engine {
         if listed != free {
             return bad(self.base, "free blocks missing from the free lists");
         }
+        let is_cached = |n: usize, i: usize| {
+            self.is_free_block(n)
+                && self
+                    .tagger
+                    .decode(n, self.read(n))
+                    .is_some_and(|h| !h.is_free() && h.size == Quick::size_of(i))
+        };
         let mut quick_listed = 0;
         for i in 0..quick::LISTS {
             for &n in self.quick.entries(i) {
-                let ok = self.is_free_block(n)
-                    && self
-                        .tagger
-                        .decode(n, self.read(n))
-                        .is_some_and(|h| !h.is_free() && h.size == Quick::size_of(i));
-                if !ok {
+                if !is_cached(n, i) || self.map.is_deep(self.granule(n)) {
                     return bad(n, "quick stack holds something that is not a cached block");
                 }
                 quick_listed += 1;
             }
+            let (mut n, len) = self.quick.chain(i);
+            for _ in 0..len {
+                if !is_cached(n, i) || !self.map.is_deep(self.granule(n)) {
+                    return bad(
+                        n,
+                        "overflow chain holds something that is not a chained block",
+                    );
+                }
+                quick_listed += 1;
+                n = self.read(n + HEADER) as usize;
+            }
+            if n != 0 {
+                return bad(n, "overflow chain is longer than its count");
+            }
         }
-        if quick_listed != cached || cached != self.quick.total() {
+        let granules = (self.end - self.base) / GRANULE;
+        if quick_listed != cached
+            || cached != self.quick.total()
+            || self.map.deep_count(granules) != self.quick.chained()
+        {
             return bad(self.base, "cached blocks missing from the quick lists");
         }
         let s = self.stats();
@@ -1337,17 +1416,25 @@ impl Engine {
             })
             .collect();
         let quick_lists = (0..quick::LISTS)
-            .filter(|&i| !self.quick.entries(i).is_empty())
-            .map(|i| crate::snapshot::FreeList {
-                bin: i,
-                min_size: Quick::size_of(i),
-                blocks: self
-                    .quick
-                    .entries(i)
-                    .iter()
-                    .rev()
-                    .map(|&b| (b - self.base, Quick::size_of(i)))
-                    .collect(),
+            .filter(|&i| self.quick.entries(i).len() + self.quick.chain(i).1 != 0)
+            .map(|i| {
+                let size = Quick::size_of(i);
+                // The stack, most recent first, then the overflow chain, followed only as far
+                // as its blocks are chained blocks by the map (its links are in-band).
+                let mut blocks: Vec<_> = self.quick.entries(i).iter().rev().copied().collect();
+                let (mut n, len) = self.quick.chain(i);
+                for _ in 0..len {
+                    if !self.is_free_block(n) || !self.map.is_deep(self.granule(n)) {
+                        break;
+                    }
+                    blocks.push(n);
+                    n = self.read(n + HEADER) as usize;
+                }
+                crate::snapshot::FreeList {
+                    bin: i,
+                    min_size: size,
+                    blocks: blocks.into_iter().map(|b| (b - self.base, size)).collect(),
+                }
             })
             .collect();
         crate::Snapshot {

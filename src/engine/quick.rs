@@ -11,12 +11,22 @@
 //! The stacks live here, inside the engine, not in the freed blocks: a dangling write by the
 //! program cannot redirect them, so handing out a cached block needs no validation at all.
 //!
+//! A program that frees thousands of blocks of one size in a row (dropping a large collection)
+//! overflows any fixed stack. Further blocks of that size go on the size's *overflow chain*: a
+//! LIFO list linked through the first payload word of the cached blocks, with its head and
+//! length kept here. Those links are within the program's reach, so the engine validates every
+//! block it takes off a chain against the start map, where each chained block has its `deep`
+//! bit: a link overwritten by a dangling write can at worst end the chain early, never hand out
+//! a block that is not a chained block of that size, nor one block twice.
+//!
 //! Invariants kept here:
 //! - A cached block has its `starts` bit set and its `live` bit clear, a header *without* the
 //!   `FREE` flag (neighbours treat it as allocated and never merge with it), and the block
 //!   after it does not have `PREV_FREE` set on its account.
-//! - Every cached block is on exactly one stack, the one of its exact size; `counts[i]`
-//!   entries of `slots[i]` are in use.
+//! - Every cached block is on exactly one stack or chain, the ones of its exact size;
+//!   `counts[i]` entries of `slots[i]` are in use; `chain_lens[i]` blocks are on chain `i`,
+//!   which starts at `chains[i]` (0 when empty). A block is on a chain exactly when its `deep`
+//!   bit is set in the start map.
 
 use super::bins::EXACT_LIMIT;
 use super::block::{GRANULE, MIN_BLOCK};
@@ -31,6 +41,9 @@ pub(crate) struct Quick {
     /// Block addresses (headers) of the cached blocks of each size.
     slots: [[usize; LIMIT]; LISTS],
     counts: [u8; LISTS],
+    /// First block (header address) of each size's overflow chain, 0 if empty.
+    chains: [usize; LISTS],
+    chain_lens: [usize; LISTS],
 }
 
 impl Quick {
@@ -38,12 +51,45 @@ impl Quick {
         Quick {
             slots: [[0; LIMIT]; LISTS],
             counts: [0; LISTS],
+            chains: [0; LISTS],
+            chain_lens: [0; LISTS],
         }
     }
 
-    /// Blocks cached over all stacks (summed on demand: only slow paths ask).
+    /// Blocks cached over all stacks and chains (summed on demand: only slow paths ask).
     pub fn total(&self) -> usize {
-        self.counts.iter().map(|&c| c as usize).sum()
+        self.counts.iter().map(|&c| c as usize).sum::<usize>() + self.chained()
+    }
+
+    /// Blocks on the overflow chains.
+    pub fn chained(&self) -> usize {
+        self.chain_lens.iter().sum()
+    }
+
+    /// Head and length of chain `i`.
+    #[inline]
+    pub fn chain(&self, i: usize) -> (usize, usize) {
+        (self.chains[i], self.chain_lens[i])
+    }
+
+    /// Makes `b` the head of chain `i` (the engine has linked it to the old head).
+    #[inline]
+    pub fn chain_push(&mut self, i: usize, b: usize) {
+        self.chains[i] = b;
+        self.chain_lens[i] += 1;
+    }
+
+    /// Takes the head off chain `i`; `next` is what its link said.
+    #[inline]
+    pub fn chain_pop(&mut self, i: usize, next: usize) {
+        self.chains[i] = next;
+        self.chain_lens[i] -= 1;
+    }
+
+    /// Forgets chain `i` (found damaged): its blocks stay cached in the map, out of use.
+    pub fn chain_drop(&mut self, i: usize) {
+        self.chains[i] = 0;
+        self.chain_lens[i] = 0;
     }
 
     /// The stack a block of `size` bytes goes on (`size <= EXACT_LIMIT`).

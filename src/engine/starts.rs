@@ -24,15 +24,25 @@ pub(crate) struct Group {
 
 static_assertions::assert_eq_size!(Group, [u64; 2]);
 
-/// Bytes of map needed to cover `granules` granules. Two spare groups at the end let the
-/// window check in `spans_exactly` read one group past any block without a bounds branch.
-pub(crate) const fn map_bytes(granules: usize) -> usize {
-    (granules.div_ceil(64) + 2) * core::mem::size_of::<Group>()
+/// Groups needed to cover `granules` granules. Two spare groups at the end let the window
+/// check in `spans_exactly` read one group past any block without a bounds branch.
+const fn group_count(granules: usize) -> usize {
+    granules.div_ceil(64) + 2
 }
 
-/// The start/live bitmap over a span of granules, stored in memory the owner provides.
+/// Bytes of map needed to cover `granules` granules: the groups, then one `deep` word per
+/// group.
+pub(crate) const fn map_bytes(granules: usize) -> usize {
+    group_count(granules) * (core::mem::size_of::<Group>() + 8)
+}
+
+/// The start/live bitmap over a span of granules, stored in memory the owner provides, and
+/// the `deep` bits of the blocks cached on the quick lists' overflow chains (see `quick.rs`).
+///
+/// Invariant kept here: `deep[g]` implies `starts[g]` and not `live[g]`.
 pub(crate) struct StartMap {
     groups: *mut Group,
+    deep: *mut u64,
     granules: usize,
 }
 
@@ -44,10 +54,45 @@ impl StartMap {
     /// `groups` must point to `map_bytes(granules)` bytes of zeroed memory, aligned for `u64`,
     /// that nothing else accesses while the map exists.
     pub unsafe fn new(groups: *mut u8, granules: usize) -> StartMap {
+        let groups: *mut Group = groups.cast();
         StartMap {
-            groups: groups.cast(),
+            groups,
+            // SAFETY: the deep words follow the groups inside the `map_bytes` promised above.
+            deep: unsafe { groups.add(group_count(granules)) }.cast(),
             granules,
         }
+    }
+
+    /// Whether the cached block at `g` is on an overflow chain.
+    #[inline(always)]
+    pub fn is_deep(&self, g: usize) -> bool {
+        debug_assert!(g < self.granules);
+        // SAFETY: `g / 64` is below the group count, so the word is inside the deep words.
+        unsafe { *self.deep.add(g / 64) & (1 << (g % 64)) != 0 }
+    }
+
+    /// Marks the cached block at `g` as on an overflow chain (`true`) or not.
+    #[inline(always)]
+    pub fn set_deep(&mut self, g: usize, deep: bool) {
+        debug_assert!(g < self.granules);
+        debug_assert!(self.is_free_start(g));
+        // SAFETY: as in `is_deep`; `&mut self` makes the access exclusive.
+        let word = unsafe { &mut *self.deep.add(g / 64) };
+        if deep {
+            *word |= 1 << (g % 64);
+        } else {
+            *word &= !(1 << (g % 64));
+        }
+    }
+
+    /// Number of `deep` bits set over the first `granules` granules (for integrity checks).
+    pub fn deep_count(&self, granules: usize) -> usize {
+        (0..granules.min(self.granules).div_ceil(64))
+            .map(|i| {
+                // SAFETY: `i` is below the group count.
+                unsafe { *self.deep.add(i) }.count_ones() as usize
+            })
+            .sum()
     }
 
     #[inline(always)]
@@ -126,7 +171,7 @@ impl StartMap {
     /// The `starts` word of group `i`; the spare groups past the end read as 0.
     #[inline(always)]
     fn starts_word(&self, i: usize) -> u64 {
-        debug_assert!(i < self.granules.div_ceil(64) + 2);
+        debug_assert!(i < group_count(self.granules));
         // SAFETY: `map_bytes` provides two groups past the last one covering a granule, and
         // callers never ask beyond them (`i <= granules / 64 + 1`).
         unsafe { (*self.groups.add(i)).starts }
@@ -240,8 +285,7 @@ impl StartMap {
     /// them, for integrity checks. Everything past `granules` must be clear, so the caller
     /// passes the extent in use and the map's unused tail is not read.
     pub fn counts(&self, granules: usize) -> (usize, usize) {
-        let groups =
-            (granules.min(self.granules).div_ceil(64) + 1).min(self.granules.div_ceil(64) + 2);
+        let groups = (granules.min(self.granules).div_ceil(64) + 1).min(group_count(self.granules));
         (0..groups).fold((0, 0), |(s, l), i| {
             // SAFETY: `i` is below the map's groups plus its two spare ones.
             let grp = unsafe { &*self.groups.add(i) };
