@@ -488,39 +488,83 @@ impl Engine {
     }
 
     /// Puts the small block `b` (live, validated, being freed) on its size's overflow chain:
-    /// its stack is full.
+    /// its stack is full. The chain is doubly linked through the first two payload words
+    /// (next, prev), so a neighbour that is freed or grown can take a block out of its middle.
     #[inline(never)]
     fn chain_cached(&mut self, b: usize, size: usize, g: usize) {
         let i = Quick::list_of(size);
         let (head, _) = self.quick.chain(i);
         self.write(b + HEADER, head as u64);
+        self.write(b + 2 * HEADER, 0);
+        if head != 0 && self.is_chained(head, size) {
+            self.write(head + 2 * HEADER, b as u64);
+        }
         self.quick.chain_push(i, b);
         // Only a cached (not live) block may be `deep`.
         self.map.set_live(g, false);
         self.map.set_deep(g, true);
     }
 
-    /// Takes the first block off overflow chain `i` (blocks of `size` bytes), validated: it
-    /// must be a chained, cached block of that size by the start map. A chain found damaged is
-    /// dropped (its blocks stay out of use) and reported.
+    /// Whether `b` is a chained block of `size` bytes by the start map and its header: what
+    /// makes its links safe to read and write.
+    #[inline]
+    fn is_chained(&self, b: usize, size: usize) -> bool {
+        self.is_free_block(b) && self.map.is_deep(self.granule(b)) && {
+            let h = block::raw_header(self.read(b));
+            h.size == size && !h.is_free()
+        }
+    }
+
+    /// Validates the chained block `b` of `size` bytes and its links: its size is confirmed
+    /// by the map, and its neighbours on the chain are chained blocks of its size that point
+    /// back at it.
+    fn check_chained(&mut self, b: usize, size: usize) -> Result<(), Error> {
+        let ok = self.is_chained(b, size) && self.map_confirms(self.granule(b), size) && {
+            let (next, prev) = (self.next_link(b), self.prev_link(b));
+            let prev_ok = if prev == 0 {
+                self.quick.chain(Quick::list_of(size)).0 == b
+            } else {
+                self.is_chained(prev, size) && self.next_link(prev) == b
+            };
+            prev_ok && (next == 0 || (self.is_chained(next, size) && self.prev_link(next) == b))
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(self.corrupted(b, "quick-list overflow chain was overwritten"))
+        }
+    }
+
+    /// Takes the chained block `b` of `size` bytes (validated by `check_chained`) off its
+    /// chain.
+    fn unlink_chained(&mut self, b: usize, size: usize) {
+        let i = Quick::list_of(size);
+        let (next, prev) = (self.next_link(b), self.prev_link(b));
+        if prev == 0 {
+            self.quick.chain_pop(i, next);
+        } else {
+            self.write(prev + HEADER, next as u64);
+            self.quick.chain_forget_one(i);
+        }
+        if next != 0 {
+            self.write(next + 2 * HEADER, prev as u64);
+        }
+        let g = self.granule(b);
+        self.map.set_deep(g, false);
+    }
+
+    /// Takes the first block off overflow chain `i` (blocks of `size` bytes), validated. A
+    /// chain found damaged is dropped (its blocks stay out of use) and reported.
     fn unchain(&mut self, i: usize, size: usize) -> Result<Option<usize>, Error> {
         let (b, len) = self.quick.chain(i);
         if b == 0 && len == 0 {
             return Ok(None);
         }
-        let ok =
-            b != 0 && len != 0 && self.is_free_block(b) && self.map.is_deep(self.granule(b)) && {
-                let h = block::raw_header(self.read(b));
-                h.size == size && !h.is_free() && self.map_confirms(self.granule(b), size)
-            };
-        if !ok {
+        if b == 0 || len == 0 || self.check_chained(b, size).is_err() {
             self.quick.chain_drop(i);
             return Err(self.corrupted(b, "quick-list overflow chain was overwritten"));
         }
-        let next = self.read(b + HEADER) as usize;
-        self.quick.chain_pop(i, next);
-        let g = self.granule(b);
-        self.map.set_deep(g, false);
+        self.unlink_chained(b, size);
         Ok(Some(b))
     }
 
@@ -782,17 +826,12 @@ impl Engine {
         // `peek` checked that a block starts at `n`; with its live bit clear and a header
         // without FREE, it is a cached block.
         let gn = self.granule(n);
-        // A chained block cannot be taken off its chain out of order: it waits for a flush.
-        if nh.size > bins::EXACT_LIMIT || self.map.is_live(gn) || self.map.is_deep(gn) {
+        if nh.size > bins::EXACT_LIMIT || self.map.is_live(gn) {
             return Ok(Next::Used(nh));
         }
         // Its size is about to be followed: the map must confirm it, and a header that lost
         // its FREE flag to an overflow must not pass for a cached block, hence the stack.
-        if !self.map_confirms(self.granule(n), nh.size)
-            || !self.quick.contains(Quick::list_of(nh.size), n)
-        {
-            return Err(self.corrupted(n, "cached block is on no quick list"));
-        }
+        self.check_cached_neighbour(n, nh.size)?;
         match self.peek(n + nh.size)? {
             Some(ah) if ah.is_free() => Ok(Next::Used(nh)),
             beyond => Ok(Next::Cached(nh, beyond)),
@@ -811,22 +850,39 @@ impl Engine {
         let Some(gp) = self.map.start_shortly_before(g) else {
             return Ok(None);
         };
-        if !self.map.is_free_start(gp) || self.map.is_deep(gp) {
+        if !self.map.is_free_start(gp) {
             return Ok(None);
         }
         let pb = self.block_of_granule(gp);
         let ph = self.checked_cached(pb, (g - gp) * GRANULE)?;
-        if !self.quick.contains(Quick::list_of(ph.size), pb) {
-            return Err(self.corrupted(pb, "cached block is on no quick list"));
-        }
+        self.check_cached_neighbour(pb, ph.size)?;
         Ok((!ph.prev_free()).then_some((pb, ph)))
     }
 
-    /// Takes the cached block `b` of `size` bytes off its stack (validated by `next_of` or
-    /// `prev_of`, so it is there).
+    /// Checks that the cached block `b` of `size` bytes (a neighbour about to be merged) is on
+    /// its stack or, links included, on its chain. A header that lost its FREE flag to an
+    /// overflow must not pass for a cached block.
+    fn check_cached_neighbour(&mut self, b: usize, size: usize) -> Result<(), Error> {
+        if self.map.is_deep(self.granule(b)) {
+            return self.check_chained(b, size);
+        }
+        if !self.map_confirms(self.granule(b), size)
+            || !self.quick.contains(Quick::list_of(size), b)
+        {
+            return Err(self.corrupted(b, "cached block is on no quick list"));
+        }
+        Ok(())
+    }
+
+    /// Takes the cached block `b` of `size` bytes off its stack or chain (validated by
+    /// `check_cached_neighbour`, so it is there).
     fn uncache(&mut self, b: usize, size: usize) {
-        let found = self.quick.remove(Quick::list_of(size), b);
-        debug_assert!(found);
+        if self.map.is_deep(self.granule(b)) {
+            self.unlink_chained(b, size);
+        } else {
+            let found = self.quick.remove(Quick::list_of(size), b);
+            debug_assert!(found);
+        }
     }
 
     // ---------------------------------------------------------------- free
@@ -1365,15 +1421,20 @@ impl Engine {
                 quick_listed += 1;
             }
             let (mut n, len) = self.quick.chain(i);
+            let mut prev = 0;
             for _ in 0..len {
-                if !is_cached(n, i) || !self.map.is_deep(self.granule(n)) {
+                if !is_cached(n, i)
+                    || !self.map.is_deep(self.granule(n))
+                    || self.prev_link(n) != prev
+                {
                     return bad(
                         n,
                         "overflow chain holds something that is not a chained block",
                     );
                 }
                 quick_listed += 1;
-                n = self.read(n + HEADER) as usize;
+                prev = n;
+                n = self.next_link(n);
             }
             if n != 0 {
                 return bad(n, "overflow chain is longer than its count");

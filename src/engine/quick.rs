@@ -13,11 +13,14 @@
 //!
 //! A program that frees thousands of blocks of one size in a row (dropping a large collection)
 //! overflows any fixed stack. Further blocks of that size go on the size's *overflow chain*: a
-//! LIFO list linked through the first payload word of the cached blocks, with its head and
-//! length kept here. Those links are within the program's reach, so the engine validates every
+//! LIFO list doubly linked through the first two payload words of the cached blocks, with
+//! its head and length kept here. Those links are within the program's reach, so the engine validates every
 //! block it takes off a chain against the start map, where each chained block has its `deep`
-//! bit: a link overwritten by a dangling write can at worst end the chain early, never hand out
-//! a block that is not a chained block of that size, nor one block twice.
+//! bit, and its links are checked both ways before they are followed or rewritten: a link
+//! overwritten by a dangling write is reported (the chain is then dropped, its blocks left out
+//! of use), and never makes the engine hand out a block twice or one that is not a chained
+//! block of that size. Because the chain is doubly linked, a neighbour that is freed or grown
+//! can take a chained block out of its middle and merge with it.
 //!
 //! Invariants kept here:
 //! - A cached block has its `starts` bit set and its `live` bit clear, a header *without* the
@@ -83,6 +86,12 @@ impl Quick {
     #[inline]
     pub fn chain_pop(&mut self, i: usize, next: usize) {
         self.chains[i] = next;
+        self.chain_lens[i] -= 1;
+    }
+
+    /// Counts one block fewer on chain `i` (one taken out of its middle).
+    #[inline]
+    pub fn chain_forget_one(&mut self, i: usize) {
         self.chain_lens[i] -= 1;
     }
 

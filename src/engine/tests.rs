@@ -628,3 +628,33 @@ fn an_overwritten_chain_link_is_caught_and_never_hands_out_a_block_twice() {
     let p = h.engine.alloc(2000, 16).unwrap().unwrap();
     h.engine.free(p).unwrap();
 }
+
+#[test]
+fn chained_neighbours_merge_from_the_middle_of_their_chain() {
+    let mut h = Harness::new(16 * 1024);
+    let stacked: Vec<_> = (0..quick::LIMIT).map(|_| h.alloc(100)).collect();
+    let c1 = h.alloc(100);
+    let c2 = h.alloc(100);
+    let large = h.alloc(2000);
+    let c3 = h.alloc(100);
+    let _guard = h.alloc(100);
+    for p in stacked {
+        h.free(p);
+    }
+    // The stack is full: c1, c2, c3 go on the chain (c3 first, c2 in the middle, c1 last).
+    h.free(c1);
+    h.free(c2);
+    h.free(c3);
+    assert_eq!(h.engine.quick.chained(), 3);
+    // Freeing the large block takes c2 out of the middle of the chain and c3 off its head.
+    h.free(large);
+    assert_eq!(h.engine.quick.chained(), 1);
+    let merged = h.alloc(2000 + 2 * 112);
+    assert_eq!(merged.as_ptr() as usize, c2.as_ptr() as usize);
+    // The chain still works: c1 comes back for the next request of its size once the stack
+    // is empty.
+    let from_stack: Vec<_> = (0..quick::LIMIT).map(|_| h.alloc(100)).collect();
+    assert_eq!(h.alloc(100), c1);
+    assert_eq!(h.engine.quick.total(), 0);
+    drop(from_stack);
+}
