@@ -282,8 +282,24 @@ fn extend_and_truncate_move_the_top() {
 
 #[test]
 fn random_operations_keep_every_invariant() {
+    random_operations(0x5EED, |rng| rng.range(1, 700));
+}
+
+#[test]
+fn random_operations_on_few_sizes_fill_the_overflow_chains() {
+    // Three sizes only: the stacks overflow, and chained blocks are merged by neighbours,
+    // grown into, flushed and handed out again.
+    let most_chained = random_operations(0xC4A1, |rng| [24, 100, 300][rng.range(0, 3)]);
+    // (Miri's few hundred steps may not overflow a stack; the chain tests below run there.)
+    assert!(most_chained > 0 || cfg!(miri), "the chains were used");
+}
+
+/// Random alloc/free/resize against a model, with every invariant checked; returns the most
+/// blocks that were ever on the overflow chains at once.
+fn random_operations(seed: u64, mut size_of: impl FnMut(&mut Rng) -> usize) -> usize {
     let mut h = Harness::new(32 * 1024);
-    let mut rng = Rng::new(0x5EED);
+    let mut rng = Rng::new(seed);
+    let mut most_chained = 0;
     let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
     let steps = if cfg!(miri) { 300 } else { 20_000 };
     for step in 0..steps {
@@ -295,9 +311,18 @@ fn random_operations_keep_every_invariant() {
         if rng.chance(1, 200) {
             h.engine.set_caching(rng.chance(1, 2)).unwrap();
         }
+        // Now and then a burst of frees, as when a collection is dropped: it overflows the
+        // quick stacks onto the chains.
+        if rng.chance(1, 100) {
+            for _ in 0..live.len() / 2 {
+                let (p, size, byte) = live.swap_remove(rng.range(0, live.len()));
+                assert!(holds(p, size, byte), "step {step}: contents changed");
+                h.engine.free(p).unwrap();
+            }
+        }
         let roll = rng.range(0, 10);
         if roll < 5 || live.is_empty() {
-            let size = rng.range(1, 700);
+            let size = size_of(&mut rng);
             let align = if rng.chance(1, 8) {
                 1 << rng.range(5, 10)
             } else {
@@ -329,6 +354,7 @@ fn random_operations_keep_every_invariant() {
         if step % 7 == 0 || cfg!(miri) {
             h.engine.check().unwrap();
         }
+        most_chained = most_chained.max(h.engine.quick.chained());
         // No two live blocks overlap.
         if step % 101 == 0 {
             let mut spans: Vec<_> = live
@@ -352,6 +378,7 @@ fn random_operations_keep_every_invariant() {
     assert_eq!(h.engine.stats().free_blocks, 1);
     assert_eq!(h.engine.stats().free_bytes, 32 * 1024 - 16);
     let _ = MIN_BLOCK;
+    most_chained
 }
 
 #[test]
