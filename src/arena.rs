@@ -91,7 +91,7 @@ impl Arena {
         let mut engine = unsafe { Engine::new(blocks.base(), capacity, map_ptr) };
         engine.extend(blocks.base().as_ptr() as usize + capacity)?;
         // A fixed arena never grows: packing decides how much it holds, and its lists are
-        // short and in cache, so it always looks for the smallest fitting block.
+        // short and in cache, so it always looks further for the smallest fitting block.
         engine.set_best_fit(true);
         Ok(Arena {
             core: UnsafeCell::new(ArenaCore {

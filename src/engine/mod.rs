@@ -58,7 +58,9 @@ pub(crate) fn reserve_map(limit: usize) -> Result<(crate::Region, NonNull<u8>), 
 /// Largest alignment `alloc` accepts.
 pub(crate) const MAX_ALIGN: usize = 4096;
 
-/// How many blocks of a size-range bin best-fit mode looks at (see `take_fit`).
+/// How many blocks of a size-range bin are looked at for a fit before moving to a larger bin.
+const BIN_SCAN: usize = 16;
+/// How many blocks of a bin best-fit mode looks at (see `Engine::set_best_fit`).
 const BEST_FIT_SCAN: usize = 256;
 
 /// The result of freeing a block: where the (possibly merged) free block now lies.
@@ -68,31 +70,6 @@ pub(crate) struct Freed {
     pub at_top: bool,
     /// Size of the free block after merging.
     pub size: usize,
-}
-
-/// What [`Engine::resize`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Resized {
-    /// The block now has the size asked for, at the same address.
-    Done,
-    /// The block cannot grow where it is. `top_reach` is `Some(usable bytes)` if it (with the
-    /// free block after it, if any) reaches the end of the span, so that growing the span
-    /// would let it grow in place.
-    Blocked { top_reach: Option<usize> },
-}
-
-/// The block after another one, validated, as freeing or growing that block sees it.
-#[derive(Clone, Copy, Debug)]
-enum Next {
-    /// There is none: the other block is the last of the span.
-    End,
-    /// An allocated block, or a cached one that cannot be merged.
-    Used(Header),
-    /// A free block on its bin.
-    Free(Header),
-    /// A cached block (on its quick stack) that can be merged, and the block after it, which
-    /// is not free.
-    Cached(Header, Option<Header>),
 }
 
 /// The block engine. See the module docs for its layout and invariants.
@@ -112,7 +89,7 @@ pub(crate) struct Engine {
     tagger: Tagger,
     /// Binned free blocks (quick-listed ones are counted by `quick`).
     binned: usize,
-    /// Whether `take_fit` looks for the smallest fitting block rather than the first.
+    /// Whether `take_fit` looks further for the smallest fitting block.
     best_fit: bool,
     /// Whether small freed blocks go on the quick stacks (deferred coalescing).
     caching: bool,
@@ -360,19 +337,14 @@ impl Engine {
     // ---------------------------------------------------------------- allocation
 
     /// Finds a free block of at least `size` bytes (validated, still on its list).
-    ///
-    /// Good fit by default: the head of the request's own bin if it fits, else the head of
-    /// the next non-empty bin (every block of which fits). One free block is looked at, so one
-    /// cache miss, however long the lists are. With [`Engine::set_best_fit`] the smallest
-    /// fitting block among the first [`BEST_FIT_SCAN`] of each of those two bins is taken
-    /// instead: slower on large heaps, tighter packing where memory is scarce.
     #[inline(always)]
     fn take_fit(&mut self, size: usize) -> Result<Option<(usize, Header)>, Error> {
         let i = bin_of(size);
         let mut from = i;
         if !bin_is_exact(i) {
-            // Blocks in a size-range bin may be too small.
-            if let Some(found) = self.fit_in_bin(i, size)? {
+            // Blocks in a size-range bin may be too small; look at a few and take the smallest
+            // that fits (an exact fit ends the search) before moving up.
+            if let Some(found) = self.best_in_bin(i, size)? {
                 return Ok(Some(found));
             }
             from = i + 1;
@@ -381,15 +353,19 @@ impl Engine {
             return Ok(None);
         };
         if self.best_fit && !bin_is_exact(j) {
-            return self.fit_in_bin(j, size);
+            return self.best_in_bin(j, size);
         }
+        // Every block of a larger bin fits: take the first (looking further costs more in
+        // cache misses than it saves in fragmentation; docs/BENCHMARKS.md has the figures).
         let b = self.bins.head(j);
         let h = self.checked_free(b, j)?;
         Ok(Some((b, h)))
     }
 
-    /// Chooses how `take_fit` searches a size-range bin: the smallest fitting block among the
-    /// first [`BEST_FIT_SCAN`] (`true`), or just the head (`false`, the default).
+    /// Chooses how far `take_fit` looks: the smallest fitting block among the first
+    /// [`BEST_FIT_SCAN`] of the request's bin and of the next non-empty one (`true`), or the
+    /// smallest among the first [`BIN_SCAN`] of the request's bin, else the head of the next
+    /// non-empty bin (`false`, the default).
     pub fn set_best_fit(&mut self, best: bool) {
         self.best_fit = best;
     }
@@ -401,13 +377,16 @@ impl Engine {
         if on { Ok(()) } else { self.flush_quick() }
     }
 
-    /// A block of at least `size` bytes from bin `i` (validated, links included, still on its
-    /// list): the head, or in best-fit mode the smallest fitting among the first
-    /// [`BEST_FIT_SCAN`].
-    fn fit_in_bin(&mut self, i: usize, size: usize) -> Result<Option<(usize, Header)>, Error> {
+    /// The smallest block of at least `size` bytes among the first [`BIN_SCAN`] of bin `i`,
+    /// validated (links included) and still on its list.
+    fn best_in_bin(&mut self, i: usize, size: usize) -> Result<Option<(usize, Header)>, Error> {
         let mut b = self.bins.head(i);
-        let scan = if self.best_fit { BEST_FIT_SCAN } else { 1 };
         let mut best: Option<(usize, Header)> = None;
+        let scan = if self.best_fit {
+            BEST_FIT_SCAN
+        } else {
+            BIN_SCAN
+        };
         for _ in 0..scan {
             if b == 0 {
                 break;
@@ -487,106 +466,9 @@ impl Engine {
         unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) }
     }
 
-    /// Puts the small block `b` (live, validated, being freed) on its size's overflow chain:
-    /// its stack is full. The chain is doubly linked through the first two payload words
-    /// (next, prev), so a neighbour that is freed or grown can take a block out of its middle.
-    #[inline(never)]
-    fn chain_cached(&mut self, b: usize, size: usize, g: usize) {
-        let i = Quick::list_of(size);
-        let (head, _) = self.quick.chain(i);
-        self.write(b + HEADER, head as u64);
-        self.write(b + 2 * HEADER, 0);
-        if head != 0 && self.is_chained(head, size) {
-            self.write(head + 2 * HEADER, b as u64);
-        }
-        self.quick.chain_push(i, b);
-        // Only a cached (not live) block may be `deep`.
-        self.map.set_live(g, false);
-        self.map.set_deep(g, true);
-    }
-
-    /// Whether `b` is a chained block of `size` bytes by the start map and its header: what
-    /// makes its links safe to read and write.
-    #[inline]
-    fn is_chained(&self, b: usize, size: usize) -> bool {
-        self.is_free_block(b) && self.map.is_deep(self.granule(b)) && {
-            let h = block::raw_header(self.read(b));
-            h.size == size && !h.is_free()
-        }
-    }
-
-    /// Validates the chained block `b` of `size` bytes and its links: its size is confirmed
-    /// by the map, and its neighbours on the chain are chained blocks of its size that point
-    /// back at it.
-    fn check_chained(&mut self, b: usize, size: usize) -> Result<(), Error> {
-        let ok = self.is_chained(b, size) && self.map_confirms(self.granule(b), size) && {
-            let (next, prev) = (self.next_link(b), self.prev_link(b));
-            let prev_ok = if prev == 0 {
-                self.quick.chain(Quick::list_of(size)).0 == b
-            } else {
-                self.is_chained(prev, size) && self.next_link(prev) == b
-            };
-            prev_ok && (next == 0 || (self.is_chained(next, size) && self.prev_link(next) == b))
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(self.corrupted(b, "quick-list overflow chain was overwritten"))
-        }
-    }
-
-    /// Takes the chained block `b` of `size` bytes (validated by `check_chained`) off its
-    /// chain.
-    fn unlink_chained(&mut self, b: usize, size: usize) {
-        let i = Quick::list_of(size);
-        let (next, prev) = (self.next_link(b), self.prev_link(b));
-        if prev == 0 {
-            self.quick.chain_pop(i, next);
-        } else {
-            self.write(prev + HEADER, next as u64);
-            self.quick.chain_forget_one(i);
-        }
-        if next != 0 {
-            self.write(next + 2 * HEADER, prev as u64);
-        }
-        let g = self.granule(b);
-        self.map.set_deep(g, false);
-    }
-
-    /// Takes the first block off overflow chain `i` (blocks of `size` bytes), validated. A
-    /// chain found damaged is dropped (its blocks stay out of use) and reported.
-    fn unchain(&mut self, i: usize, size: usize) -> Result<Option<usize>, Error> {
-        let (b, len) = self.quick.chain(i);
-        if b == 0 && len == 0 {
-            return Ok(None);
-        }
-        if b == 0 || len == 0 || self.check_chained(b, size).is_err() {
-            self.quick.chain_drop(i);
-            return Err(self.corrupted(b, "quick-list overflow chain was overwritten"));
-        }
-        self.unlink_chained(b, size);
-        Ok(Some(b))
-    }
-
     /// Allocation from the bins, after the quick lists had nothing.
     #[inline(never)]
     fn alloc_slow(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
-        if align <= GRANULE && size <= bins::EXACT_LIMIT - HEADER {
-            let bsize = small_block_size(size);
-            if let Some(b) = self.unchain(Quick::list_of(bsize), bsize)? {
-                return Ok(Some(self.hand_out_cached(b, bsize)));
-            }
-        }
-        if align > GRANULE && size <= bins::EXACT_LIMIT - HEADER {
-            // A cached block of the size may happen to sit on the alignment.
-            let bsize = small_block_size(size);
-            let i = Quick::list_of(bsize);
-            if self.quick.top(i).is_some_and(|b| (b + HEADER) % align == 0) {
-                if let Some(b) = self.quick.pop(i) {
-                    return Ok(Some(self.hand_out_cached(b, bsize)));
-                }
-            }
-        }
         let Some(bsize) = block_size_for(size) else {
             return Err(Error::layout(size, align, "size is larger than any block"));
         };
@@ -626,21 +508,14 @@ impl Engine {
         let mut first_damage = None;
         for i in 0..quick::LISTS {
             let size = Quick::size_of(i);
-            loop {
-                let b = match self.quick.pop(i) {
-                    Some(b) => b,
-                    None => match self.unchain(i, size) {
-                        Ok(Some(b)) => b,
-                        Ok(None) => break,
-                        Err(e) => {
-                            first_damage.get_or_insert(e);
-                            break;
-                        }
-                    },
-                };
+            while let Some(b) = self.quick.pop(i) {
                 let checked = self.checked_cached(b, size).and_then(|h| {
-                    let prev = self.prev_of(b, h)?;
-                    Ok((h, prev, self.next_of(b + size)?))
+                    let prev = if h.prev_free() {
+                        Some(self.free_prev(b)?)
+                    } else {
+                        None
+                    };
+                    Ok((h, prev, self.peek(b + size)?))
                 });
                 match checked {
                     Ok((h, prev, next)) => {
@@ -812,79 +687,6 @@ impl Engine {
         Ok(Some(nh))
     }
 
-    /// The block after a block, at `n`, validated and classified. A cached block is merged
-    /// like a free one (taken off its stack), so deferring the coalescing of small blocks does
-    /// not fragment the heap for its neighbours; unless the block after it is free, which
-    /// would take a three-way merge: then it counts as used, as it would have before.
-    fn next_of(&mut self, n: usize) -> Result<Next, Error> {
-        let Some(nh) = self.peek(n)? else {
-            return Ok(Next::End);
-        };
-        if nh.is_free() {
-            return Ok(Next::Free(nh));
-        }
-        // `peek` checked that a block starts at `n`; with its live bit clear and a header
-        // without FREE, it is a cached block.
-        let gn = self.granule(n);
-        if nh.size > bins::EXACT_LIMIT || self.map.is_live(gn) {
-            return Ok(Next::Used(nh));
-        }
-        // Its size is about to be followed: the map must confirm it, and a header that lost
-        // its FREE flag to an overflow must not pass for a cached block, hence the stack.
-        self.check_cached_neighbour(n, nh.size)?;
-        match self.peek(n + nh.size)? {
-            Some(ah) if ah.is_free() => Ok(Next::Used(nh)),
-            beyond => Ok(Next::Cached(nh, beyond)),
-        }
-    }
-
-    /// The block before `b` (header `h`) if it can be merged: free (found through `PREV_FREE`
-    /// and the footer) or cached (found through the start map; it must not itself follow a
-    /// free block, which would take a three-way merge). Validated.
-    fn prev_of(&mut self, b: usize, h: Header) -> Result<Option<(usize, Header)>, Error> {
-        if h.prev_free() {
-            return self.free_prev(b).map(Some);
-        }
-        let g = self.granule(b);
-        // A cached block is at most 1 KiB (64 granules) long.
-        let Some(gp) = self.map.start_shortly_before(g) else {
-            return Ok(None);
-        };
-        if !self.map.is_free_start(gp) {
-            return Ok(None);
-        }
-        let pb = self.block_of_granule(gp);
-        let ph = self.checked_cached(pb, (g - gp) * GRANULE)?;
-        self.check_cached_neighbour(pb, ph.size)?;
-        Ok((!ph.prev_free()).then_some((pb, ph)))
-    }
-
-    /// Checks that the cached block `b` of `size` bytes (a neighbour about to be merged) is on
-    /// its stack or, links included, on its chain. A header that lost its FREE flag to an
-    /// overflow must not pass for a cached block.
-    fn check_cached_neighbour(&mut self, b: usize, size: usize) -> Result<(), Error> {
-        if self.map.is_deep(self.granule(b)) {
-            return self.check_chained(b, size);
-        }
-        if !self.map_confirms(self.granule(b), size)
-            || !self.quick.contains(Quick::list_of(size), b)
-        {
-            return Err(self.corrupted(b, "cached block is on no quick list"));
-        }
-        Ok(())
-    }
-
-    /// Takes the cached block `b` of `size` bytes off its stack or chain (validated by
-    /// `check_cached_neighbour`, so it is there).
-    fn uncache(&mut self, b: usize, size: usize) {
-        if self.map.is_deep(self.granule(b)) {
-            self.unlink_chained(b, size);
-        } else {
-            let found = self.quick.remove(Quick::list_of(size), b);
-            debug_assert!(found);
-        }
-    }
-
     // ---------------------------------------------------------------- free
 
     /// Frees the live block at `p`: small blocks go on their quick stack, others are merged
@@ -903,20 +705,17 @@ impl Engine {
             if h.size != size || h.is_free() {
                 return Err(self.corrupted(b, "block header was overwritten"));
             }
-            if !self.caching {
-                return self.free_slow(b, h);
+            if self.caching && self.quick.push(Quick::list_of(size), b) {
+                self.map.set_live(g, false);
+                let s = &mut self.counters;
+                s.frees += 1;
+                s.bytes_in_use -= size - HEADER;
+                return Ok(Freed {
+                    at_top: false,
+                    size,
+                });
             }
-            if !self.quick.push(Quick::list_of(size), b) {
-                self.chain_cached(b, size, g);
-            }
-            self.map.set_live(g, false);
-            let s = &mut self.counters;
-            s.frees += 1;
-            s.bytes_in_use -= size - HEADER;
-            return Ok(Freed {
-                at_top: false,
-                size,
-            });
+            return self.free_slow(b, h);
         }
         let (b, h) = self.live_header(addr, g)?;
         self.free_slow(b, h)
@@ -926,8 +725,12 @@ impl Engine {
     #[inline(never)]
     fn free_slow(&mut self, b: usize, h: Header) -> Result<Freed, Error> {
         let g = self.granule(b);
-        let prev = self.prev_of(b, h)?;
-        let next = self.next_of(b + h.size)?;
+        let prev = if h.prev_free() {
+            Some(self.free_prev(b)?)
+        } else {
+            None
+        };
+        let next = self.peek(b + h.size)?;
         // Everything this free touches is validated; from here on nothing can fail.
         self.map.set_live(g, false);
         let s = &mut self.counters;
@@ -943,24 +746,20 @@ impl Engine {
         b: usize,
         h: Header,
         prev: Option<(usize, Header)>,
-        next: Next,
+        next: Option<Header>,
     ) -> Freed {
         let g = self.granule(b);
         let (mut start, mut size) = (b, h.size);
         if let Some((pb, ph)) = prev {
-            if ph.is_free() {
-                self.unlink(pb, ph.size);
-            } else {
-                self.uncache(pb, ph.size);
-            }
+            self.unlink(pb, ph.size);
             self.map.remove(g);
             start = pb;
             size += ph.size;
             self.counters.coalesces += 1;
         }
-        let n = b + h.size;
         match next {
-            Next::Free(nh) => {
+            Some(nh) if nh.is_free() => {
+                let n = b + h.size;
                 self.unlink(n, nh.size);
                 let gn = self.granule(n);
                 self.map.remove(gn);
@@ -969,21 +768,11 @@ impl Engine {
                 self.counters.coalesces += 1;
                 // The block after `n` already has PREV_FREE set.
             }
-            Next::Cached(nh, beyond) => {
-                self.uncache(n, nh.size);
-                let gn = self.granule(n);
-                self.map.remove(gn);
-                self.bury_metadata(n);
-                size += nh.size;
-                self.counters.coalesces += 1;
-                if let Some(ah) = beyond {
-                    self.write_header(n + nh.size, ah.size, ah.flags | PREV_FREE);
-                }
-            }
-            Next::Used(nh) => {
+            Some(nh) => {
+                let n = b + h.size;
                 self.write_header(n, nh.size, nh.flags | PREV_FREE);
             }
-            Next::End => {}
+            None => {}
         }
         self.make_free(start, size);
         Freed {
@@ -1037,42 +826,30 @@ impl Engine {
     /// (the tail is freed), growing can when the next block is free and large enough.
     /// Returns whether the block now has at least `new_size` usable bytes.
     pub fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
-        Ok(matches!(self.resize(p, new_size)?, Resized::Done))
-    }
-
-    /// As [`Engine::resize_in_place`], telling a block that cannot grow here whether it
-    /// reaches the end of the span (so that growing the span would let it grow).
-    pub fn resize(&mut self, p: NonNull<u8>, new_size: usize) -> Result<Resized, Error> {
         let (b, h) = self.live_block(p)?;
         let Some(want) = block_size_for(new_size) else {
-            return Ok(Resized::Blocked { top_reach: None });
+            return Ok(false);
         };
         let n = b + h.size;
-        // The free or cached block after this one is taken whole; `beyond` is the block after
-        // everything taken, whose PREV_FREE flag is about to change.
-        let (taken, cached, beyond) = match self.next_of(n)? {
-            Next::Free(nh) => (nh.size, false, self.peek(n + nh.size)?),
-            Next::Cached(nh, beyond) => (nh.size, true, beyond),
-            Next::Used(nh) => (0, false, Some(nh)),
-            Next::End => (0, false, None),
-        };
-        let available = h.size + taken;
+        let next = self.peek(n)?;
+        let next_free = next.filter(|nh| nh.is_free());
+        let available = h.size + next_free.map_or(0, |nh| nh.size);
         if want > available {
-            let at_top = beyond.is_none() && !cached;
-            let top_reach = at_top.then_some(available - HEADER);
-            return Ok(Resized::Blocked { top_reach });
+            return Ok(false);
         }
-        if want == h.size || (want < h.size && h.size - want < MIN_BLOCK && taken == 0) {
-            return Ok(Resized::Done);
+        if want == h.size || (want < h.size && h.size - want < MIN_BLOCK && next_free.is_none()) {
+            return Ok(true);
         }
         let rest = available - want;
+        // The block after everything we may take: its PREV_FREE flag is about to change.
+        let beyond = if next_free.is_some() {
+            self.peek(b + available)?
+        } else {
+            next
+        };
         // Validated; now write.
-        if taken != 0 {
-            if cached {
-                self.uncache(n, taken);
-            } else {
-                self.unlink(n, taken);
-            }
+        if let Some(nh) = next_free {
+            self.unlink(n, nh.size);
             let gn = self.granule(n);
             self.map.remove(gn);
             self.bury_metadata(n);
@@ -1098,7 +875,7 @@ impl Engine {
         let s = &mut self.counters;
         s.bytes_in_use = s.bytes_in_use + block - h.size;
         s.note_in_use();
-        Ok(Resized::Done)
+        Ok(true)
     }
 
     /// Grows the live block at `p` into the free block before it (and the free block after
@@ -1174,6 +951,23 @@ impl Engine {
         Ok(Some(unsafe {
             NonNull::new_unchecked(self.base_ptr.with_addr(pb + HEADER))
         }))
+    }
+
+    /// Whether the live block at `p` is the last block, or is followed only by the free last
+    /// block: growing the span would let it grow in place. Returns the bytes the block could
+    /// reach without growing the span.
+    pub fn reaches_top(&mut self, p: NonNull<u8>) -> Result<Option<usize>, Error> {
+        let (b, h) = self.live_block(p)?;
+        let n = b + h.size;
+        if n == self.last_slot() {
+            return Ok(Some(h.size - HEADER));
+        }
+        match self.peek(n)? {
+            Some(nh) if nh.is_free() && n + nh.size == self.last_slot() => {
+                Ok(Some(h.size + nh.size - HEADER))
+            }
+            _ => Ok(None),
+        }
     }
 
     // ---------------------------------------------------------------- growing and shrinking the span
@@ -1405,46 +1199,21 @@ impl Engine {
         if listed != free {
             return bad(self.base, "free blocks missing from the free lists");
         }
-        let is_cached = |n: usize, i: usize| {
-            self.is_free_block(n)
-                && self
-                    .tagger
-                    .decode(n, self.read(n))
-                    .is_some_and(|h| !h.is_free() && h.size == Quick::size_of(i))
-        };
         let mut quick_listed = 0;
         for i in 0..quick::LISTS {
             for &n in self.quick.entries(i) {
-                if !is_cached(n, i) || self.map.is_deep(self.granule(n)) {
+                let ok = self.is_free_block(n)
+                    && self
+                        .tagger
+                        .decode(n, self.read(n))
+                        .is_some_and(|h| !h.is_free() && h.size == Quick::size_of(i));
+                if !ok {
                     return bad(n, "quick stack holds something that is not a cached block");
                 }
                 quick_listed += 1;
             }
-            let (mut n, len) = self.quick.chain(i);
-            let mut prev = 0;
-            for _ in 0..len {
-                if !is_cached(n, i)
-                    || !self.map.is_deep(self.granule(n))
-                    || self.prev_link(n) != prev
-                {
-                    return bad(
-                        n,
-                        "overflow chain holds something that is not a chained block",
-                    );
-                }
-                quick_listed += 1;
-                prev = n;
-                n = self.next_link(n);
-            }
-            if n != 0 {
-                return bad(n, "overflow chain is longer than its count");
-            }
         }
-        let granules = (self.end - self.base) / GRANULE;
-        if quick_listed != cached
-            || cached != self.quick.total()
-            || self.map.deep_count(granules) != self.quick.chained()
-        {
+        if quick_listed != cached || cached != self.quick.total() {
             return bad(self.base, "cached blocks missing from the quick lists");
         }
         let s = self.stats();
@@ -1477,25 +1246,17 @@ impl Engine {
             })
             .collect();
         let quick_lists = (0..quick::LISTS)
-            .filter(|&i| self.quick.entries(i).len() + self.quick.chain(i).1 != 0)
-            .map(|i| {
-                let size = Quick::size_of(i);
-                // The stack, most recent first, then the overflow chain, followed only as far
-                // as its blocks are chained blocks by the map (its links are in-band).
-                let mut blocks: Vec<_> = self.quick.entries(i).iter().rev().copied().collect();
-                let (mut n, len) = self.quick.chain(i);
-                for _ in 0..len {
-                    if !self.is_free_block(n) || !self.map.is_deep(self.granule(n)) {
-                        break;
-                    }
-                    blocks.push(n);
-                    n = self.read(n + HEADER) as usize;
-                }
-                crate::snapshot::FreeList {
-                    bin: i,
-                    min_size: size,
-                    blocks: blocks.into_iter().map(|b| (b - self.base, size)).collect(),
-                }
+            .filter(|&i| !self.quick.entries(i).is_empty())
+            .map(|i| crate::snapshot::FreeList {
+                bin: i,
+                min_size: Quick::size_of(i),
+                blocks: self
+                    .quick
+                    .entries(i)
+                    .iter()
+                    .rev()
+                    .map(|&b| (b - self.base, Quick::size_of(i)))
+                    .collect(),
             })
             .collect();
         crate::Snapshot {

@@ -11,25 +11,12 @@
 //! The stacks live here, inside the engine, not in the freed blocks: a dangling write by the
 //! program cannot redirect them, so handing out a cached block needs no validation at all.
 //!
-//! A program that frees thousands of blocks of one size in a row (dropping a large collection)
-//! overflows any fixed stack. Further blocks of that size go on the size's *overflow chain*: a
-//! LIFO list doubly linked through the first two payload words of the cached blocks, with
-//! its head and length kept here. Those links are within the program's reach, so the engine validates every
-//! block it takes off a chain against the start map, where each chained block has its `deep`
-//! bit, and its links are checked both ways before they are followed or rewritten: a link
-//! overwritten by a dangling write is reported (the chain is then dropped, its blocks left out
-//! of use), and never makes the engine hand out a block twice or one that is not a chained
-//! block of that size. Because the chain is doubly linked, a neighbour that is freed or grown
-//! can take a chained block out of its middle and merge with it.
-//!
 //! Invariants kept here:
 //! - A cached block has its `starts` bit set and its `live` bit clear, a header *without* the
 //!   `FREE` flag (neighbours treat it as allocated and never merge with it), and the block
 //!   after it does not have `PREV_FREE` set on its account.
-//! - Every cached block is on exactly one stack or chain, the ones of its exact size;
-//!   `counts[i]` entries of `slots[i]` are in use; `chain_lens[i]` blocks are on chain `i`,
-//!   which starts at `chains[i]` (0 when empty). A block is on a chain exactly when its `deep`
-//!   bit is set in the start map.
+//! - Every cached block is on exactly one stack, the one of its exact size; `counts[i]`
+//!   entries of `slots[i]` are in use.
 
 use super::bins::EXACT_LIMIT;
 use super::block::{GRANULE, MIN_BLOCK};
@@ -44,9 +31,6 @@ pub(crate) struct Quick {
     /// Block addresses (headers) of the cached blocks of each size.
     slots: [[usize; LIMIT]; LISTS],
     counts: [u8; LISTS],
-    /// First block (header address) of each size's overflow chain, 0 if empty.
-    chains: [usize; LISTS],
-    chain_lens: [usize; LISTS],
 }
 
 impl Quick {
@@ -54,51 +38,12 @@ impl Quick {
         Quick {
             slots: [[0; LIMIT]; LISTS],
             counts: [0; LISTS],
-            chains: [0; LISTS],
-            chain_lens: [0; LISTS],
         }
     }
 
-    /// Blocks cached over all stacks and chains (summed on demand: only slow paths ask).
+    /// Blocks cached over all stacks (summed on demand: only slow paths ask).
     pub fn total(&self) -> usize {
-        self.counts.iter().map(|&c| c as usize).sum::<usize>() + self.chained()
-    }
-
-    /// Blocks on the overflow chains.
-    pub fn chained(&self) -> usize {
-        self.chain_lens.iter().sum()
-    }
-
-    /// Head and length of chain `i`.
-    #[inline]
-    pub fn chain(&self, i: usize) -> (usize, usize) {
-        (self.chains[i], self.chain_lens[i])
-    }
-
-    /// Makes `b` the head of chain `i` (the engine has linked it to the old head).
-    #[inline]
-    pub fn chain_push(&mut self, i: usize, b: usize) {
-        self.chains[i] = b;
-        self.chain_lens[i] += 1;
-    }
-
-    /// Takes the head off chain `i`; `next` is what its link said.
-    #[inline]
-    pub fn chain_pop(&mut self, i: usize, next: usize) {
-        self.chains[i] = next;
-        self.chain_lens[i] -= 1;
-    }
-
-    /// Counts one block fewer on chain `i` (one taken out of its middle).
-    #[inline]
-    pub fn chain_forget_one(&mut self, i: usize) {
-        self.chain_lens[i] -= 1;
-    }
-
-    /// Forgets chain `i` (found damaged): its blocks stay cached in the map, out of use.
-    pub fn chain_drop(&mut self, i: usize) {
-        self.chains[i] = 0;
-        self.chain_lens[i] = 0;
+        self.counts.iter().map(|&c| c as usize).sum()
     }
 
     /// The stack a block of `size` bytes goes on (`size <= EXACT_LIMIT`).
@@ -126,12 +71,6 @@ impl Quick {
         Some(unsafe { *self.slots[i].get_unchecked(n - 1) })
     }
 
-    /// The block `pop` would take from stack `i`, left there.
-    #[inline]
-    pub fn top(&self, i: usize) -> Option<usize> {
-        self.entries(i).last().copied()
-    }
-
     /// Caches block `b` on stack `i`; `false` if the stack is full.
     #[inline(always)]
     pub fn push(&mut self, i: usize, b: usize) -> bool {
@@ -143,22 +82,6 @@ impl Quick {
         // SAFETY: `n < LIMIT` was just checked.
         unsafe { *self.slots[i].get_unchecked_mut(n) = b };
         self.counts[i] = (n + 1) as u8;
-        true
-    }
-
-    /// Whether block `b` is on stack `i`.
-    pub fn contains(&self, i: usize, b: usize) -> bool {
-        self.entries(i).contains(&b)
-    }
-
-    /// Takes block `b` off stack `i` (a neighbour merging with it); `false` if it is not there.
-    pub fn remove(&mut self, i: usize, b: usize) -> bool {
-        let n = self.counts[i] as usize;
-        let Some(at) = self.slots[i][..n].iter().position(|&e| e == b) else {
-            return false;
-        };
-        self.slots[i].copy_within(at + 1..n, at);
-        self.counts[i] = (n - 1) as u8;
         true
     }
 
@@ -184,11 +107,5 @@ mod tests {
         assert_eq!(q.pop(3), Some(0x1008 + (LIMIT - 1) * 16));
         assert_eq!(q.entries(3).len(), LIMIT - 1);
         assert_eq!(Quick::size_of(Quick::list_of(528)), 528);
-        assert!(q.contains(3, 0x1008) && !q.contains(3, 0x9008));
-        assert_eq!(q.top(3), Some(0x1008 + (LIMIT - 2) * 16));
-        assert!(q.remove(3, 0x1008 + 16));
-        assert!(!q.remove(3, 0x1008 + 16));
-        assert_eq!(q.entries(3)[..2], [0x1008, 0x1008 + 32]);
-        assert_eq!(q.pop(3), Some(0x1008 + (LIMIT - 2) * 16));
     }
 }

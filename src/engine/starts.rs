@@ -24,25 +24,15 @@ pub(crate) struct Group {
 
 static_assertions::assert_eq_size!(Group, [u64; 2]);
 
-/// Groups needed to cover `granules` granules. Two spare groups at the end let the window
-/// check in `spans_exactly` read one group past any block without a bounds branch.
-const fn group_count(granules: usize) -> usize {
-    granules.div_ceil(64) + 2
-}
-
-/// Bytes of map needed to cover `granules` granules: the groups, then one `deep` word per
-/// group.
+/// Bytes of map needed to cover `granules` granules. Two spare groups at the end let the
+/// window check in `spans_exactly` read one group past any block without a bounds branch.
 pub(crate) const fn map_bytes(granules: usize) -> usize {
-    group_count(granules) * (core::mem::size_of::<Group>() + 8)
+    (granules.div_ceil(64) + 2) * core::mem::size_of::<Group>()
 }
 
-/// The start/live bitmap over a span of granules, stored in memory the owner provides, and
-/// the `deep` bits of the blocks cached on the quick lists' overflow chains (see `quick.rs`).
-///
-/// Invariant kept here: `deep[g]` implies `starts[g]` and not `live[g]`.
+/// The start/live bitmap over a span of granules, stored in memory the owner provides.
 pub(crate) struct StartMap {
     groups: *mut Group,
-    deep: *mut u64,
     granules: usize,
 }
 
@@ -54,45 +44,10 @@ impl StartMap {
     /// `groups` must point to `map_bytes(granules)` bytes of zeroed memory, aligned for `u64`,
     /// that nothing else accesses while the map exists.
     pub unsafe fn new(groups: *mut u8, granules: usize) -> StartMap {
-        let groups: *mut Group = groups.cast();
         StartMap {
-            groups,
-            // SAFETY: the deep words follow the groups inside the `map_bytes` promised above.
-            deep: unsafe { groups.add(group_count(granules)) }.cast(),
+            groups: groups.cast(),
             granules,
         }
-    }
-
-    /// Whether the cached block at `g` is on an overflow chain.
-    #[inline(always)]
-    pub fn is_deep(&self, g: usize) -> bool {
-        debug_assert!(g < self.granules);
-        // SAFETY: `g / 64` is below the group count, so the word is inside the deep words.
-        unsafe { *self.deep.add(g / 64) & (1 << (g % 64)) != 0 }
-    }
-
-    /// Marks the cached block at `g` as on an overflow chain (`true`) or not.
-    #[inline(always)]
-    pub fn set_deep(&mut self, g: usize, deep: bool) {
-        debug_assert!(g < self.granules);
-        debug_assert!(self.is_free_start(g));
-        // SAFETY: as in `is_deep`; `&mut self` makes the access exclusive.
-        let word = unsafe { &mut *self.deep.add(g / 64) };
-        if deep {
-            *word |= 1 << (g % 64);
-        } else {
-            *word &= !(1 << (g % 64));
-        }
-    }
-
-    /// Number of `deep` bits set over the first `granules` granules (for integrity checks).
-    pub fn deep_count(&self, granules: usize) -> usize {
-        (0..granules.min(self.granules).div_ceil(64))
-            .map(|i| {
-                // SAFETY: `i` is below the group count.
-                unsafe { *self.deep.add(i) }.count_ones() as usize
-            })
-            .sum()
     }
 
     #[inline(always)]
@@ -171,27 +126,10 @@ impl StartMap {
     /// The `starts` word of group `i`; the spare groups past the end read as 0.
     #[inline(always)]
     fn starts_word(&self, i: usize) -> u64 {
-        debug_assert!(i < group_count(self.granules));
+        debug_assert!(i < self.granules.div_ceil(64) + 2);
         // SAFETY: `map_bytes` provides two groups past the last one covering a granule, and
         // callers never ask beyond them (`i <= granules / 64 + 1`).
         unsafe { (*self.groups.add(i)).starts }
-    }
-
-    /// The nearest block start before `g` if it is at most 64 granules back (two words read).
-    #[inline(always)]
-    pub fn start_shortly_before(&self, g: usize) -> Option<usize> {
-        if g == 0 {
-            return None;
-        }
-        let lo = g.saturating_sub(64);
-        // Bits lo ..= g - 1, bit 0 = lo.
-        let (i, shift) = (lo / 64, (lo % 64) as u32);
-        let mut window = self.starts_word(i) >> shift;
-        if shift != 0 {
-            window |= self.starts_word(i + 1) << (64 - shift);
-        }
-        window &= u64::MAX >> (64 - (g - lo));
-        (window != 0).then(|| lo + 63 - window.leading_zeros() as usize)
     }
 
     /// The 64 `starts` bits after `g` (bits `g + 1 ..= g + 64`), bit 0 first.
@@ -285,7 +223,8 @@ impl StartMap {
     /// them, for integrity checks. Everything past `granules` must be clear, so the caller
     /// passes the extent in use and the map's unused tail is not read.
     pub fn counts(&self, granules: usize) -> (usize, usize) {
-        let groups = (granules.min(self.granules).div_ceil(64) + 1).min(group_count(self.granules));
+        let groups =
+            (granules.min(self.granules).div_ceil(64) + 1).min(self.granules.div_ceil(64) + 2);
         (0..groups).fold((0, 0), |(s, l), i| {
             // SAFETY: `i` is below the map's groups plus its two spare ones.
             let grp = unsafe { &*self.groups.add(i) };
@@ -327,14 +266,6 @@ mod tests {
             assert_eq!(m.start_at_or_before(64), Some(64));
             assert_eq!(m.start_at_or_before(199), Some(64));
             assert_eq!(m.start_at_or_before(1000), Some(299));
-            assert_eq!(m.start_shortly_before(64), Some(63));
-            assert_eq!(m.start_shortly_before(65), Some(64));
-            assert_eq!(m.start_shortly_before(63), Some(5));
-            assert_eq!(m.start_shortly_before(1), None);
-            assert_eq!(m.start_shortly_before(0), None);
-            assert_eq!(m.start_shortly_before(128), Some(64));
-            assert_eq!(m.start_shortly_before(129), None, "64 is 65 granules back");
-            assert_eq!(m.start_shortly_before(299), None);
             assert!(m.any_start_between(5, 64));
             assert!(!m.any_start_between(64, 200));
             assert_eq!(m.counts(300), (6, 1));

@@ -18,7 +18,7 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
 use crate::api::{self, Backend};
-use crate::engine::{self, Engine, Resized};
+use crate::engine::{self, Engine};
 use crate::{BlockInfo, BlockState, Error, Region, Snapshot, Stats};
 pub use config::HeapConfig;
 use large::LargeBlocks;
@@ -368,16 +368,13 @@ impl Backend for HeapCore {
 
     fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
         if self.is_heap_block(p) {
-            let reach = match self.engine.resize(p, new_size)? {
-                Resized::Done => {
-                    self.note_peak();
-                    return Ok(true);
-                }
-                // At the top of the heap: move the break instead of the block.
-                Resized::Blocked {
-                    top_reach: Some(reach),
-                } => reach,
-                Resized::Blocked { top_reach: None } => return Ok(false),
+            if self.engine.resize_in_place(p, new_size)? {
+                self.note_peak();
+                return Ok(true);
+            }
+            // At the top of the heap: move the break instead of the block.
+            let Some(reach) = self.engine.reaches_top(p)? else {
+                return Ok(false);
             };
             let Some(want) = engine::block_size(new_size) else {
                 return Ok(false);
