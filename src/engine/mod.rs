@@ -379,6 +379,7 @@ impl Engine {
 
     /// The smallest block of at least `size` bytes among the first [`BIN_SCAN`] of bin `i`,
     /// validated (links included) and still on its list.
+    #[inline(always)]
     fn best_in_bin(&mut self, i: usize, size: usize) -> Result<Option<(usize, Header)>, Error> {
         let mut b = self.bins.head(i);
         let mut best: Option<(usize, Header)> = None;
@@ -482,6 +483,7 @@ impl Engine {
     }
 
     /// Finds a free block for a block of `bsize` bytes aligned to `align` and carves it.
+    #[inline(always)]
     fn fit_and_carve(&mut self, bsize: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
         if align > GRANULE {
             return self.alloc_aligned(bsize, align);
