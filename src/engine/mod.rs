@@ -91,8 +91,6 @@ pub(crate) struct Engine {
     binned: usize,
     /// Whether `take_fit` looks further for the smallest fitting block.
     best_fit: bool,
-    /// Whether small freed blocks go on the quick stacks (deferred coalescing).
-    caching: bool,
     /// Every byte at or above this address is zero, except the links and footers of free
     /// blocks (the first 16 and last 8 payload bytes a block would have), which `calloc`
     /// always clears. Memory fresh from the OS starts out zero; this mark rises as blocks are
@@ -130,7 +128,6 @@ impl Engine {
             tagger: Tagger::new(addr as u64),
             binned: 0,
             best_fit: false,
-            caching: true,
             clean_from: addr,
             counters: Stats::default(),
         }
@@ -373,12 +370,16 @@ impl Engine {
     /// Turns deferred coalescing on or off. Off, every free merges at once, and the blocks
     /// cached so far are merged now: packing before speed, for a heap near its limit.
     pub fn set_caching(&mut self, on: bool) -> Result<(), Error> {
-        self.caching = on;
-        if on { Ok(()) } else { self.flush_quick() }
+        let was_on = self.quick.set_enabled(on);
+        if was_on && !on {
+            self.flush_quick()
+        } else {
+            Ok(())
+        }
     }
 
-    /// The smallest block of at least `size` bytes among the first [`BIN_SCAN`] of bin `i`,
-    /// validated (links included) and still on its list.
+    /// The smallest block of at least `size` bytes among the first [`BIN_SCAN`] of bin `i`
+    /// ([`BEST_FIT_SCAN`] in best-fit mode), validated (links included) and still on its list.
     #[inline(always)]
     fn best_in_bin(&mut self, i: usize, size: usize) -> Result<Option<(usize, Header)>, Error> {
         let mut b = self.bins.head(i);
@@ -707,7 +708,7 @@ impl Engine {
             if h.size != size || h.is_free() {
                 return Err(self.corrupted(b, "block header was overwritten"));
             }
-            if self.caching && self.quick.push(Quick::list_of(size), b) {
+            if self.quick.push(Quick::list_of(size), b) {
                 self.map.set_live(g, false);
                 let s = &mut self.counters;
                 s.frees += 1;

@@ -31,6 +31,8 @@ pub(crate) struct Quick {
     /// Block addresses (headers) of the cached blocks of each size.
     slots: [[usize; LIMIT]; LISTS],
     counts: [u8; LISTS],
+    /// How deep `push` fills a stack: [`LIMIT`], or 0 while caching is off.
+    depth: u8,
 }
 
 impl Quick {
@@ -38,7 +40,16 @@ impl Quick {
         Quick {
             slots: [[0; LIMIT]; LISTS],
             counts: [0; LISTS],
+            depth: LIMIT as u8,
         }
+    }
+
+    /// Turns caching on or off; off, every `push` is refused (what is cached stays until
+    /// popped or flushed). Returns whether it was on.
+    pub fn set_enabled(&mut self, on: bool) -> bool {
+        let was = self.depth != 0;
+        self.depth = if on { LIMIT as u8 } else { 0 };
+        was
     }
 
     /// Blocks cached over all stacks (summed on demand: only slow paths ask).
@@ -71,15 +82,15 @@ impl Quick {
         Some(unsafe { *self.slots[i].get_unchecked(n - 1) })
     }
 
-    /// Caches block `b` on stack `i`; `false` if the stack is full.
+    /// Caches block `b` on stack `i`; `false` if the stack is full or caching is off.
     #[inline(always)]
     pub fn push(&mut self, i: usize, b: usize) -> bool {
         assert!(i < LISTS);
         let n = self.counts[i] as usize;
-        if n >= LIMIT {
+        if n >= self.depth as usize {
             return false;
         }
-        // SAFETY: `n < LIMIT` was just checked.
+        // SAFETY: `n < depth <= LIMIT` was just checked.
         unsafe { *self.slots[i].get_unchecked_mut(n) = b };
         self.counts[i] = (n + 1) as u8;
         true

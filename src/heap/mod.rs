@@ -23,8 +23,8 @@ use crate::{BlockInfo, BlockState, Error, Region, Snapshot, Stats};
 pub use config::HeapConfig;
 use large::LargeBlocks;
 
-/// The heap switches to best fit once less than this fraction of `max_size` is left to grow
-/// into (see `HeapCore::choose_fit`).
+/// The heap packs (best fit, no caching) once less than `max_size / TIGHT_FRACTION` is left
+/// to grow into (see `HeapCore::choose_fit`).
 const TIGHT_FRACTION: usize = 2;
 
 /// A growable heap: segregated free lists with coalescing over an sbrk-style break, large
@@ -173,16 +173,20 @@ impl HeapCore {
         Ok(())
     }
 
-    /// Searches for the best fit once the heap is near `max_size`, the first fit before.
+    /// Packs once the heap is near `max_size`: best fit, and every free merged at once.
     ///
     /// While the break can grow, a request that finds no free block costs only a break move,
-    /// so the first block that fits is good enough and looks at one list entry. Near the
-    /// limit, fragmentation decides when requests start to fail, and looking at more blocks
-    /// for the smallest that fits pays for itself (docs/BENCHMARKS.md, heap efficiency).
+    /// so the default fit and deferred coalescing are good enough. Near the limit,
+    /// fragmentation decides when requests start to fail, and both looking at more blocks
+    /// for the smallest that fits and merging every free pay for themselves
+    /// (docs/BENCHMARKS.md, heap efficiency). Called whenever the break moves; only a switch
+    /// off flushes the quick stacks.
     fn choose_fit(&mut self) {
         let room = self.max_size - self.footprint();
         let tight = room < self.max_size / TIGHT_FRACTION;
         self.engine.set_best_fit(tight);
+        // A damaged cached block the flush meets is left in place; `check` and the next free
+        // near it report it, as after any flush.
         let _ = self.engine.set_caching(!tight);
     }
 
