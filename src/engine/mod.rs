@@ -59,9 +59,24 @@ pub(crate) fn reserve_map(limit: usize) -> Result<(crate::Region, NonNull<u8>), 
 pub(crate) const MAX_ALIGN: usize = 4096;
 
 /// How many blocks of a size-range bin are looked at for a fit before moving to a larger bin.
-const BIN_SCAN: usize = 16;
+const BIN_SCAN: usize = 4;
 /// How many blocks of a bin best-fit mode looks at (see `Engine::set_best_fit`).
 const BEST_FIT_SCAN: usize = 256;
+
+/// What [`Engine::resize`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resize {
+    /// The block now has at least the usable bytes asked for.
+    Done,
+    /// It cannot grow in place.
+    Blocked,
+    /// It cannot grow in place, but nothing but the end of the span stops it: it could reach
+    /// `reach` usable bytes without growing the span, and any size after `extend`.
+    AtTop {
+        /// Usable bytes the block would have with the free last block (if any) added.
+        reach: usize,
+    },
+}
 
 /// The result of freeing a block: where the (possibly merged) free block now lies.
 #[derive(Clone, Copy, Debug)]
@@ -474,6 +489,13 @@ impl Engine {
         let Some(bsize) = block_size_for(size) else {
             return Err(Error::layout(size, align, "size is larger than any block"));
         };
+        if align > GRANULE && bsize <= bins::EXACT_LIMIT {
+            // A cached block that happens to be aligned enough saves a carve and the lead
+            // block an aligned carve leaves behind (half of all blocks are 32-aligned).
+            if let Some(b) = self.quick.pop_aligned(Quick::list_of(bsize), align) {
+                return Ok(Some(self.hand_out_cached(b, bsize)));
+            }
+        }
         let first = self.fit_and_carve(bsize, align)?;
         if first.is_some() || self.quick.total() == 0 {
             return Ok(first);
@@ -829,26 +851,42 @@ impl Engine {
     /// (the tail is freed), growing can when the next block is free and large enough.
     /// Returns whether the block now has at least `new_size` usable bytes.
     pub fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
+        Ok(matches!(self.resize(p, new_size)?, Resize::Done))
+    }
+
+    /// As [`resize_in_place`](Self::resize_in_place), and when the block cannot grow, says
+    /// whether it ends the span (alone or followed by the free last block), so that the owner
+    /// can move the span's end instead of the block. One validation serves both questions.
+    pub fn resize(&mut self, p: NonNull<u8>, new_size: usize) -> Result<Resize, Error> {
         let (b, h) = self.live_block(p)?;
-        let Some(want) = block_size_for(new_size) else {
-            return Ok(false);
-        };
         let n = b + h.size;
         let next = self.peek(n)?;
         let next_free = next.filter(|nh| nh.is_free());
         let available = h.size + next_free.map_or(0, |nh| nh.size);
-        if want > available {
-            return Ok(false);
-        }
+        let want = match block_size_for(new_size) {
+            Some(want) if want <= available => want,
+            _ => {
+                return Ok(if b + available == self.last_slot() {
+                    Resize::AtTop {
+                        reach: available - HEADER,
+                    }
+                } else {
+                    Resize::Blocked
+                });
+            }
+        };
         if want == h.size || (want < h.size && h.size - want < MIN_BLOCK && next_free.is_none()) {
-            return Ok(true);
+            return Ok(Resize::Done);
         }
         let rest = available - want;
-        // The block after everything we may take: its PREV_FREE flag is about to change.
-        let beyond = if next_free.is_some() {
-            self.peek(b + available)?
-        } else {
-            next
+        // The block after everything we may take: its PREV_FREE flag changes when the tail
+        // left free appears (shrinking next to an allocated block) or disappears (the free
+        // neighbour taken whole). Growing into part of a free neighbour leaves it as it is
+        // (still after a free block), so it is not read: a cache miss saved.
+        let beyond = match next_free {
+            Some(_) if rest < MIN_BLOCK => self.peek(b + available)?,
+            Some(_) => None,
+            None => next,
         };
         // Validated; now write.
         if let Some(nh) = next_free {
@@ -878,7 +916,7 @@ impl Engine {
         let s = &mut self.counters;
         s.bytes_in_use = s.bytes_in_use + block - h.size;
         s.note_in_use();
-        Ok(true)
+        Ok(Resize::Done)
     }
 
     /// Grows the live block at `p` into the free block before it (and the free block after
@@ -954,23 +992,6 @@ impl Engine {
         Ok(Some(unsafe {
             NonNull::new_unchecked(self.base_ptr.with_addr(pb + HEADER))
         }))
-    }
-
-    /// Whether the live block at `p` is the last block, or is followed only by the free last
-    /// block: growing the span would let it grow in place. Returns the bytes the block could
-    /// reach without growing the span.
-    pub fn reaches_top(&mut self, p: NonNull<u8>) -> Result<Option<usize>, Error> {
-        let (b, h) = self.live_block(p)?;
-        let n = b + h.size;
-        if n == self.last_slot() {
-            return Ok(Some(h.size - HEADER));
-        }
-        match self.peek(n)? {
-            Some(nh) if nh.is_free() && n + nh.size == self.last_slot() => {
-                Ok(Some(h.size + nh.size - HEADER))
-            }
-            _ => Ok(None),
-        }
     }
 
     // ---------------------------------------------------------------- growing and shrinking the span

@@ -82,6 +82,24 @@ impl Quick {
         Some(unsafe { *self.slots[i].get_unchecked(n - 1) })
     }
 
+    /// Takes the most recently cached block of stack `i` whose payload (`b + 8`) is aligned to
+    /// `align`, if any: an over-aligned request served without carving.
+    #[inline]
+    pub fn pop_aligned(&mut self, i: usize, align: usize) -> Option<usize> {
+        assert!(i < LISTS);
+        let n = self.counts[i] as usize;
+        let stack = &mut self.slots[i][..n];
+        let at = stack
+            .iter()
+            .rposition(|&b| (b + super::block::HEADER) & (align - 1) == 0)?;
+        // The order within a stack does not matter beyond preferring recent blocks; the top
+        // entry takes the hole.
+        let b = stack[at];
+        stack[at] = stack[n - 1];
+        self.counts[i] = (n - 1) as u8;
+        Some(b)
+    }
+
     /// Caches block `b` on stack `i`; `false` if the stack is full or caching is off.
     #[inline(always)]
     pub fn push(&mut self, i: usize, b: usize) -> bool {
@@ -114,8 +132,22 @@ mod tests {
             assert!(q.push(3, 0x1008 + b * 16));
         }
         assert!(!q.push(3, 0x9008));
+        // Payloads are at 0x1010 + 16k, 64-aligned for k = 3, 7, 11, 15. Take k = 15 (the top)
+        // away first, so the most recent aligned one (k = 11) sits below the top.
+        let top = q.pop(3).unwrap();
+        let b = q.pop_aligned(3, 64).unwrap();
+        assert_eq!(b, 0x1008 + 11 * 16);
+        assert_eq!(q.entries(3).len(), LIMIT - 2);
+        assert!(!q.entries(3).contains(&b));
+        assert!(
+            q.entries(3).contains(&(0x1008 + 14 * 16)),
+            "the top took the hole"
+        );
+        assert_eq!(q.pop_aligned(3, 4096), None);
+        assert!(q.push(3, top));
+        assert!(q.push(3, b));
         assert_eq!(q.total(), LIMIT);
-        assert_eq!(q.pop(3), Some(0x1008 + (LIMIT - 1) * 16));
+        assert_eq!(q.pop(3), Some(b), "last in, first out");
         assert_eq!(q.entries(3).len(), LIMIT - 1);
         assert_eq!(Quick::size_of(Quick::list_of(528)), 528);
     }

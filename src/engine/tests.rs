@@ -226,6 +226,39 @@ fn a_full_engine_says_so_and_recovers() {
 }
 
 #[test]
+fn resize_tells_a_block_at_the_top_from_a_blocked_one() {
+    let blocks = Region::reserve(16 * 4096).unwrap();
+    let (_map, map_ptr) = reserve_map(blocks.capacity()).unwrap();
+    // SAFETY: fresh, exclusively owned mappings that outlive the engine.
+    let mut e = unsafe { Engine::new(blocks.base(), blocks.capacity(), map_ptr) };
+    let base = blocks.base().as_ptr() as usize;
+    e.extend(base + 4096).unwrap();
+    let a = e.alloc(1000, 16).unwrap().unwrap();
+    // SAFETY: `a` is a live block of at least 1000 bytes.
+    unsafe { a.as_ptr().write_bytes(0xA5, 1000) };
+    let reach = 4096 - 2 * HEADER - HEADER;
+    assert_eq!(e.resize(a, 10_000).unwrap(), Resize::AtTop { reach });
+    // Nothing changed; growing the span lets the same call succeed in place.
+    e.check().unwrap();
+    e.extend(base + 4 * 4096).unwrap();
+    assert_eq!(e.resize(a, 10_000).unwrap(), Resize::Done);
+    assert!(e.usable_size(a).unwrap() >= 10_000);
+    // SAFETY: the block kept its first 1000 bytes and now has at least 10000.
+    assert!(
+        unsafe { core::slice::from_raw_parts(a.as_ptr(), 1000) }
+            .iter()
+            .all(|&x| x == 0xA5)
+    );
+    e.check().unwrap();
+    // An allocated block after it blocks it, however much is free past that.
+    let _guard = e.alloc(2000, 16).unwrap().unwrap();
+    assert_eq!(e.resize(a, 20_000).unwrap(), Resize::Blocked);
+    // A size no block can have is blocked too, or at the top, but never done.
+    assert_ne!(e.resize(a, usize::MAX - 64).unwrap(), Resize::Done);
+    e.check().unwrap();
+}
+
+#[test]
 fn extend_and_truncate_move_the_top() {
     let blocks = Region::reserve(16 * 4096).unwrap();
     let (_map, map_ptr) = reserve_map(blocks.capacity()).unwrap();
@@ -251,8 +284,14 @@ fn extend_and_truncate_move_the_top() {
     // Cut the top back to one page.
     assert_eq!(e.truncate_top(base + 4096).unwrap(), 4096);
     e.check().unwrap();
-    // Growth in place at the top of the span.
-    assert!(e.reaches_top(a).unwrap().is_some());
+    // Growth in place at the top of the span: blocked by the span's end alone, the block
+    // could reach everything up to it, and does once the span grows.
+    assert_eq!(
+        e.resize(a, 10_000).unwrap(),
+        Resize::AtTop {
+            reach: 4096 - 2 * HEADER - HEADER
+        }
+    );
     e.free(a).unwrap();
     let (top, _) = e.free_top().unwrap().unwrap();
     assert_eq!(

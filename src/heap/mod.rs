@@ -18,7 +18,7 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
 use crate::api::{self, Backend};
-use crate::engine::{self, Engine};
+use crate::engine::{self, Engine, Resize};
 use crate::{BlockInfo, BlockState, Error, Region, Snapshot, Stats};
 pub use config::HeapConfig;
 use large::LargeBlocks;
@@ -372,13 +372,14 @@ impl Backend for HeapCore {
 
     fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
         if self.is_heap_block(p) {
-            if self.engine.resize_in_place(p, new_size)? {
-                self.note_peak();
-                return Ok(true);
-            }
-            // At the top of the heap: move the break instead of the block.
-            let Some(reach) = self.engine.reaches_top(p)? else {
-                return Ok(false);
+            let reach = match self.engine.resize(p, new_size)? {
+                Resize::Done => {
+                    self.note_peak();
+                    return Ok(true);
+                }
+                Resize::Blocked => return Ok(false),
+                // At the top of the heap: move the break instead of the block.
+                Resize::AtTop { reach } => reach,
             };
             let Some(want) = engine::block_size(new_size) else {
                 return Ok(false);
