@@ -136,12 +136,10 @@ impl StartMap {
     #[inline(always)]
     pub fn starts_after(&self, g: usize) -> u64 {
         let lo = g + 1;
-        let (i, shift) = (lo / 64, (lo % 64) as u32);
-        let mut window = self.starts_word(i) >> shift;
-        if shift != 0 {
-            window |= self.starts_word(i + 1) << (64 - shift);
-        }
-        window
+        let i = lo / 64;
+        // One funnel shift over the two words, no branch on the shift being zero.
+        let pair = u128::from(self.starts_word(i + 1)) << 64 | u128::from(self.starts_word(i));
+        (pair >> (lo % 64)) as u64
     }
 
     /// Whether the block at `g` is exactly `k` granules long by the map: no block starts
