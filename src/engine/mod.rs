@@ -45,6 +45,9 @@ use quick::Quick;
 use starts::StartMap;
 
 pub(crate) use block::block_size_for as block_size;
+
+// The free fast path (`Engine::free`) relies on blocks spanning at least two granules.
+static_assertions::const_assert_eq!(MIN_BLOCK / GRANULE, 2);
 pub(crate) use starts::map_bytes;
 
 /// Maps the zeroed memory an engine over `limit` bytes needs for its start map: the mapping
@@ -722,10 +725,12 @@ impl Engine {
         // A small block's extent is the distance to the next start in the map; its header
         // must agree (an overflow from the block before would have changed it).
         let window = self.map.starts_after(g);
-        let k = window.trailing_zeros() as usize + 1;
         let b = addr - HEADER;
-        if window != 0 && k >= MIN_BLOCK / GRANULE {
-            let size = k * GRANULE;
+        // No start in the window: a block of more than 64 granules, or the last one. A start
+        // right at `g + 1` (bit 0): no block is that short (MIN_BLOCK is two granules), so
+        // the map is not what it should be; the slow path reports it.
+        if window != 0 && window & 1 == 0 {
+            let size = (window.trailing_zeros() as usize + 1) * GRANULE;
             let h = block::raw_header(self.read(b));
             if h.size != size || h.is_free() {
                 return Err(self.corrupted(b, "block header was overwritten"));
