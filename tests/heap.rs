@@ -223,6 +223,68 @@ fn near_max_size_frees_merge_at_once() {
 }
 
 #[test]
+fn near_max_size_a_resized_block_moves_where_the_free_memory_stays_in_larger_pieces() {
+    use allocator_api2::alloc::Allocator;
+    let layout = |n| Layout::from_size_align(n, 8).unwrap();
+    for tight in [false, true] {
+        let heap = Heap::with_config(
+            HeapConfig::default()
+                .max_size(1 << 20)
+                .growth_increment(64 << 10),
+        )
+        .unwrap();
+        // Past half of max_size the heap packs.
+        let big: std::vec::Vec<_> = (0..if tight { 6 } else { 0 })
+            .map(|_| heap.alloc(100_000).unwrap())
+            .collect();
+        let before = heap.alloc(2000).unwrap();
+        let a = (&heap).allocate(layout(4000)).unwrap().cast::<u8>();
+        let _guard = heap.alloc(100).unwrap();
+        let hole = heap.alloc(5000).unwrap();
+        let _guard2 = heap.alloc(100).unwrap();
+        // SAFETY: live blocks of these sizes; freed once.
+        unsafe {
+            a.as_ptr().write_bytes(0xA5, 4000);
+            hole.as_ptr().write_bytes(0xFF, 5000);
+            heap.free(before).unwrap();
+            heap.free(hole).unwrap();
+        }
+        // `a` (a block of 4016 bytes) could grow to 4008 bytes in place, but moving it into the
+        // 5008-byte hole frees its place, which merges with the free block before it into one
+        // of 6032 bytes.
+        // SAFETY: `a` is live with the old layout; only the returned block is used after.
+        let q = unsafe { (&heap).grow_zeroed(a, layout(4000), layout(4008)) }
+            .unwrap()
+            .cast::<u8>();
+        // SAFETY: `q` holds 4008 bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(q.as_ptr(), 4008) };
+        assert!(bytes[..4000].iter().all(|&b| b == 0xA5), "contents kept");
+        assert!(bytes[4000..].iter().all(|&b| b == 0), "the tail is zeroed");
+        let merged = heap
+            .blocks()
+            .any(|b| b.addr == before.as_ptr() as usize && b.size >= 6032);
+        if tight {
+            assert_eq!(q, hole, "near max_size the block moves");
+            assert!(merged, "its old place merged with the free block before it");
+        } else {
+            assert_eq!(q, a, "far from max_size it grows in place");
+            assert!(!merged);
+        }
+        // Only the merged 6032-byte block could take it; shrinking in place leaves the free
+        // pieces larger.
+        // SAFETY: live with 4008 bytes; only the returned pointer is used after.
+        let r = unsafe { heap.realloc(q, 3000) }.unwrap();
+        assert_eq!(r, q, "nothing better to move to: resized in place");
+        heap.check().unwrap();
+        for p in big.into_iter().chain([r]) {
+            // SAFETY: live, freed once.
+            unsafe { heap.free(p) }.unwrap();
+        }
+        heap.check().unwrap();
+    }
+}
+
+#[test]
 fn the_top_block_grows_in_place() {
     let heap = Heap::new().unwrap();
     let _below = heap.alloc(100).unwrap();

@@ -999,6 +999,62 @@ impl Engine {
         }))
     }
 
+    /// Whether the free memory ends up in larger pieces if the live block at `p`, resized to
+    /// `new_size` bytes, moves to the free block `take_fit` chooses than if it is resized in
+    /// place. Only asked when in place is possible (the block and a free block after it hold
+    /// `new_size`); nothing is written.
+    ///
+    /// Staying keeps the free block before the block (if any) and leaves what the block and
+    /// its free successor do not need; moving carves the chosen block and frees the whole
+    /// neighbourhood, which merges into one piece. The choice whose free pieces have the larger
+    /// sum of squared sizes wins: with the total free fixed, that is the one that keeps memory
+    /// in fewer, larger pieces, which is what later large requests need. A block surrounded
+    /// by allocated blocks moves when a smaller free block holds it, the rule of best fit with
+    /// its own place counted as a candidate; a free block before it tips the balance towards
+    /// moving, since leaving frees a piece that merges with it.
+    pub fn better_moved(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
+        let (b, h) = self.live_block(p)?;
+        let Some(want) = block_size_for(new_size) else {
+            return Ok(false);
+        };
+        let prev = if h.prev_free() {
+            Some(self.free_prev(b)?)
+        } else {
+            None
+        };
+        let n = b + h.size;
+        let next = self
+            .peek(n)?
+            .filter(|nh| nh.is_free())
+            .map_or(0, |nh| nh.size);
+        let before = prev.map_or(0, |(_, ph)| ph.size);
+        let here = h.size + next;
+        if want > here {
+            return Ok(false);
+        }
+        let Some((e, eh)) = self.take_fit(want)? else {
+            return Ok(false);
+        };
+        let sq = |x: usize| (x as u128) * (x as u128);
+        // The free pieces each choice leaves, minus those both leave alike.
+        let (stay, moved) = if prev.is_some_and(|(pb, _)| pb == e) {
+            // Carved from the front of the block before: what it keeps merges with the rest.
+            (sq(before) + sq(here - want), sq(before - want + here))
+        } else if next != 0 && e == n {
+            // Carved from the front of the block after, which staying would have grown into.
+            (
+                sq(before) + sq(here - want),
+                sq(before + h.size) + sq(next - want),
+            )
+        } else {
+            (
+                sq(before) + sq(here - want) + sq(eh.size),
+                sq(before + here) + sq(eh.size - want),
+            )
+        };
+        Ok(moved > stay)
+    }
+
     // ---------------------------------------------------------------- growing and shrinking the span
 
     /// The last block, if it is free: its address and size.

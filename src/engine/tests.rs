@@ -523,3 +523,49 @@ fn best_fit_also_searches_the_next_bin() {
     h.engine.set_best_fit(true);
     assert_eq!(h.alloc(2100), a, "best fit takes the smaller block");
 }
+
+#[test]
+fn a_resized_block_moves_when_that_leaves_larger_free_pieces() {
+    let mut h = Harness::new(64 * 1024);
+    h.engine.set_best_fit(true);
+    h.engine.set_caching(false).unwrap();
+    // | before 2016 | a 4016 | guard | hole 5008 | guard | small 1120 | guard | rest |
+    let before = h.alloc(2000);
+    let a = h.alloc(4000);
+    let _g1 = h.alloc(100);
+    let hole = h.alloc(5000);
+    let _g2 = h.alloc(100);
+    let small = h.alloc(1100);
+    let _g3 = h.alloc(100);
+    let top = h.engine.largest_free();
+    let _rest = h.alloc(top);
+    h.free(hole);
+    h.free(small);
+    let free_before = h.engine.stats();
+
+    // Between allocated blocks, `a` moves only to a free block smaller than its own place.
+    assert!(
+        h.engine.better_moved(a, 1000).unwrap(),
+        "the 1120-byte block holds 1000 bytes"
+    );
+    assert!(
+        !h.engine.better_moved(a, 3000).unwrap(),
+        "only the 5008-byte block holds 3000 bytes; shrinking in place is better"
+    );
+    assert!(
+        !h.engine.better_moved(a, 6000).unwrap(),
+        "growing beyond its place is not a choice between staying and moving"
+    );
+
+    // A free block before `a` tips the balance: leaving merges the place with it.
+    h.free(before);
+    assert!(h.engine.better_moved(a, 3000).unwrap());
+    // The block before is itself the best fit: carving it and freeing `a` leaves one piece.
+    assert!(h.engine.better_moved(a, 1500).unwrap());
+
+    // Nothing was written by asking.
+    h.engine.check().unwrap();
+    let s = h.engine.stats();
+    assert_eq!(s.free_blocks, free_before.free_blocks + 1);
+    assert_eq!(s.splits, free_before.splits);
+}

@@ -72,6 +72,8 @@ pub(crate) struct HeapCore {
     increment: usize,
     mmap_threshold: usize,
     trim_threshold: usize,
+    /// Whether the heap packs (see `choose_fit`).
+    tight: bool,
     // The engine points into these; they are dropped after it.
     blocks: Region,
     _map: Region,
@@ -119,6 +121,7 @@ impl HeapCore {
             increment,
             mmap_threshold,
             trim_threshold: config.trim_threshold.max(increment),
+            tight: false,
             blocks,
             _map: map,
         })
@@ -173,7 +176,8 @@ impl HeapCore {
         Ok(())
     }
 
-    /// Packs once the heap is near `max_size`: best fit, and every free merged at once.
+    /// Packs once the heap is near `max_size`: best fit, every free merged at once, and a
+    /// resized block moved when that leaves the free memory in larger pieces (`move_to_pack`).
     ///
     /// While the break can grow, a request that finds no free block costs only a break move,
     /// so the default fit and deferred coalescing are good enough. Near the limit,
@@ -184,6 +188,7 @@ impl HeapCore {
     fn choose_fit(&mut self) {
         let room = self.max_size - self.footprint();
         let tight = room < self.max_size / TIGHT_FRACTION;
+        self.tight = tight;
         self.engine.set_best_fit(tight);
         // A damaged cached block the flush meets is left in place; `check` and the next free
         // near it report it, as after any flush.
@@ -465,12 +470,60 @@ impl Backend for HeapCore {
         self.relocate(p, q, old.min(new_size))
     }
 
+    /// Near the limit, a block being resized may move instead (see `pack_move`); elsewhere
+    /// this is one test on the resize path.
+    #[inline(always)]
+    fn move_to_pack(
+        &mut self,
+        p: NonNull<u8>,
+        old: usize,
+        new_size: usize,
+        align: usize,
+    ) -> Result<Option<NonNull<u8>>, Error> {
+        if !self.tight {
+            return Ok(None);
+        }
+        self.pack_move(p, old, new_size, align)
+    }
+
     fn stats_mut(&mut self) -> &mut Stats {
         &mut self.engine.counters
     }
 }
 
 impl HeapCore {
+    /// Moves the block at `p` that is being resized to `new_size` bytes if the engine finds
+    /// that the free memory ends up in larger pieces that way ([`Engine::better_moved`]).
+    /// Near the limit, every realloc then doubles as a chance to undo fragmentation: the place
+    /// the block leaves merges with its free neighbours. Requests that cannot stay in place
+    /// are left to `move_block`.
+    #[cold]
+    #[inline(never)]
+    fn pack_move(
+        &mut self,
+        p: NonNull<u8>,
+        old: usize,
+        new_size: usize,
+        align: usize,
+    ) -> Result<Option<NonNull<u8>>, Error> {
+        // The engine's fit search ignores alignment, so only blocks that need none beyond the
+        // granule are considered.
+        if align > 16
+            || new_size >= self.mmap_threshold
+            || !self.is_heap_block(p)
+            || !self.engine.better_moved(p, new_size)?
+        {
+            return Ok(None);
+        }
+        // `better_moved` found a free block that fits, so this succeeds; should it not,
+        // resizing in place still can.
+        let Some(q) = self.engine.alloc(new_size, align)? else {
+            return Ok(None);
+        };
+        self.note_peak();
+        self.relocate(p, q, old.min(new_size)).map(Some)
+    }
+
     /// How far a mapped block of `len` bytes grows for a request of `new_size`: half as much
     /// again as it had (within `max_size`), so a buffer that keeps growing is remapped a few
     /// times, not on every push. Pages of the headroom are not touched, so they cost address
