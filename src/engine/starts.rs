@@ -207,11 +207,10 @@ impl StartMap {
     pub fn starts_after(&self, g: usize) -> u64 {
         let lo = g + 1;
         let (i, shift) = (lo / 64, (lo % 64) as u32);
-        let mut window = self.starts_word(i) >> shift;
-        if shift != 0 {
-            window |= self.starts_word(i + 1) << (64 - shift);
-        }
-        window
+        // Both words are always read (the spare groups make `i + 1` valid even for the last
+        // granule), so the window is one double shift with no branch on the alignment.
+        let pair = (self.starts_word(i + 1) as u128) << 64 | self.starts_word(i) as u128;
+        (pair >> shift) as u64
     }
 
     /// Whether the block at `g` is exactly `k` granules long by the map: no block starts
