@@ -14,6 +14,7 @@
 //! 1. Blocks tile `[base + 8, end - 8)` exactly; each header decodes (its tag matches).
 //! 2. The start map has a `starts` bit at each block's payload granule and nowhere else; the
 //!    `live` bit is set exactly for allocated blocks, and a header's `FREE` flag agrees with it.
+//!    Its summary marks exactly the groups of 64 granules that hold a start ([`starts`]).
 //! 3. No two binned free blocks are adjacent (freeing coalesces with both neighbours). Small
 //!    freed blocks may instead wait, uncoalesced, on a quick list ([`quick`]); they count as
 //!    free for misuse detection and as allocated for their neighbours.
@@ -269,10 +270,19 @@ impl Engine {
             && self.map.is_free_start(self.granule(b))
     }
 
-    /// Writes a free block's header and footer, puts it on its bin and in the start map.
-    /// The block before it must be allocated (free neighbours are always merged first).
+    /// Writes a free block's header and footer, puts it on its bin and in the start map. No
+    /// allocated block may start at `b` (it is new, or a free block cut shorter), and the
+    /// block before it must be allocated (free neighbours are always merged first).
     #[inline(always)]
     fn make_free(&mut self, b: usize, size: usize) {
+        self.bin_free(b, size);
+        let g = self.granule(b);
+        self.map.add_free(g);
+    }
+
+    /// `make_free` without the start map: the caller records the block there.
+    #[inline(always)]
+    fn bin_free(&mut self, b: usize, size: usize) {
         let word = self.tagger.encode(b, size, FREE);
         self.write(b, word);
         // The footer is for the block after this one; the last block has none (and writing it
@@ -288,8 +298,6 @@ impl Engine {
             self.write(head + 2 * HEADER, b as u64);
         }
         self.bins.set_head(i, b);
-        let g = self.granule(b);
-        self.map.add_free(g);
         self.binned += 1;
     }
 
@@ -780,12 +788,16 @@ impl Engine {
     ) -> Freed {
         let g = self.granule(b);
         let (mut start, mut size) = (b, h.size);
+        // The merged block starts at `b` or at the free block before it, where a start is
+        // recorded already: `b`'s start is removed or marked free, and no start is added.
         if let Some((pb, ph)) = prev {
             self.unlink(pb, ph.size);
             self.map.remove(g);
             start = pb;
             size += ph.size;
             self.counters.coalesces += 1;
+        } else {
+            self.map.set_live(g, false);
         }
         match next {
             Some(nh) if nh.is_free() => {
@@ -804,7 +816,7 @@ impl Engine {
             }
             None => {}
         }
-        self.make_free(start, size);
+        self.bin_free(start, size);
         Freed {
             at_top: start + size == self.last_slot(),
             size,
@@ -1252,6 +1264,9 @@ impl Engine {
         }
         if self.map.counts(self.span() / GRANULE + 1) != (blocks, live) {
             return bad(self.base, "start map has bits for blocks that do not exist");
+        }
+        if !self.map.summary_agrees(self.span() / GRANULE + 1) {
+            return bad(self.base, "start map summary disagrees with its groups");
         }
         let mut listed = 0;
         for i in 0..bins::NUM_BINS {

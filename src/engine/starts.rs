@@ -9,10 +9,16 @@
 //! Granule `g` stands for the payload address `base + g * GRANULE`. Bits are kept in pairs of
 //! words (`starts`, `live`) per 64 granules so that one cache line answers both questions.
 //!
+//! A summary level above the groups has one bit per group, so that checking that a large
+//! block has no start inside it reads a few words instead of one per KiB of the block.
+//!
 //! Invariants kept here:
 //! - `live[g]` implies `starts[g]`.
 //! - `starts[g]` is set exactly for the payload granules of the blocks that exist now; all other
 //!   bits, including those past the end of the managed span, are clear.
+//! - Summary bit `i` is set exactly when group `i`'s `starts` word is non-zero, for every group
+//!   the map holds (the spare ones included: they stay zero, so their bits stay clear). Only
+//!   `add_free` and `remove` change `starts`, and each updates the summary with it.
 
 /// Bits for one group of 64 granules.
 #[repr(C)]
@@ -24,16 +30,43 @@ pub(crate) struct Group {
 
 static_assertions::assert_eq_size!(Group, [u64; 2]);
 
-/// Bytes of map needed to cover `granules` granules. Two spare groups at the end let the
-/// window check in `spans_exactly` read one group past any block without a bounds branch.
+/// Groups a map over `granules` granules holds. Two spare groups at the end let the window
+/// check in `spans_exactly` read one group past any block without a bounds branch.
+const fn group_count(granules: usize) -> usize {
+    granules.div_ceil(64) + 2
+}
+
+/// Bytes of map needed to cover `granules` granules: the groups, then the summary words (one
+/// bit per group, so 1/128 of the groups' size).
 pub(crate) const fn map_bytes(granules: usize) -> usize {
-    (granules.div_ceil(64) + 2) * core::mem::size_of::<Group>()
+    let groups = group_count(granules);
+    groups * core::mem::size_of::<Group>() + groups.div_ceil(64) * core::mem::size_of::<u64>()
 }
 
 /// The start/live bitmap over a span of granules, stored in memory the owner provides.
 pub(crate) struct StartMap {
     groups: *mut Group,
+    /// One bit per group, set iff that group's `starts` word is non-zero (see the module
+    /// docs); stored right after the groups.
+    summary: *mut u64,
     granules: usize,
+}
+
+/// Whether any bit in `first..=last` of the bit array whose words `word` reads is set.
+/// Reads only the words covering that range.
+#[inline(always)]
+fn any_bit_in(word: impl Fn(usize) -> u64, first: usize, last: usize) -> bool {
+    debug_assert!(first <= last);
+    let (mut i, end) = (first / 64, last / 64);
+    let mut w = word(i) & (u64::MAX << (first % 64));
+    while i < end {
+        if w != 0 {
+            return true;
+        }
+        i += 1;
+        w = word(i);
+    }
+    w & (u64::MAX >> (63 - last % 64)) != 0
 }
 
 impl StartMap {
@@ -44,8 +77,13 @@ impl StartMap {
     /// `groups` must point to `map_bytes(granules)` bytes of zeroed memory, aligned for `u64`,
     /// that nothing else accesses while the map exists.
     pub unsafe fn new(groups: *mut u8, granules: usize) -> StartMap {
+        let groups: *mut Group = groups.cast();
         StartMap {
-            groups: groups.cast(),
+            groups,
+            // SAFETY: the summary words start right after the groups, inside the
+            // `map_bytes(granules)` bytes promised by the caller; `Group` is two `u64`s, so the
+            // address stays aligned for `u64`.
+            summary: unsafe { groups.add(group_count(granules)) }.cast(),
             granules,
         }
     }
@@ -92,13 +130,40 @@ impl StartMap {
         s && !l
     }
 
-    /// Records a new free block at `g`.
+    /// Summary word `w` (groups `64 * w ..`).
+    #[inline(always)]
+    fn summary_word(&self, w: usize) -> u64 {
+        debug_assert!(w < group_count(self.granules).div_ceil(64));
+        // SAFETY: `map_bytes` provides a summary word for every 64 groups the map holds, and
+        // callers only ask for words of groups below `group_count(granules)`.
+        unsafe { *self.summary.add(w) }
+    }
+
+    /// Summary word `w`, for updating it.
+    #[inline(always)]
+    fn summary_word_mut(&mut self, w: usize) -> &mut u64 {
+        debug_assert!(w < group_count(self.granules).div_ceil(64));
+        // SAFETY: as in `summary_word`, and `&mut self` makes the access exclusive.
+        unsafe { &mut *self.summary.add(w) }
+    }
+
+    /// Records a new free block at `g`, where no allocated block starts: either no block
+    /// starts there yet, or a free one is cut shorter.
     #[inline(always)]
     pub fn add_free(&mut self, g: usize) {
         let bit = 1u64 << (g % 64);
         let grp = self.group_mut(g);
-        grp.starts |= bit;
-        grp.live &= !bit;
+        // No block or a free one starts at `g`, so (`live` implying `starts`) its live bit is
+        // clear already.
+        debug_assert!(grp.live & bit == 0, "add_free over an allocated block");
+        let was = grp.starts;
+        grp.starts = was | bit;
+        // Only a group's first start sets its summary bit; blocks freed or merged where a
+        // start already was (most calls) leave the summary alone.
+        if was == 0 {
+            let i = g / 64;
+            *self.summary_word_mut(i / 64) |= 1u64 << (i % 64);
+        }
     }
 
     /// Forgets the block at `g` (merged into its neighbour, or cut off the span).
@@ -108,6 +173,11 @@ impl StartMap {
         let grp = self.group_mut(g);
         grp.starts &= !bit;
         grp.live &= !bit;
+        if grp.starts == 0 {
+            // That was the group's last start: its summary bit must go with it.
+            let i = g / 64;
+            *self.summary_word_mut(i / 64) &= !(1u64 << (i % 64));
+        }
     }
 
     /// Marks the block at `g` allocated (`true`) or free (`false`).
@@ -136,10 +206,11 @@ impl StartMap {
     #[inline(always)]
     pub fn starts_after(&self, g: usize) -> u64 {
         let lo = g + 1;
-        let i = lo / 64;
-        // One funnel shift over the two words, no branch on the shift being zero.
-        let pair = u128::from(self.starts_word(i + 1)) << 64 | u128::from(self.starts_word(i));
-        (pair >> (lo % 64)) as u64
+        let (i, shift) = (lo / 64, (lo % 64) as u32);
+        // Both words are always read (the spare groups make `i + 1` valid even for the last
+        // granule), so the window is one double shift with no branch on the alignment.
+        let pair = (self.starts_word(i + 1) as u128) << 64 | self.starts_word(i) as u128;
+        (pair >> shift) as u64
     }
 
     /// Whether the block at `g` is exactly `k` granules long by the map: no block starts
@@ -159,8 +230,9 @@ impl StartMap {
     }
 
     /// Whether any block starts strictly between `lo` and `hi` (`lo < hi <= granules`).
-    /// Only the words covering that range are read, so the cost follows the block's size,
-    /// never the size of the map.
+    /// The partial groups at either end are read directly and the whole groups between them
+    /// through the summary, so a block of up to 64 KiB costs at most four words, and larger
+    /// ones one more summary word per 64 KiB; never anything outside the range.
     #[inline]
     pub fn any_start_between(&self, lo: usize, hi: usize) -> bool {
         let first = lo + 1;
@@ -168,16 +240,18 @@ impl StartMap {
             return false;
         }
         let last = hi - 1;
-        let (mut i, end) = (first / 64, last / 64);
-        let mut word = self.starts_word(i) & (u64::MAX << (first % 64));
-        while i < end {
-            if word != 0 {
-                return true;
-            }
-            i += 1;
-            word = self.starts_word(i);
+        let (i, end) = (first / 64, last / 64);
+        let head = self.starts_word(i) & (u64::MAX << (first % 64));
+        let tail_mask = u64::MAX >> (63 - last % 64);
+        if i == end {
+            return head & tail_mask != 0;
         }
-        word & (u64::MAX >> (63 - last % 64)) != 0
+        if head != 0 || self.starts_word(end) & tail_mask != 0 {
+            return true;
+        }
+        // Groups `i + 1 .. end` lie wholly inside the range: any start in them shows as a
+        // summary bit.
+        i + 1 < end && any_bit_in(|w| self.summary_word(w), i + 1, end - 1)
     }
 
     /// The first block start after `g`, if any (a reference for the bounded searches' tests).
@@ -201,36 +275,63 @@ impl StartMap {
         }
     }
 
-    /// The last block start at or before `g`, if any.
+    /// The last block start at or before `g`, if any. Groups before `g`'s are found through
+    /// the summary, one word per 64 KiB of span searched.
     pub fn start_at_or_before(&self, g: usize) -> Option<usize> {
-        let mut i = g.min(self.granules.checked_sub(1)?);
-        let mut word = self.group(i).starts & (!0u64 >> (63 - i % 64));
-        loop {
-            if word != 0 {
-                return Some((i & !63) + 63 - word.leading_zeros() as usize);
-            }
-            if i < 64 {
+        let g = g.min(self.granules.checked_sub(1)?);
+        let top = |i: usize, word: u64| i * 64 + 63 - word.leading_zeros() as usize;
+        let i = g / 64;
+        let word = self.group(g).starts & (u64::MAX >> (63 - g % 64));
+        if word != 0 {
+            return Some(top(i, word));
+        }
+        // The last group before `i` with a start: the highest summary bit below bit `i`.
+        let mut w = i / 64;
+        let mut sum = self.summary_word(w) & ((1u64 << (i % 64)) - 1);
+        while sum == 0 {
+            if w == 0 {
                 return None;
             }
-            i = (i & !63) - 1;
-            word = self.group(i).starts;
+            w -= 1;
+            sum = self.summary_word(w);
         }
+        let j = top(w, sum);
+        let word = self.starts_word(j);
+        // The summary invariant guarantees a start in group `j`; without one, `top` would
+        // name a granule of the group before.
+        debug_assert!(word != 0, "summary bit {j} set for an empty group");
+        Some(top(j, word))
+    }
+
+    /// Groups `counts` and `summary_agrees` look at for an extent of `granules` in use: those
+    /// covering it and one spare group after them.
+    fn groups_in_use(&self, granules: usize) -> usize {
+        (granules.min(self.granules).div_ceil(64) + 1).min(group_count(self.granules))
     }
 
     /// `(starts, live)` counts over the first `granules` granules and the spare groups after
     /// them, for integrity checks. Everything past `granules` must be clear, so the caller
     /// passes the extent in use and the map's unused tail is not read.
     pub fn counts(&self, granules: usize) -> (usize, usize) {
-        let groups =
-            (granules.min(self.granules).div_ceil(64) + 1).min(self.granules.div_ceil(64) + 2);
-        (0..groups).fold((0, 0), |(s, l), i| {
-            // SAFETY: `i` is below the map's groups plus its two spare ones.
+        (0..self.groups_in_use(granules)).fold((0, 0), |(s, l), i| {
+            // SAFETY: `i` is below `group_count(self.granules)`, the groups the map holds.
             let grp = unsafe { &*self.groups.add(i) };
             (
                 s + grp.starts.count_ones() as usize,
                 l + grp.live.count_ones() as usize,
             )
         })
+    }
+
+    /// Whether the summary bits agree with the groups (see the module docs) over the groups
+    /// `counts` looks at, and are clear past them in the last summary word read. Like `counts`,
+    /// it leaves the map's unused tail unread: invariant 2 of the engine keeps it empty.
+    pub fn summary_agrees(&self, granules: usize) -> bool {
+        let groups = self.groups_in_use(granules);
+        let marked = |i: usize| self.summary_word(i / 64) >> (i % 64) & 1 != 0;
+        let last = groups - 1;
+        let beyond = self.summary_word(last / 64) & !(u64::MAX >> (63 - last % 64));
+        beyond == 0 && (0..groups).all(|i| marked(i) == (self.starts_word(i) != 0))
     }
 }
 
@@ -325,7 +426,125 @@ mod tests {
                 let hi = rng.range(q + 1, 1001);
                 let any = (q + 1..hi).any(|i| model[i]);
                 assert_eq!(m.any_start_between(q, hi), any, "between {q} and {hi}");
+                assert!(m.summary_agrees(1000));
             }
+        });
+    }
+
+    /// Granules of the map the summary tests use: a bit over three summary words of groups,
+    /// so long searches cross summary words and end in a partial one.
+    const LONG: usize = 64 * 64 * 3 + 64 * 5 + 17;
+
+    /// A granule to toggle or query, often at a group's first or last granule, where the
+    /// partial words of a range meet the summary.
+    fn pick(rng: &mut crate::test_rng::Rng, below: usize) -> usize {
+        let g = rng.range(0, below);
+        match rng.range(0, 4) {
+            0 => g & !63,
+            1 => (g | 63).min(below - 1),
+            _ => g,
+        }
+    }
+
+    #[test]
+    fn long_searches_agree_with_a_plain_scan() {
+        let mut rng = crate::test_rng::Rng::new(11);
+        with_map(LONG, |m| {
+            let mut model = vec![false; LONG];
+            let mut set: Vec<usize> = Vec::new();
+            for step in 0..if cfg!(miri) { 60 } else { 6000 } {
+                // Few starts over many groups, so most groups are empty, most removals take a
+                // group's last start, and long ranges often hold no start at all. The target
+                // count drifts so that both sparse and busier maps are seen.
+                let target = [2, 12, 60][step / 500 % 3];
+                if set.len() > target || (!set.is_empty() && rng.chance(1, 3)) {
+                    let g = set.swap_remove(rng.range(0, set.len()));
+                    m.remove(g);
+                    model[g] = false;
+                } else {
+                    let g = pick(&mut rng, LONG);
+                    if !model[g] {
+                        m.add_free(g);
+                        model[g] = true;
+                        set.push(g);
+                    }
+                }
+                assert!(m.summary_agrees(LONG), "step {step}");
+
+                let q = pick(&mut rng, LONG);
+                let prev = (0..=q).rev().find(|&i| model[i]);
+                assert_eq!(m.start_at_or_before(q), prev, "at or before {q}");
+                // Ranges ending anywhere, and ranges ending exactly at a group boundary.
+                let mut hi = rng.range(q + 1, LONG + 1);
+                if rng.chance(1, 3) && hi & !63 > q {
+                    hi &= !63;
+                }
+                let any = (q + 1..hi).any(|i| model[i]);
+                assert_eq!(m.any_start_between(q, hi), any, "between {q} and {hi}");
+                // Blocks of every length, up to the whole map, judged as the engine judges
+                // them when freeing or reallocating.
+                if q + 1 < LONG {
+                    let k = rng.range(1, LONG - q);
+                    let at_end = q + k == LONG || rng.chance(1, 4);
+                    let inside_clear = (q + 1..q + k).all(|i| !model[i]);
+                    let ends = if q + k == LONG {
+                        at_end
+                    } else if at_end {
+                        !model[q + k]
+                    } else {
+                        model[q + k]
+                    };
+                    assert_eq!(
+                        m.spans_exactly(q, k, at_end),
+                        inside_clear && ends,
+                        "g {q} k {k} end {at_end}"
+                    );
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn the_last_start_of_a_group_clears_its_summary_bit() {
+        with_map(LONG, |m| {
+            let far = 64 * 64 * 2 + 64 * 3; // first granule of a group in the third summary word
+            m.add_free(far + 5);
+            m.add_free(far + 63);
+            m.add_free(0);
+            assert!(m.any_start_between(0, far + 64));
+            assert_eq!(m.start_at_or_before(LONG - 1), Some(far + 63));
+            m.remove(far + 63);
+            // The group still holds a start: its bit must stay.
+            assert!(m.summary_agrees(LONG));
+            assert!(m.any_start_between(64, LONG));
+            assert_eq!(m.start_at_or_before(LONG - 1), Some(far + 5));
+            m.set_live(far + 5, true);
+            m.remove(far + 5);
+            assert!(m.summary_agrees(LONG));
+            assert!(!m.any_start_between(0, LONG));
+            assert!(m.spans_exactly(0, LONG, true));
+            assert_eq!(m.start_at_or_before(LONG - 1), Some(0));
+            m.remove(0);
+            assert_eq!(m.start_at_or_before(LONG - 1), None);
+            assert_eq!(m.counts(LONG), (0, 0));
+        });
+    }
+
+    #[test]
+    fn a_summary_that_disagrees_is_caught() {
+        with_map(LONG, |m| {
+            m.add_free(64 * 70 + 3);
+            assert!(m.summary_agrees(LONG));
+            // A summary bit for an empty group, and a group whose bit is missing.
+            *m.summary_word_mut(0) |= 1 << 9;
+            assert!(!m.summary_agrees(LONG));
+            *m.summary_word_mut(0) &= !(1 << 9);
+            *m.summary_word_mut(1) &= !(1 << 6);
+            assert!(!m.summary_agrees(LONG));
+            *m.summary_word_mut(1) |= 1 << 6;
+            // A bit past the groups in use, in the last summary word read.
+            *m.summary_word_mut(0) |= 1 << 63;
+            assert!(!m.summary_agrees(64 * 20));
         });
     }
 }

@@ -306,22 +306,61 @@ fn extend_and_truncate_move_the_top() {
 
 #[test]
 fn random_operations_keep_every_invariant() {
-    random_operations(0x5EED, |rng| rng.range(1, 700));
+    random_operations(
+        0x5EED,
+        SMALL,
+        |rng| rng.range(1, 700),
+        |rng| rng.range(1, 1200),
+    );
 }
 
 #[test]
 fn random_operations_on_few_sizes_keep_every_invariant() {
     // Three sizes only: the quick stacks fill up and overflow into merges.
-    random_operations(0xC4A1, |rng| [24, 100, 300][rng.range(0, 3)]);
+    random_operations(
+        0xC4A1,
+        SMALL,
+        |rng| [24, 100, 300][rng.range(0, 3)],
+        |rng| rng.range(1, 1200),
+    );
 }
 
-/// Random alloc/free/resize against a model, with every invariant checked, the fit policy
-/// and deferred coalescing switched now and then, and bursts of frees.
-fn random_operations(seed: u64, mut size_of: impl FnMut(&mut Rng) -> usize) {
-    let mut h = Harness::new(32 * 1024);
+#[test]
+fn random_operations_on_large_blocks_keep_every_invariant() {
+    // Blocks up to a few hundred KiB among small ones: their extents cross many start map
+    // groups and several summary words, and freeing them merges across those.
+    let large = |rng: &mut Rng| {
+        if rng.chance(1, 4) {
+            rng.range(1, if cfg!(miri) { 20_000 } else { 300_000 })
+        } else {
+            rng.range(1, 700)
+        }
+    };
+    random_operations(0x1A26E, LARGE, large, large);
+}
+
+/// Span of the random-operation tests on small blocks.
+const SMALL: usize = 32 * 1024;
+/// Span of those on large blocks: 64 summary words of start map groups (4 under Miri, where
+/// every step is checked).
+const LARGE: usize = if cfg!(miri) { 256 << 10 } else { 4 << 20 };
+
+/// Random alloc/free/resize against a model over `span` bytes, with every invariant checked,
+/// the fit policy and deferred coalescing switched now and then, and bursts of frees.
+fn random_operations(
+    seed: u64,
+    span: usize,
+    mut size_of: impl FnMut(&mut Rng) -> usize,
+    mut resize_to: impl FnMut(&mut Rng) -> usize,
+) {
+    let mut h = Harness::new(span);
     let mut rng = Rng::new(seed);
     let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
-    let steps = if cfg!(miri) { 300 } else { 20_000 };
+    let steps = match (cfg!(miri), span > SMALL) {
+        (true, _) => 300,
+        (false, false) => 20_000,
+        (false, true) => 5_000,
+    };
     for step in 0..steps {
         // Every combination of the policies, and every switch (turning caching off merges
         // what is cached), keeps the invariants.
@@ -360,7 +399,7 @@ fn random_operations(seed: u64, mut size_of: impl FnMut(&mut Rng) -> usize) {
         } else {
             let i = rng.range(0, live.len());
             let (p, size, byte) = live[i];
-            let new = rng.range(1, 1200);
+            let new = resize_to(&mut rng);
             if h.engine.resize_in_place(p, new).unwrap() {
                 assert!(
                     holds(p, size.min(new), byte),
@@ -394,7 +433,7 @@ fn random_operations(seed: u64, mut size_of: impl FnMut(&mut Rng) -> usize) {
     h.engine.check().unwrap();
     assert_eq!(h.engine.stats().live_blocks, 0);
     assert_eq!(h.engine.stats().free_blocks, 1);
-    assert_eq!(h.engine.stats().free_bytes, 32 * 1024 - 16);
+    assert_eq!(h.engine.stats().free_bytes, span - 16);
     let _ = MIN_BLOCK;
 }
 
