@@ -60,9 +60,9 @@ pub fn page_size() -> usize {
 /// # Ok::<(), strata_alloc::Error>(())
 /// ```
 pub struct Region {
-    /// Owns the mapping; dropping it unmaps the span. Never touched after construction except
-    /// through `base`, so no reference to the mapped bytes is ever created here. (Under Miri
-    /// nothing is given back to the OS, so only the drop reads it.)
+    /// Owns the mapping; dropping it unmaps the span. Read only by the drop and by `discard`'s
+    /// madvise (bytes go through `base`), so no reference to the mapped bytes is ever created
+    /// here. Miri has no madvise, so there only the drop reads it.
     #[cfg_attr(miri, allow(dead_code))]
     map: MmapMut,
     /// First byte of the mapping, captured once so no `&mut [u8]` is formed later.
