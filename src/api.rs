@@ -210,7 +210,15 @@ pub(crate) fn allocate<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<
     if layout.size() == 0 {
         return Ok(dangling(layout.align()));
     }
-    let p = alloc(b, layout.size(), layout.align())?;
+    // A `Layout`'s alignment is a power of two and its size is not 0 here; what is left of
+    // `check_layout` is two comparisons in the common case.
+    let (size, align) = (layout.size(), layout.align());
+    let r = if align <= MAX_ALIGN && size <= isize::MAX as usize - MAX_ALIGN {
+        b.alloc(size, align)
+    } else {
+        check_layout(size, align).and_then(|()| b.alloc(size, align))
+    };
+    let p = counted(b, r)?;
     Ok(NonNull::slice_from_raw_parts(p, layout.size()))
 }
 

@@ -411,7 +411,7 @@ impl GlobalHeap {
     /// assert!(HEAP.check().is_ok());
     /// ```
     pub fn check(&self) -> Result<(), Error> {
-        lock(&self.core).as_ref().map_or(Ok(()), HeapCore::check)
+        lock(&self.core).as_mut().map_or(Ok(()), HeapCore::check)
     }
 
     /// Gives the free top of the heap back to the OS; returns the bytes given back.

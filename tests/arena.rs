@@ -139,7 +139,24 @@ fn model_based_random_operations() {
                 Err(e) => panic!("step {step}: unexpected {e}"),
             }
         }
+        // A temporary buffer, freed before the next operation.
+        if rng.chance(1, 4) {
+            let len = rng.range(1, 600);
+            if let Ok(ptr) = arena.alloc(len) {
+                let t = Live {
+                    ptr,
+                    len,
+                    seed: rng.byte(),
+                };
+                write_pattern(t);
+                assert_eq!(arena.stats().live_blocks, live.len() + 1);
+                assert_pattern(t, len, "temporary");
+                // SAFETY: `t` is live and not used after this.
+                unsafe { arena.free(ptr) }.unwrap();
+            }
+        }
         if step % 16 == 0 {
+            assert_eq!(arena.stats().live_blocks, live.len(), "step {step}");
             arena.check().unwrap_or_else(|e| panic!("step {step}: {e}"));
         }
         if step % 4096 == 0 {

@@ -103,6 +103,26 @@ fn model_based_random_operations_across_all_size_ranges() {
             live.insert(q.as_ptr() as usize, nb);
             keys[i] = q.as_ptr() as usize;
         }
+        // A temporary buffer, freed before the next operation.
+        if rng.chance(1, 4) {
+            let len = rng.range(1, 1000);
+            let p = heap
+                .alloc(len)
+                .unwrap_or_else(|e| panic!("step {step}: {e}"));
+            let t = Live {
+                ptr: p,
+                len,
+                seed: rng.byte(),
+            };
+            stamp(t);
+            assert!(!live.contains_key(&(p.as_ptr() as usize)), "step {step}");
+            verify(t, len, "temporary");
+            // SAFETY: live and not used after this.
+            unsafe { heap.free(p) }.unwrap_or_else(|e| panic!("step {step}: {e}"));
+        }
+        if step % 500 == 0 {
+            assert_eq!(heap.stats().live_blocks, live.len(), "step {step}");
+        }
         if step % 5000 == 0 {
             heap.check().unwrap_or_else(|e| panic!("step {step}: {e}"));
             let s = heap.stats();

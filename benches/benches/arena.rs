@@ -3,6 +3,9 @@
 //!   default 64 KiB Arena (checked API and `Allocator` trait) and in `std::alloc::System`.
 //! - `arena/pair_live`: the same pair in a 1 MiB Arena holding 10 or 1000 live blocks, packed
 //!   (`live`) or with a free hole between every two live blocks (`holes`).
+//! - `arena/overlapped`: two blocks allocated, then freed in allocation order, so no free is
+//!   of the block allocated last: the pair without the loan fast path (per block: one alloc
+//!   and one free).
 //! - untimed report: how many 1000-byte blocks fit in a default Arena, and the live payload
 //!   fraction at the first failure with sizes uniform in 16..=512.
 
@@ -61,6 +64,44 @@ fn pair(c: &mut Criterion) {
                 let p = System.alloc(l);
                 assert!(!p.is_null());
                 System.dealloc(black_box(p), l);
+            }
+        })
+    });
+    g.finish();
+}
+
+fn overlapped(c: &mut Criterion) {
+    let sizes = sizes(13);
+    let mut g = c.benchmark_group("arena/overlapped");
+    g.throughput(Throughput::Elements(2));
+    let arena = Arena::new().unwrap();
+    g.bench_function("strata_arena_checked", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            let p = arena.alloc(sizes[i % SIZES]).unwrap();
+            let q = arena.alloc(sizes[(i + 1) % SIZES]).unwrap();
+            i += 2;
+            // SAFETY: both live, each freed once.
+            unsafe {
+                arena.free(black_box(p)).unwrap();
+                arena.free(black_box(q)).unwrap();
+            }
+        })
+    });
+    assert_eq!(arena.stats().live_blocks, 0);
+    g.bench_function("system", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            let l = Layout::from_size_align(sizes[i % SIZES], 16).unwrap();
+            let m = Layout::from_size_align(sizes[(i + 1) % SIZES], 16).unwrap();
+            i += 2;
+            // SAFETY: non-zero sizes; each freed once with its layout.
+            unsafe {
+                let p = System.alloc(l);
+                let q = System.alloc(m);
+                assert!(!p.is_null() && !q.is_null());
+                System.dealloc(black_box(p), l);
+                System.dealloc(black_box(q), m);
             }
         })
     });
@@ -168,5 +209,6 @@ fn main() {
     let mut c = strata_benches::criterion();
     pair(&mut c);
     pair_live(&mut c);
+    overlapped(&mut c);
     c.final_summary();
 }

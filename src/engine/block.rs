@@ -120,6 +120,13 @@ pub(crate) fn raw_header(word: u64) -> Header {
     }
 }
 
+/// Whether `word` is the header of an allocated (or cached) block of `size` bytes, by its
+/// size and `FREE` flag alone: one comparison where `raw_header` needs two.
+#[inline(always)]
+pub(crate) fn is_allocated_header(word: u64, size: usize) -> bool {
+    (word ^ size as u64) & (SIZE_MASK | FREE) == 0
+}
+
 /// The block size that serves a request of `size` bytes, or `None` if it cannot exist.
 #[inline(always)]
 pub(crate) fn block_size_for(size: usize) -> Option<usize> {

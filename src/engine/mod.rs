@@ -24,6 +24,11 @@
 //! 5. Every free block is on the list of its bin exactly once (see [`bins`]).
 //! 6. The counters in `stats` (live blocks, bytes in use, free blocks, free bytes) agree with
 //!    the walk.
+//! 7. At most one block is *lent* ([`quick`]): handed out by the latest allocation but still
+//!    on its quick stack. It is allocated in every way but two: its `live` bit is still clear
+//!    and the counters leave it out. Freeing it next ends the loan with nothing else to undo;
+//!    any other operation first settles it ([`Engine::settle`]), so only `alloc` and `free`
+//!    ever meet a lent block.
 //!
 //! Misuse and damage are reported, never followed: a pointer handed back is judged by the start
 //! map alone before its header is read, and every header, footer and free-list link is checked
@@ -117,8 +122,12 @@ pub(crate) struct Engine {
     clean_from: usize,
     /// Counters kept on the hot paths: allocations, frees, bytes in use and its peak, splits,
     /// coalesces, misuses (and the owner's: failed requests, reallocations). The block and
-    /// byte counts that follow from these are derived in [`Engine::stats`].
+    /// byte counts that follow from these are derived in [`Engine::stats`]. The lent block
+    /// and the ended loans are not in them.
     pub counters: Stats,
+    /// Loans ended by a free: each counts as one allocation and one free in
+    /// [`Engine::stats`].
+    loans_ended: u64,
 }
 
 impl Engine {
@@ -149,6 +158,7 @@ impl Engine {
             best_fit: false,
             clean_from: addr,
             counters: Stats::default(),
+            loans_ended: 0,
         }
     }
 
@@ -163,11 +173,43 @@ impl Engine {
     /// live blocks and their headers do not cover.
     pub fn stats(&self) -> Stats {
         let mut s = self.counters;
+        s.allocations += self.loans_ended;
+        s.frees += self.loans_ended;
+        if self.quick.lent() != 0 {
+            s.allocations += 1;
+            s.bytes_in_use += self.quick.lent_size() - HEADER;
+        }
         s.live_blocks = (s.allocations - s.frees) as usize;
         s.free_blocks = self.binned + self.quick.total();
         s.free_bytes = self.span() - GRANULE - s.bytes_in_use - HEADER * s.live_blocks;
         s.managed_bytes = self.span();
         s
+    }
+
+    /// Bytes handed out and not freed (usable bytes of live blocks, the lent one included).
+    #[inline(always)]
+    pub fn bytes_in_use(&self) -> usize {
+        self.counters.bytes_in_use
+            + if self.quick.lent() != 0 {
+                self.quick.lent_size() - HEADER
+            } else {
+                0
+            }
+    }
+
+    /// Settles the loan (invariant 7), if there is one: the lent block leaves its stack, gets
+    /// its `live` bit and is counted. Every entry point but `alloc` and `free` calls this
+    /// first.
+    #[inline(always)]
+    pub fn settle(&mut self) {
+        if let Some((b, size)) = self.quick.settle_loan() {
+            let g = self.granule(b);
+            self.map.set_live(g, true);
+            let s = &mut self.counters;
+            s.allocations += 1;
+            // The peak was noted when the block was lent.
+            s.bytes_in_use += size - HEADER;
+        }
     }
 
     /// First address of the span.
@@ -396,6 +438,7 @@ impl Engine {
     /// Turns deferred coalescing on or off. Off, every free merges at once, and the blocks
     /// cached so far are merged now: packing before speed, for a heap near its limit.
     pub fn set_caching(&mut self, on: bool) -> Result<(), Error> {
+        self.settle();
         let was_on = self.quick.set_enabled(on);
         if was_on && !on {
             self.flush_quick()
@@ -473,8 +516,19 @@ impl Engine {
     pub fn alloc(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
         if align <= GRANULE && size <= bins::EXACT_LIMIT - HEADER {
             let bsize = small_block_size(size);
-            if let Some(b) = self.quick.pop(Quick::list_of(bsize)) {
-                return Ok(Some(self.hand_out_cached(b, bsize)));
+            self.settle();
+            if let Some(b) = self.quick.lend(Quick::list_of(bsize)) {
+                // Only the peak is noted now; the rest of the bookkeeping waits until the
+                // next operation, which is often the free of this very block (a temporary
+                // buffer) and then has nothing to record.
+                let now = self.counters.bytes_in_use + bsize - HEADER;
+                if now > self.counters.peak_bytes_in_use {
+                    self.counters.peak_bytes_in_use = now;
+                }
+                // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
+                return Ok(Some(unsafe {
+                    NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER))
+                }));
             }
         }
         self.alloc_slow(size, align)
@@ -497,6 +551,7 @@ impl Engine {
     /// Allocation from the bins, after the quick lists had nothing.
     #[inline(never)]
     fn alloc_slow(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
+        self.settle();
         let Some(bsize) = block_size_for(size) else {
             return Err(Error::layout(size, align, "size is larger than any block"));
         };
@@ -541,6 +596,7 @@ impl Engine {
     /// left untouched, as a hole nobody will use; the first such damage is returned after
     /// every other block has been flushed.
     pub fn flush_quick(&mut self) -> Result<(), Error> {
+        self.settle();
         let mut first_damage = None;
         for i in 0..quick::LISTS {
             let size = Quick::size_of(i);
@@ -644,6 +700,7 @@ impl Engine {
     /// the block address and header. Nothing is written.
     #[inline(always)]
     pub fn live_block(&mut self, p: NonNull<u8>) -> Result<(usize, Header), Error> {
+        self.settle();
         let (addr, g) = self.live_granule(p)?;
         self.live_header(addr, g)
     }
@@ -729,6 +786,10 @@ impl Engine {
     /// with their free neighbours and binned.
     #[inline(always)]
     pub fn free(&mut self, p: NonNull<u8>) -> Result<Freed, Error> {
+        if p.as_ptr() as usize == self.quick.lent() {
+            return self.end_loan();
+        }
+        self.settle();
         let (addr, g) = self.live_granule(p)?;
         // A small block's extent is the distance to the next start in the map; its header
         // must agree (an overflow from the block before would have changed it).
@@ -757,6 +818,23 @@ impl Engine {
         }
         let (b, h) = self.live_header(addr, g)?;
         self.free_slow(b, h)
+    }
+
+    /// Frees the lent block by ending the loan. Being lent vouches for the pointer (it is
+    /// exactly what the last allocation handed out, not freed since); only the block's header,
+    /// which the program could have overwritten meanwhile, is checked.
+    #[inline(always)]
+    fn end_loan(&mut self) -> Result<Freed, Error> {
+        let (b, size) = (self.quick.lent() - HEADER, self.quick.lent_size());
+        if !block::is_allocated_header(self.read(b), size) {
+            return Err(self.corrupted(b, "block header was overwritten"));
+        }
+        self.quick.end_loan();
+        self.loans_ended += 1;
+        Ok(Freed {
+            at_top: false,
+            size,
+        })
     }
 
     /// Frees the validated live block `b` by merging it with its free neighbours.
@@ -840,6 +918,7 @@ impl Engine {
     /// (free-list links) and the block's last 8 bytes (a footer), which is all a block taken
     /// from clean memory can hold.
     pub fn clear_for_calloc(&mut self, p: NonNull<u8>, size: usize, clean_before: usize) {
+        self.settle();
         let addr = p.as_ptr() as usize;
         let usable = block::raw_header(self.read(addr - HEADER)).size - HEADER;
         let prefix = clean_before.saturating_sub(addr).max(2 * HEADER).min(size);
@@ -1071,6 +1150,7 @@ impl Engine {
 
     /// The last block, if it is free: its address and size.
     pub fn free_top(&mut self) -> Result<Option<(usize, usize)>, Error> {
+        self.settle();
         if self.end - self.base <= GRANULE {
             return Ok(None);
         }
@@ -1163,7 +1243,14 @@ impl Engine {
 
     /// The block at `b`, validated against the start map, and the address of the next one.
     /// `None` at the end of the span or if the block does not validate (the walk stops there).
-    pub fn block_at(&self, b: usize) -> Option<(BlockInfo, usize)> {
+    pub fn block_at(&mut self, b: usize) -> Option<(BlockInfo, usize)> {
+        self.settle();
+        self.settled_block_at(b)
+    }
+
+    /// [`block_at`](Self::block_at), once the loan is settled.
+    fn settled_block_at(&self, b: usize) -> Option<(BlockInfo, usize)> {
+        debug_assert_eq!(self.quick.lent(), 0);
         if b < self.base + HEADER || b >= self.last_slot() {
             return None;
         }
@@ -1209,7 +1296,8 @@ impl Engine {
     }
 
     /// Verifies every invariant in the module docs by walking all blocks and all bins.
-    pub fn check(&self) -> Result<(), Error> {
+    pub fn check(&mut self) -> Result<(), Error> {
+        self.settle();
         let bad = |addr, what| Err(Error::Corrupted { addr, what });
         let (mut b, last) = (self.first_block(), self.last_slot());
         let (mut blocks, mut live, mut in_use, mut free, mut free_bytes) = (0, 0, 0, 0, 0);
@@ -1326,10 +1414,11 @@ impl Engine {
     }
 
     /// Collects the blocks and free lists for a [`Snapshot`](crate::Snapshot).
-    pub fn snapshot(&self, title: &'static str, stats: Stats) -> crate::Snapshot {
+    pub fn snapshot(&mut self, title: &'static str, stats: Stats) -> crate::Snapshot {
+        self.settle();
         let mut blocks = Vec::new();
         let mut b = self.first_block();
-        while let Some((info, next)) = self.block_at(b) {
+        while let Some((info, next)) = self.settled_block_at(b) {
             blocks.push(info);
             b = next;
         }

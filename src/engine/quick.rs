@@ -11,15 +11,26 @@
 //! The stacks live here, inside the engine, not in the freed blocks: a dangling write by the
 //! program cannot redirect them, so handing out a cached block needs no validation at all.
 //!
+//! An allocation from a stack is first only a *loan*: the block is handed out but stays on
+//! top of its stack, and nothing else is recorded. Programs often free a small block before
+//! they allocate again (a temporary buffer, a string built and dropped); freeing the lent
+//! block then just ends the loan, and the pair has cost a few loads and stores. Any other
+//! operation first *settles* the loan: the block is popped for good, and the engine records
+//! it as allocated.
+//!
 //! Invariants kept here:
 //! - A cached block has its `starts` bit set and its `live` bit clear, a header *without* the
 //!   `FREE` flag (neighbours treat it as allocated and never merge with it), and the block
 //!   after it does not have `PREV_FREE` set on its account.
 //! - Every cached block is on exactly one stack, the one of its exact size; `counts[i]`
 //!   entries of `slots[i]` are in use.
+//! - At most one block is lent, and it is the top of stack `lent_list`. While it is, no block
+//!   is pushed or popped (every such method asserts it), so it stays the top until the loan
+//!   ends or is settled. To everyone else a lent block is allocated: it is not counted in
+//!   [`Quick::total`], and the engine counts it as live.
 
 use super::bins::EXACT_LIMIT;
-use super::block::{GRANULE, MIN_BLOCK};
+use super::block::{GRANULE, HEADER, MIN_BLOCK};
 
 /// Number of stacks: one per exact-fit size up to 1 KiB.
 pub(crate) const LISTS: usize = (EXACT_LIMIT - MIN_BLOCK) / GRANULE + 1;
@@ -33,6 +44,10 @@ pub(crate) struct Quick {
     counts: [u8; LISTS],
     /// How deep `push` fills a stack: [`LIMIT`], or 0 while caching is off.
     depth: u8,
+    /// Payload address of the lent block, or 0 (no payload is at address 0).
+    lent: usize,
+    /// The stack the lent block tops.
+    lent_list: usize,
 }
 
 impl Quick {
@@ -41,6 +56,8 @@ impl Quick {
             slots: [[0; LIMIT]; LISTS],
             counts: [0; LISTS],
             depth: LIMIT as u8,
+            lent: 0,
+            lent_list: 0,
         }
     }
 
@@ -52,9 +69,11 @@ impl Quick {
         was
     }
 
-    /// Blocks cached over all stacks (summed on demand: only slow paths ask).
+    /// Blocks cached over all stacks, the lent one excluded (summed on demand: only slow paths
+    /// ask).
     pub fn total(&self) -> usize {
-        self.counts.iter().map(|&c| c as usize).sum()
+        let stacked: usize = self.counts.iter().map(|&c| c as usize).sum();
+        stacked - (self.lent != 0) as usize
     }
 
     /// The stack a block of `size` bytes goes on (`size <= EXACT_LIMIT`).
@@ -69,15 +88,67 @@ impl Quick {
         (i + MIN_BLOCK / GRANULE) * GRANULE
     }
 
+    /// Lends the most recently cached block of stack `i`, if any: returns its address and
+    /// leaves it on the stack until [`end_loan`](Self::end_loan) or
+    /// [`settle_loan`](Self::settle_loan). Nothing may be lent already.
+    #[inline(always)]
+    pub fn lend(&mut self, i: usize) -> Option<usize> {
+        assert!(self.lent == 0);
+        let b = self.top(i)?;
+        self.lent = b + HEADER;
+        self.lent_list = i;
+        Some(b)
+    }
+
+    /// Payload address of the lent block, or 0 if none is lent.
+    #[inline(always)]
+    pub fn lent(&self) -> usize {
+        self.lent
+    }
+
+    /// Block size of the lent block (meaningful only while one is lent).
+    #[inline(always)]
+    pub fn lent_size(&self) -> usize {
+        Self::size_of(self.lent_list)
+    }
+
+    /// Ends the loan: the lent block is simply cached again, as if never handed out.
+    #[inline(always)]
+    pub fn end_loan(&mut self) {
+        self.lent = 0;
+    }
+
+    /// Makes the loan final, if there is one: pops the lent block off its stack and returns
+    /// its address and size.
+    #[inline(always)]
+    pub fn settle_loan(&mut self) -> Option<(usize, usize)> {
+        if self.lent == 0 {
+            return None;
+        }
+        let (b, i) = (self.lent - HEADER, self.lent_list);
+        self.lent = 0;
+        let top = self.pop(i);
+        assert_eq!(top, Some(b), "the lent block left the top of its stack");
+        Some((b, Self::size_of(i)))
+    }
+
     /// Takes the most recently cached block of stack `i`, if any.
     #[inline(always)]
     pub fn pop(&mut self, i: usize) -> Option<usize> {
+        assert!(self.lent == 0);
+        let b = self.top(i)?;
+        self.counts[i] -= 1;
+        Some(b)
+    }
+
+    /// The most recently cached block of stack `i`, if any, left where it is.
+    #[inline(always)]
+    fn top(&self, i: usize) -> Option<usize> {
         assert!(i < LISTS);
         let n = self.counts[i] as usize;
         if n == 0 {
             return None;
         }
-        self.counts[i] = (n - 1) as u8;
         // SAFETY: `0 < n <= LIMIT` (counts only grow through `push`, which stops at LIMIT).
         Some(unsafe { *self.slots[i].get_unchecked(n - 1) })
     }
@@ -86,7 +157,7 @@ impl Quick {
     /// `align`, if any: an over-aligned request served without carving.
     #[inline]
     pub fn pop_aligned(&mut self, i: usize, align: usize) -> Option<usize> {
-        assert!(i < LISTS);
+        assert!(i < LISTS && self.lent == 0);
         let n = self.counts[i] as usize;
         let stack = &mut self.slots[i][..n];
         let at = stack
@@ -103,7 +174,7 @@ impl Quick {
     /// Caches block `b` on stack `i`; `false` if the stack is full or caching is off.
     #[inline(always)]
     pub fn push(&mut self, i: usize, b: usize) -> bool {
-        assert!(i < LISTS);
+        assert!(i < LISTS && self.lent == 0);
         let n = self.counts[i] as usize;
         if n >= self.depth as usize {
             return false;
@@ -114,8 +185,9 @@ impl Quick {
         true
     }
 
-    /// The blocks cached on stack `i`, oldest first.
+    /// The blocks cached on stack `i`, oldest first (none may be lent).
     pub fn entries(&self, i: usize) -> &[usize] {
+        assert!(self.lent == 0);
         &self.slots[i][..self.counts[i] as usize]
     }
 }
@@ -150,5 +222,36 @@ mod tests {
         assert_eq!(q.pop(3), Some(b), "last in, first out");
         assert_eq!(q.entries(3).len(), LIMIT - 1);
         assert_eq!(Quick::size_of(Quick::list_of(528)), 528);
+    }
+
+    #[test]
+    fn a_loan_ends_or_settles_and_blocks_the_stacks_meanwhile() {
+        let mut q = Quick::new();
+        assert_eq!(q.lend(2), None);
+        assert!(q.push(2, 0x1008));
+        assert!(q.push(2, 0x1048));
+        assert_eq!(q.lend(2), Some(0x1048));
+        assert_eq!((q.lent(), q.lent_size()), (0x1050, Quick::size_of(2)));
+        assert_eq!(q.total(), 1, "the lent block is not counted as cached");
+        q.end_loan();
+        assert_eq!((q.lent(), q.total()), (0, 2));
+        assert_eq!(q.settle_loan(), None);
+        assert_eq!(
+            q.lend(2),
+            Some(0x1048),
+            "an ended loan leaves the block on top"
+        );
+        assert_eq!(q.settle_loan(), Some((0x1048, Quick::size_of(2))));
+        assert_eq!((q.lent(), q.total()), (0, 1));
+        assert_eq!(q.pop(2), Some(0x1008));
+    }
+
+    #[test]
+    #[should_panic]
+    fn pushing_while_a_block_is_lent_panics() {
+        let mut q = Quick::new();
+        assert!(q.push(0, 0x1008));
+        q.lend(0);
+        q.push(0, 0x2008);
     }
 }

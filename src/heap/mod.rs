@@ -134,7 +134,7 @@ impl HeapCore {
 
     #[inline(always)]
     fn note_peak(&mut self) {
-        let now = self.engine.counters.bytes_in_use + self.large.bytes();
+        let now = self.engine.bytes_in_use() + self.large.bytes();
         if now > self.counters.peak {
             self.counters.peak = now;
         }
@@ -260,7 +260,7 @@ impl HeapCore {
         s
     }
 
-    pub(crate) fn check(&self) -> Result<(), Error> {
+    pub(crate) fn check(&mut self) -> Result<(), Error> {
         self.engine.check()?;
         self.large.check()?;
         if self.blocks.brk() != self.engine.span() || self.footprint() > self.max_size {
@@ -276,7 +276,7 @@ impl HeapCore {
         self.engine.first_block()
     }
 
-    pub(crate) fn block_at(&self, b: usize) -> Option<(BlockInfo, usize)> {
+    pub(crate) fn block_at(&mut self, b: usize) -> Option<(BlockInfo, usize)> {
         self.engine.block_at(b)
     }
 
@@ -294,8 +294,9 @@ impl HeapCore {
             .collect()
     }
 
-    pub(crate) fn snapshot(&self, title: &'static str) -> Snapshot {
-        let mut snap = self.engine.snapshot(title, self.stats());
+    pub(crate) fn snapshot(&mut self, title: &'static str) -> Snapshot {
+        let stats = self.stats();
+        let mut snap = self.engine.snapshot(title, stats);
         snap.blocks.extend(self.mapped_blocks());
         snap
     }
@@ -353,7 +354,7 @@ impl Backend for HeapCore {
                 // Trim with hysteresis that follows the live size, so a heap that shrinks a
                 // little and grows back does not hand pages to the OS and fault them in again,
                 // while a heap that empties gives back all but one increment.
-                let in_use = self.engine.counters.bytes_in_use;
+                let in_use = self.engine.bytes_in_use();
                 if freed.size >= self.trim_threshold.max(in_use / 4) {
                     self.trim_top(self.increment.max(in_use / 8))?;
                 }
