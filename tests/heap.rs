@@ -454,3 +454,37 @@ fn locked_heap_survives_two_threads() {
     heap.check().unwrap();
     assert_eq!(heap.stats().live_blocks, 0);
 }
+
+#[test]
+fn the_peak_counts_heap_blocks_mapped_blocks_and_a_lent_block() {
+    let heap = Heap::new().unwrap();
+    let a = heap.alloc(1000).unwrap();
+    let big = heap.alloc(300 << 10).unwrap();
+    let both = heap.stats().bytes_in_use;
+    assert!(both > 300 << 10);
+    assert_eq!(heap.stats().peak_bytes_in_use, both);
+    // SAFETY: live, freed once.
+    unsafe { heap.free(big) }.unwrap();
+    assert_eq!(heap.stats().peak_bytes_in_use, both, "the peak stays");
+
+    // A higher peak reached with heap blocks alone, and one that a lent block makes.
+    let many: std::vec::Vec<_> = (0..400).map(|_| heap.alloc(1000).unwrap()).collect();
+    let now = heap.stats().bytes_in_use;
+    assert!(now > both);
+    assert_eq!(heap.stats().peak_bytes_in_use, now);
+    let t = heap.alloc(40).unwrap();
+    // SAFETY: live, freed once.
+    unsafe { heap.free(t) }.unwrap(); // cached on its quick stack
+    let lent = heap.alloc(40).unwrap(); // taken back from it: a loan
+    assert_eq!(lent, t);
+    let with_lent = heap.stats().bytes_in_use;
+    assert_eq!(with_lent, now + heap.usable_size(lent).unwrap());
+    assert_eq!(heap.stats().peak_bytes_in_use, with_lent);
+    for p in many.into_iter().chain([a, lent]) {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(p) }.unwrap();
+    }
+    let s = heap.stats();
+    assert_eq!((s.bytes_in_use, s.peak_bytes_in_use), (0, with_lent));
+    heap.check().unwrap();
+}

@@ -127,8 +127,12 @@ impl Quick {
         }
         let (b, i) = (self.lent - HEADER, self.lent_list);
         self.lent = 0;
-        let top = self.pop(i);
-        assert_eq!(top, Some(b), "the lent block left the top of its stack");
+        // The lent block is still the top: nothing was pushed or popped while it was lent
+        // (both assert it). Only the count needs to go down.
+        debug_assert_eq!(self.top(i), Some(b));
+        let n = self.counts[i];
+        assert!(n > 0, "the lent block left its stack");
+        self.counts[i] = n - 1;
         Some((b, Self::size_of(i)))
     }
 

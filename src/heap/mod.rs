@@ -134,9 +134,14 @@ impl HeapCore {
 
     #[inline(always)]
     fn note_peak(&mut self) {
-        let now = self.engine.bytes_in_use() + self.large.bytes();
-        if now > self.counters.peak {
-            self.counters.peak = now;
+        // With no mapped block the total is the engine's, whose peak the engine keeps itself;
+        // `stats` takes the larger of the two.
+        let large = self.large.bytes();
+        if large != 0 {
+            let now = self.engine.bytes_in_use() + large;
+            if now > self.counters.peak {
+                self.counters.peak = now;
+            }
         }
     }
 
@@ -249,7 +254,7 @@ impl HeapCore {
         s.frees += c.large_frees;
         s.live_blocks += self.large.count();
         s.bytes_in_use += self.large.bytes();
-        s.peak_bytes_in_use = c.peak.max(s.bytes_in_use);
+        s.peak_bytes_in_use = c.peak.max(s.peak_bytes_in_use).max(s.bytes_in_use);
         s.managed_bytes = self.footprint();
         s.break_growths = c.break_growths;
         s.break_shrinks = c.break_shrinks;
