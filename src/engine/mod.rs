@@ -765,6 +765,18 @@ impl Engine {
     /// with its links checked if it is free; `None` at the end of the span.
     #[inline(always)]
     fn peek(&mut self, n: usize) -> Result<Option<Header>, Error> {
+        let nh = self.peek_header(n)?;
+        if let Some(h) = nh.filter(|h| h.is_free()) {
+            self.check_links(n, h.size)?;
+        }
+        Ok(nh)
+    }
+
+    /// As [`peek`](Self::peek), without checking a free block's links: for callers that may
+    /// not unlink it, and check the links themselves before they do (reading them costs a
+    /// cache miss in each of the two blocks they point at).
+    #[inline(always)]
+    fn peek_header(&mut self, n: usize) -> Result<Option<Header>, Error> {
         if n >= self.last_slot() {
             return Ok(None);
         }
@@ -773,9 +785,6 @@ impl Engine {
         // A free header needs a free start; an allocated-looking one may be live or cached.
         if !self.map.is_start(g) || (nh.is_free() && !self.map.is_free_start(g)) {
             return Err(self.corrupted(n, "block header disagrees with the start map"));
-        }
-        if nh.is_free() {
-            self.check_links(n, nh.size)?;
         }
         Ok(Some(nh))
     }
@@ -956,7 +965,8 @@ impl Engine {
     pub fn resize(&mut self, p: NonNull<u8>, new_size: usize) -> Result<Resize, Error> {
         let (b, h) = self.live_block(p)?;
         let n = b + h.size;
-        let next = self.peek(n)?;
+        // A free neighbour's links are checked only once it is certain to be taken.
+        let next = self.peek_header(n)?;
         let next_free = next.filter(|nh| nh.is_free());
         let available = h.size + next_free.map_or(0, |nh| nh.size);
         let want = match block_size_for(new_size) {
@@ -973,6 +983,9 @@ impl Engine {
         };
         if want == h.size || (want < h.size && h.size - want < MIN_BLOCK && next_free.is_none()) {
             return Ok(Resize::Done);
+        }
+        if let Some(nh) = next_free {
+            self.check_links(n, nh.size)?;
         }
         let rest = available - want;
         // The block after everything we may take: its PREV_FREE flag changes when the tail

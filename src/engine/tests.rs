@@ -238,6 +238,42 @@ fn a_forged_header_with_a_plausible_size_is_caught_by_the_start_map() {
 }
 
 #[test]
+fn a_free_neighbour_with_a_damaged_link_is_reported_only_when_it_would_be_taken() {
+    // Blocks above 1 KiB skip the quick lists: `f` is binned as soon as it is freed.
+    let mut h = Harness::new(8192);
+    let a = h.alloc(1100);
+    let f = h.alloc(1200);
+    let _c = h.alloc(1300);
+    fill(a, 1100, 0xA1);
+    h.free(f);
+    // A write through the dangling `f` lands on its free-list link.
+    let link = f.as_ptr().cast::<u64>();
+    // SAFETY: the first payload word of the free block `f`: engine memory that the test
+    // damages on purpose, as a use after free would, and restores below.
+    let word = unsafe { link.read() };
+    // SAFETY: as above.
+    unsafe { link.write(0xDEAD_BEE0) };
+    // Growing past what `f` offers does not take it, so its links are not read.
+    assert_eq!(h.engine.resize(a, 6000).unwrap(), Resize::Blocked);
+    // Growing into it would unlink it: the damage is found first, and nothing changes.
+    let before = h.engine.stats();
+    assert!(matches!(
+        h.engine.resize(a, 2000),
+        Err(Error::Corrupted { .. })
+    ));
+    assert_eq!(h.engine.usable_size(a).unwrap(), 1112);
+    assert!(holds(a, 1100, 0xA1));
+    assert_eq!(h.engine.stats().misuses_caught, before.misuses_caught + 1);
+    assert!(matches!(h.engine.check(), Err(Error::Corrupted { .. })));
+    // SAFETY: as above.
+    unsafe { link.write(word) };
+    h.engine.check().unwrap();
+    assert_eq!(h.engine.resize(a, 2000).unwrap(), Resize::Done);
+    h.engine.check().unwrap();
+    assert!(holds(a, 1100, 0xA1));
+}
+
+#[test]
 fn realloc_in_place_grows_into_the_next_free_block_and_shrinks() {
     let mut h = Harness::new(4096);
     let a = h.alloc(32);
