@@ -198,8 +198,10 @@ impl Engine {
     }
 
     /// Settles the loan (invariant 7), if there is one: the lent block leaves its stack, gets
-    /// its `live` bit and is counted. Every entry point but `alloc` and `free` calls this
-    /// first.
+    /// its `live` bit and is counted. Every entry point other than `alloc` and `free` that
+    /// reads the map or the stacks, or changes anything, calls this first; the read-only
+    /// ones that do not (`stats`, `bytes_in_use`, the bins and the span) account for the
+    /// loan or are not affected by it.
     #[inline(always)]
     pub fn settle(&mut self) {
         if let Some((b, size)) = self.quick.settle_loan() {
