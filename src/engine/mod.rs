@@ -434,6 +434,7 @@ impl Engine {
     /// smallest among the first [`BIN_SCAN`] of the request's bin, else the head of the next
     /// non-empty bin (`false`, the default).
     pub fn set_best_fit(&mut self, best: bool) {
+        self.settle();
         self.best_fit = best;
     }
 
