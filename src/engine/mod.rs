@@ -175,10 +175,8 @@ impl Engine {
         let mut s = self.counters;
         s.allocations += self.loans_ended;
         s.frees += self.loans_ended;
-        if self.quick.lent() != 0 {
-            s.allocations += 1;
-            s.bytes_in_use += self.quick.lent_size() - HEADER;
-        }
+        s.allocations += (self.quick.lent() != 0) as u64;
+        s.bytes_in_use = self.bytes_in_use();
         s.live_blocks = (s.allocations - s.frees) as usize;
         s.free_blocks = self.binned + self.quick.total();
         s.free_bytes = self.span() - GRANULE - s.bytes_in_use - HEADER * s.live_blocks;
@@ -205,13 +203,20 @@ impl Engine {
     #[inline(always)]
     pub fn settle(&mut self) {
         if let Some((b, size)) = self.quick.settle_loan() {
-            let g = self.granule(b);
-            self.map.set_live(g, true);
-            let s = &mut self.counters;
-            s.allocations += 1;
             // The peak was noted when the block was lent.
-            s.bytes_in_use += size - HEADER;
+            self.record_cached_allocated(b, size);
         }
+    }
+
+    /// Marks the cached block `b` of `size` bytes, just taken off its stack, live and counts
+    /// it (all but the peak).
+    #[inline(always)]
+    fn record_cached_allocated(&mut self, b: usize, size: usize) {
+        let g = self.granule(b);
+        self.map.set_live(g, true);
+        let s = &mut self.counters;
+        s.allocations += 1;
+        s.bytes_in_use += size - HEADER;
     }
 
     /// First address of the span.
@@ -541,12 +546,8 @@ impl Engine {
     /// program's reach and a cached block never changes, so there is nothing to validate.
     #[inline(always)]
     fn hand_out_cached(&mut self, b: usize, size: usize) -> NonNull<u8> {
-        let g = self.granule(b);
-        self.map.set_live(g, true);
-        let s = &mut self.counters;
-        s.allocations += 1;
-        s.bytes_in_use += size - HEADER;
-        s.note_in_use();
+        self.record_cached_allocated(b, size);
+        self.counters.note_in_use();
         // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
         unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) }
     }
@@ -812,8 +813,8 @@ impl Engine {
         // the map is not what it should be; the slow path reports it.
         if window != 0 && window & 1 == 0 {
             let size = (window.trailing_zeros() as usize + 1) * GRANULE;
-            let h = block::raw_header(self.read(b));
-            if h.size != size || h.is_free() {
+            let word = self.read(b);
+            if !block::is_allocated_header(word, size) {
                 return Err(self.corrupted(b, "block header was overwritten"));
             }
             if self.quick.push(Quick::list_of(size), b) {
@@ -826,7 +827,7 @@ impl Engine {
                     size,
                 });
             }
-            return self.free_slow(b, h);
+            return self.free_slow(b, block::raw_header(word));
         }
         let (b, h) = self.live_header(addr, g)?;
         self.free_slow(b, h)
