@@ -22,82 +22,28 @@ use strata_alloc::{Heap, HeapConfig};
 use strata_benches::contenders::{
     self, ApiGlobal, ArenaMem, BenchAlloc, LinkedList, Rlsf, Strata, Talc,
 };
-use strata_benches::{Rng, talc_align, talc_size, trace};
+use strata_benches::{Rng, random_actions, talc_align, talc_size, trace};
 
 /// The arena given to talc, rlsf and linked_list_allocator (talc's benchmark uses 128 MiB).
 const ARENA: usize = 128 << 20;
 
 // ------------------------------------------------------------------------ random actions
 
-const RA_MIN_LIVE: usize = 300;
 const RA_BATCH: usize = 100;
 
-struct RaState {
-    live: Vec<(*mut u8, Layout)>,
-    rng: Rng,
-    failures: usize,
-}
-
-#[inline(always)]
-fn ra_steps<A: BenchAlloc>(a: &mut A, st: &mut RaState, max: usize, steps: usize) {
-    for _ in 0..steps {
-        let action = st.rng.range(0, 7);
-        if action == 6 {
-            if !st.live.is_empty() {
-                let i = st.rng.range(0, st.live.len());
-                let new_size = st.rng.range(1, 3 * max);
-                let (p, l) = st.live[i];
-                // SAFETY: a live block with its layout; non-zero new size.
-                let q = unsafe { a.realloc(p, l, new_size) };
-                if q.is_null() {
-                    st.failures += 1;
-                } else {
-                    // SAFETY: same alignment as before, a valid layout.
-                    let nl = unsafe { Layout::from_size_align_unchecked(new_size, l.align()) };
-                    st.live[i] = (q, nl);
-                }
-            }
-        } else if action < 3 || st.live.len() < RA_MIN_LIVE {
-            let size = talc_size(&mut st.rng, max);
-            let align = talc_align(&mut st.rng);
-            // SAFETY: power-of-two alignment up to 2048, size < max: a valid layout.
-            let l = unsafe { Layout::from_size_align_unchecked(size, align) };
-            // SAFETY: non-zero size.
-            let p = unsafe { a.alloc(l) };
-            if p.is_null() {
-                st.failures += 1;
-            } else {
-                st.live.push((p, l));
-            }
-        } else {
-            let i = st.rng.range(0, st.live.len());
-            let (p, l) = st.live.swap_remove(i);
-            // SAFETY: a live block with its layout, removed from the live set.
-            unsafe { a.dealloc(p, l) };
-        }
-    }
-}
-
 fn ra_one<A: BenchAlloc>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, max: usize, mut a: A) {
-    let mut st = RaState {
-        live: Vec::with_capacity(100_000),
-        rng: Rng::new(0x5eed + max as u64),
-        failures: 0,
-    };
+    let mut st = random_actions::State::new(max);
     g.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
-            ra_steps(&mut a, &mut st, max, iters as usize * RA_BATCH);
+            random_actions::steps(&mut a, &mut st, max, iters as usize * RA_BATCH);
             start.elapsed()
         })
     });
     if st.failures != 0 {
         println!("  {name}: {} failed requests", st.failures);
     }
-    for (p, l) in st.live.drain(..) {
-        // SAFETY: live, freed once.
-        unsafe { a.dealloc(p, l) };
-    }
+    st.drain(&mut a);
 }
 
 fn random_actions(c: &mut Criterion) {

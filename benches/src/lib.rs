@@ -10,6 +10,7 @@
 
 pub mod contenders;
 pub mod global_workload;
+pub mod random_actions;
 pub mod trace;
 
 use std::time::Duration;

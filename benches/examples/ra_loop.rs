@@ -1,0 +1,90 @@
+//! Stand-alone random actions for profiling (perf, callgrind): a fixed number of steps, so every
+//! contender ends with the same live set, and the page faults the run took.
+//!
+//! `cargo run --release -p strata-benches --example ra_loop -- <strata|talc|rlsf|system|mimalloc> <max> <steps>`
+
+use std::time::Instant;
+
+use strata_benches::contenders::{self, ArenaMem, BenchAlloc, Rlsf, Strata, Talc};
+use strata_benches::random_actions::{self, State};
+
+fn minor_faults() -> i64 {
+    // SAFETY: an all-zero `rusage` is a valid value, and getrusage only writes the struct it
+    // is given.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru.ru_minflt
+    }
+}
+
+fn run<A: BenchAlloc>(name: &str, mut a: A, max: usize, steps: usize, report: impl Fn(&A)) {
+    let mut st = State::new(max);
+    // Warm up as criterion does, then measure.
+    random_actions::steps(&mut a, &mut st, max, steps / 4);
+    let faults = minor_faults();
+    let t = Instant::now();
+    random_actions::steps(&mut a, &mut st, max, steps);
+    let ns = t.elapsed().as_nanos() as f64 / steps as f64;
+    let faults = minor_faults() - faults;
+    let bytes: usize = st.live.iter().map(|(_, l)| l.size()).sum();
+    // The address range the live blocks spread over: a proxy of the footprint for contenders
+    // that report no statistics.
+    let lo = st.live.iter().map(|(p, _)| *p as usize).min().unwrap_or(0);
+    let hi = st
+        .live
+        .iter()
+        .map(|(p, l)| *p as usize + l.size())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "{name:<9} max={max:<6} {ns:7.1} ns/step  {:.4} faults/step  live {} blocks, {} MiB requested over {} MiB, {} failed",
+        faults as f64 / steps as f64,
+        st.live.len(),
+        bytes >> 20,
+        (hi - lo) >> 20,
+        st.failures
+    );
+    report(&a);
+    st.drain(&mut a);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let who = args.get(1).map_or("strata", String::as_str);
+    let max: usize = args.get(2).map_or(30000, |s| s.parse().expect("max"));
+    let steps: usize = args.get(3).map_or(5_000_000, |s| s.parse().expect("steps"));
+    const ARENA: usize = 512 << 20;
+    match who {
+        "strata" => run(who, Strata::new(), max, steps, |s| {
+            let st = s.0.stats();
+            println!(
+                "          managed {} MiB, in use {} MiB, free {} MiB in {} blocks, reallocs in place {:.1}%, growths {}, shrinks {}",
+                st.managed_bytes >> 20,
+                st.bytes_in_use >> 20,
+                st.free_bytes >> 20,
+                st.free_blocks,
+                100.0 * st.reallocations_in_place as f64 / st.reallocations.max(1) as f64,
+                st.break_growths,
+                st.break_shrinks
+            );
+        }),
+        "talc" => run(
+            who,
+            Talc::new(ArenaMem::new(ARENA, true)),
+            max,
+            steps,
+            |_| {},
+        ),
+        "rlsf" => run(
+            who,
+            Rlsf::new(ArenaMem::new(ARENA, true)),
+            max,
+            steps,
+            |_| {},
+        ),
+        "system" => run(who, contenders::system(), max, steps, |_| {}),
+        "mimalloc" => run(who, contenders::mimalloc(), max, steps, |_| {}),
+        _ => panic!("unknown contender {who}"),
+    }
+}
