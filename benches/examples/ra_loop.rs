@@ -18,6 +18,17 @@ fn minor_faults() -> i64 {
     }
 }
 
+/// Resident memory of this process in MiB, from /proc/self/statm.
+fn rss_mib() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (pages * 4096) >> 20
+}
+
 fn run<A: BenchAlloc>(name: &str, mut a: A, max: usize, steps: usize, report: impl Fn(&A)) {
     let mut st = State::new(max);
     // Warm up as criterion does, then measure.
@@ -38,12 +49,13 @@ fn run<A: BenchAlloc>(name: &str, mut a: A, max: usize, steps: usize, report: im
         .max()
         .unwrap_or(0);
     println!(
-        "{name:<9} max={max:<6} {ns:7.1} ns/step  {:.4} faults/step  live {} blocks, {} MiB requested over {} MiB, {} failed",
+        "{name:<9} max={max:<6} {ns:7.1} ns/step  {:.4} faults/step  live {} blocks, {} MiB requested over {} MiB, {} failed, RSS {} MiB",
         faults as f64 / steps as f64,
         st.live.len(),
         bytes >> 20,
         (hi - lo) >> 20,
-        st.failures
+        st.failures,
+        rss_mib()
     );
     report(&a);
     st.drain(&mut a);
@@ -55,6 +67,9 @@ fn main() {
     let max: usize = args.get(2).map_or(30000, |s| s.parse().expect("max"));
     let steps: usize = args.get(3).map_or(5_000_000, |s| s.parse().expect("steps"));
     const ARENA: usize = 512 << 20;
+    // RA_UNTOUCHED=1 leaves the peers' arenas untouched, so their RSS shows what they used
+    // (page faults then fall inside the timed loop).
+    let touch = std::env::var_os("RA_UNTOUCHED").is_none();
     match who {
         "strata" => run(who, Strata::new(), max, steps, |s| {
             let st = s.0.stats();
@@ -71,14 +86,14 @@ fn main() {
         }),
         "talc" => run(
             who,
-            Talc::new(ArenaMem::new(ARENA, true)),
+            Talc::new(ArenaMem::new(ARENA, touch)),
             max,
             steps,
             |_| {},
         ),
         "rlsf" => run(
             who,
-            Rlsf::new(ArenaMem::new(ARENA, true)),
+            Rlsf::new(ArenaMem::new(ARENA, touch)),
             max,
             steps,
             |_| {},

@@ -12,7 +12,7 @@ use std::ptr::{self, NonNull};
 
 use allocator_api2::alloc::{AllocError, Allocator};
 use mimalloc::MiMalloc;
-use strata_alloc::{Heap, HeapConfig};
+use strata_alloc::{Heap, HeapConfig, Region};
 
 /// One allocator, as the benchmark loops drive it.
 ///
@@ -41,49 +41,41 @@ pub trait BenchAlloc {
     unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8;
 }
 
-/// A span of memory for the arena allocators: page-aligned, from `System` (so it is an
-/// untouched anonymous mapping for large sizes), freed on drop.
+/// A span of memory for the arena allocators: a fresh anonymous mapping (a strata `Region`,
+/// which is only `mmap`), so its pages are untouched and cost nothing until used, unmapped on
+/// drop. (`System.alloc_zeroed` with a 4096 alignment would memset the whole span.)
 pub struct ArenaMem {
-    ptr: NonNull<u8>,
-    layout: Layout,
+    region: Region,
 }
 
 impl ArenaMem {
     /// `bytes` of zeroed memory; with `touch`, every page is written once first (as talc's
     /// benchmark does) so page faults are not part of what is measured.
     pub fn new(bytes: usize, touch: bool) -> ArenaMem {
-        let layout = Layout::from_size_align(bytes, 4096).expect("arena layout");
-        // SAFETY: non-zero size.
-        let ptr = NonNull::new(unsafe { System.alloc_zeroed(layout) }).expect("arena memory");
+        let mut region = Region::reserve(bytes).expect("arena mapping");
+        let ptr = region.grow(region.capacity()).expect("the whole span");
         if touch {
-            for off in (0..bytes).step_by(4096) {
-                // SAFETY: in bounds of the fresh allocation.
+            for off in (0..region.capacity()).step_by(4096) {
+                // SAFETY: in bounds of the mapping, which nothing else uses yet.
                 unsafe { ptr.as_ptr().add(off).write_volatile(0) };
             }
         }
-        ArenaMem { ptr, layout }
+        ArenaMem { region }
     }
 
     /// Start of the span.
     pub fn ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.region.base().as_ptr()
     }
 
     /// Length of the span.
     pub fn len(&self) -> usize {
-        self.layout.size()
+        self.region.capacity()
     }
 
     /// Never true (a span has a non-zero size); here for clippy's `len_without_is_empty`.
     pub fn is_empty(&self) -> bool {
-        self.layout.size() == 0
-    }
-}
-
-impl Drop for ArenaMem {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { System.dealloc(self.ptr.as_ptr(), self.layout) }
+        self.region.capacity() == 0
     }
 }
 
