@@ -38,6 +38,7 @@ fn run<A: BenchAlloc>(name: &str, mut a: A, max: usize, steps: usize, report: im
     random_actions::steps(&mut a, &mut st, max, steps);
     let ns = t.elapsed().as_nanos() as f64 / steps as f64;
     let faults = minor_faults() - faults;
+    let (reallocs, moved, copied) = (st.reallocs, st.moved, st.copied);
     let bytes: usize = st.live.iter().map(|(_, l)| l.size()).sum();
     // The address range the live blocks spread over: a proxy of the footprint for contenders
     // that report no statistics.
@@ -56,6 +57,12 @@ fn run<A: BenchAlloc>(name: &str, mut a: A, max: usize, steps: usize, report: im
         (hi - lo) >> 20,
         st.failures,
         rss_mib()
+    );
+    println!(
+        "          {:.1}% of {} reallocs moved, {:.0} bytes copied per step",
+        100.0 * moved as f64 / reallocs.max(1) as f64,
+        reallocs,
+        copied as f64 / (steps + steps / 4) as f64
     );
     report(&a);
     st.drain(&mut a);

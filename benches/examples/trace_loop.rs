@@ -32,7 +32,24 @@ fn main() {
     let reps: usize = args.get(2).map_or(5, |s| s.parse().expect("reps"));
     let t = trace::load(&trace::default_trace_path()).expect("trace");
     match who {
-        "strata" => run(who, Strata::new(), &t, reps),
+        "strata" => {
+            let mut s = Strata::new();
+            let mut blocks = Vec::new();
+            trace::replay(&mut s, &t, &mut blocks);
+            let st = s.0.stats();
+            println!(
+                "one replay: {} allocations, {} frees, {} splits, {} coalesces, {} of {} reallocs in place, {} growths, {} shrinks",
+                st.allocations,
+                st.frees,
+                st.splits,
+                st.coalesces,
+                st.reallocations_in_place,
+                st.reallocations,
+                st.break_growths,
+                st.break_shrinks
+            );
+            run(who, s, &t, reps)
+        }
         "talc" => {
             let bytes = (t.peak_live_bytes * 4).max(512 << 20);
             run(who, Talc::new(ArenaMem::new(bytes, false)), &t, reps)

@@ -21,6 +21,12 @@ pub struct State {
     pub rng: Rng,
     /// Requests that returned null.
     pub failures: usize,
+    /// Reallocations, and those that moved the block (so the allocator copied it).
+    pub reallocs: u64,
+    /// Reallocations that moved the block.
+    pub moved: u64,
+    /// Bytes the moves had to keep (`min(old, new)` each): what the allocators copied.
+    pub copied: u64,
 }
 
 impl State {
@@ -30,6 +36,9 @@ impl State {
             live: Vec::with_capacity(100_000),
             rng: Rng::new(0x5eed + max as u64),
             failures: 0,
+            reallocs: 0,
+            moved: 0,
+            copied: 0,
         }
     }
 
@@ -54,9 +63,14 @@ pub fn steps<A: BenchAlloc>(a: &mut A, st: &mut State, max: usize, steps: usize)
                 let (p, l) = st.live[i];
                 // SAFETY: a live block with its layout; non-zero new size.
                 let q = unsafe { a.realloc(p, l, new_size) };
+                st.reallocs += 1;
                 if q.is_null() {
                     st.failures += 1;
                 } else {
+                    if q != p {
+                        st.moved += 1;
+                        st.copied += l.size().min(new_size) as u64;
+                    }
                     // SAFETY: same alignment as before, a valid layout.
                     let nl = unsafe { Layout::from_size_align_unchecked(new_size, l.align()) };
                     st.live[i] = (q, nl);
