@@ -19,7 +19,7 @@ use crate::{BlockInfo, Error, Region, Snapshot, Stats};
 /// is `Send` but not `Sync` (use a [`LockedHeap`](crate::LockedHeap) to share a heap between
 /// threads).
 ///
-/// Freed blocks of up to 1 KiB are kept for the next request of their size, and a temporary
+/// Freed blocks of up to 2 KiB are kept for the next request of their size, and a temporary
 /// block (one freed before the arena is used for anything else) is the fastest case of all:
 /// its allocation stays a loan that the free simply ends (docs/ARCHITECTURE.md).
 ///

@@ -435,10 +435,10 @@ fn trait_paths_handle_zero_sizes_alignment_and_grow_in_place() {
 #[test]
 fn snapshot_and_walk_list_every_block() {
     let arena = Arena::new().unwrap();
-    // Above 1 KiB, freed blocks merge at once.
-    let a = arena.alloc(1100).unwrap();
-    let b = arena.alloc(1200).unwrap();
-    let _c = arena.alloc(1300).unwrap();
+    // Above 2 KiB, freed blocks merge at once.
+    let a = arena.alloc(2100).unwrap();
+    let b = arena.alloc(2200).unwrap();
+    let _c = arena.alloc(2300).unwrap();
     // SAFETY: freed once each.
     unsafe {
         arena.free(a).unwrap();

@@ -305,6 +305,40 @@ fn near_max_size_a_resized_block_moves_where_the_free_memory_stays_in_larger_pie
 }
 
 #[test]
+fn small_blocks_cached_at_the_top_do_not_keep_an_emptied_heap_from_trimming() {
+    let heap = Heap::new().unwrap();
+    let big: std::vec::Vec<_> = (0..512).map(|_| heap.alloc(8 << 10).unwrap()).collect();
+    // The last block before the free top is small: freed first, it waits on its quick stack
+    // (not free, so the big blocks freed after it can never merge with the top through it).
+    let small = heap.alloc(100).unwrap();
+    let grown = heap.stats().managed_bytes;
+    assert!(grown >= 4 << 20, "{}", heap.stats());
+    // SAFETY: live, freed once.
+    unsafe { heap.free(small) }.unwrap();
+    assert!(
+        heap.snapshot()
+            .quick_lists
+            .iter()
+            .any(|l| !l.blocks.is_empty())
+    );
+    for p in big {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(p) }.unwrap();
+    }
+    heap.check().unwrap();
+    let s = heap.stats();
+    assert!(
+        s.managed_bytes <= grown / 4 && s.bytes_to_os >= (3 << 20) as u64,
+        "an emptied heap gives its memory back: {s}"
+    );
+    // Still usable, and what comes next is served as before.
+    let p = heap.alloc(100).unwrap();
+    // SAFETY: live, freed once.
+    unsafe { heap.free(p) }.unwrap();
+    heap.check().unwrap();
+}
+
+#[test]
 fn the_top_block_grows_in_place() {
     let heap = Heap::new().unwrap();
     let _below = heap.alloc(100).unwrap();

@@ -522,7 +522,7 @@ impl Engine {
     /// [`MAX_ALIGN`]). `Ok(None)` means no free block fits: the owner may add memory and retry.
     #[inline(always)]
     pub fn alloc(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
-        if align <= GRANULE && size <= bins::EXACT_LIMIT - HEADER {
+        if align <= GRANULE && size <= quick::MAX_SIZE - HEADER {
             let bsize = small_block_size(size);
             self.settle();
             if let Some(b) = self.quick.lend(Quick::list_of(bsize)) {
@@ -559,7 +559,7 @@ impl Engine {
         let Some(bsize) = block_size_for(size) else {
             return Err(Error::layout(size, align, "size is larger than any block"));
         };
-        if align > GRANULE && bsize <= bins::EXACT_LIMIT {
+        if align > GRANULE && bsize <= quick::MAX_SIZE {
             // A cached block that happens to be aligned enough saves a carve and the lead
             // block an aligned carve leaves behind (half of all blocks are 32-aligned).
             if let Some(b) = self.quick.pop_aligned(Quick::list_of(bsize), align) {
@@ -592,6 +592,11 @@ impl Engine {
             None
         };
         Ok(Some(self.carve(b, h, bsize, after)))
+    }
+
+    /// Number of blocks waiting on the quick stacks (the lent one not counted).
+    pub fn cached_blocks(&self) -> usize {
+        self.quick.total()
     }
 
     /// Merges every cached block with its neighbours and puts it on its bin.
@@ -818,19 +823,30 @@ impl Engine {
                 return Err(self.corrupted(b, "block header was overwritten"));
             }
             if self.quick.push(Quick::list_of(size), b) {
-                self.map.set_live(g, false);
-                let s = &mut self.counters;
-                s.frees += 1;
-                s.bytes_in_use -= size - HEADER;
-                return Ok(Freed {
-                    at_top: false,
-                    size,
-                });
+                return Ok(self.record_cached_free(g, size));
             }
             return self.free_slow(b, block::raw_header(word));
         }
         let (b, h) = self.live_header(addr, g)?;
+        // Blocks past the window's reach (64 granules) but small enough to cache.
+        if h.size <= quick::MAX_SIZE && self.quick.push(Quick::list_of(h.size), b) {
+            return Ok(self.record_cached_free(g, h.size));
+        }
         self.free_slow(b, h)
+    }
+
+    /// Records the free of the live block at granule `g` (of `size` bytes) that was just
+    /// pushed on its quick stack.
+    #[inline(always)]
+    fn record_cached_free(&mut self, g: usize, size: usize) -> Freed {
+        self.map.set_live(g, false);
+        let s = &mut self.counters;
+        s.frees += 1;
+        s.bytes_in_use -= size - HEADER;
+        Freed {
+            at_top: false,
+            size,
+        }
     }
 
     /// Frees the lent block by ending the loan. Being lent vouches for the pointer (it is

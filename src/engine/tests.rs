@@ -59,12 +59,12 @@ fn holds(p: NonNull<u8>, len: usize, byte: u8) -> bool {
 
 #[test]
 fn split_then_coalesce_both_ways_restores_one_block() {
-    // Blocks above 1 KiB skip the quick lists and coalesce at once.
-    let mut h = Harness::new(8192);
+    // Blocks above 2 KiB skip the quick lists and coalesce at once.
+    let mut h = Harness::new(16384);
     let free0 = h.engine.stats().free_bytes;
-    let a = h.alloc(1100);
-    let b = h.alloc(1200);
-    let c = h.alloc(1300);
+    let a = h.alloc(2100);
+    let b = h.alloc(2200);
+    let c = h.alloc(2300);
     assert_eq!(h.engine.stats().splits, 3);
     h.free(a);
     h.free(c); // merges with the tail
@@ -239,12 +239,12 @@ fn a_forged_header_with_a_plausible_size_is_caught_by_the_start_map() {
 
 #[test]
 fn a_free_neighbour_with_a_damaged_link_is_reported_only_when_it_would_be_taken() {
-    // Blocks above 1 KiB skip the quick lists: `f` is binned as soon as it is freed.
-    let mut h = Harness::new(8192);
-    let a = h.alloc(1100);
-    let f = h.alloc(1200);
-    let _c = h.alloc(1300);
-    fill(a, 1100, 0xA1);
+    // Blocks above 2 KiB skip the quick lists: `f` is binned as soon as it is freed.
+    let mut h = Harness::new(16384);
+    let a = h.alloc(2100);
+    let f = h.alloc(2200);
+    let _c = h.alloc(2300);
+    fill(a, 2100, 0xA1);
     h.free(f);
     // A write through the dangling `f` lands on its free-list link.
     let link = f.as_ptr().cast::<u64>();
@@ -254,23 +254,23 @@ fn a_free_neighbour_with_a_damaged_link_is_reported_only_when_it_would_be_taken(
     // SAFETY: as above.
     unsafe { link.write(0xDEAD_BEE0) };
     // Growing past what `f` offers does not take it, so its links are not read.
-    assert_eq!(h.engine.resize(a, 6000).unwrap(), Resize::Blocked);
+    assert_eq!(h.engine.resize(a, 9000).unwrap(), Resize::Blocked);
     // Growing into it would unlink it: the damage is found first, and nothing changes.
     let before = h.engine.stats();
     assert!(matches!(
-        h.engine.resize(a, 2000),
+        h.engine.resize(a, 3000),
         Err(Error::Corrupted { .. })
     ));
-    assert_eq!(h.engine.usable_size(a).unwrap(), 1112);
-    assert!(holds(a, 1100, 0xA1));
+    assert_eq!(h.engine.usable_size(a).unwrap(), 2104);
+    assert!(holds(a, 2100, 0xA1));
     assert_eq!(h.engine.stats().misuses_caught, before.misuses_caught + 1);
     assert!(matches!(h.engine.check(), Err(Error::Corrupted { .. })));
     // SAFETY: as above.
     unsafe { link.write(word) };
     h.engine.check().unwrap();
-    assert_eq!(h.engine.resize(a, 2000).unwrap(), Resize::Done);
+    assert_eq!(h.engine.resize(a, 3000).unwrap(), Resize::Done);
     h.engine.check().unwrap();
-    assert!(holds(a, 1100, 0xA1));
+    assert!(holds(a, 2100, 0xA1));
 }
 
 #[test]
@@ -378,7 +378,7 @@ fn extend_and_truncate_move_the_top() {
         "an empty span has no blocks"
     );
     e.extend(base + 4096).unwrap();
-    let a = e.alloc(2000, 16).unwrap().unwrap();
+    let a = e.alloc(3000, 16).unwrap().unwrap();
     e.extend(base + 8192).unwrap();
     e.check().unwrap();
     assert_eq!(

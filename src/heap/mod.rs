@@ -74,6 +74,9 @@ pub(crate) struct HeapCore {
     trim_threshold: usize,
     /// Whether the heap packs (see `choose_fit`).
     tight: bool,
+    /// The break when `give_back` last merged the quick stacks, so that a heap that stays
+    /// mostly free without being able to trim merges them once, not on every free.
+    packed_at: usize,
     // The engine points into these; they are dropped after it.
     blocks: Region,
     _map: Region,
@@ -122,6 +125,7 @@ impl HeapCore {
             mmap_threshold,
             trim_threshold: config.trim_threshold.max(increment),
             tight: false,
+            packed_at: 0,
             blocks,
             _map: map,
         })
@@ -215,6 +219,35 @@ impl HeapCore {
         self.counters.bytes_from_os += len as u64;
         self.note_peak();
         Ok(p)
+    }
+
+    /// After a free that reached the free top block, or left most of a sizeable heap free:
+    /// gives the top back to the OS once it passes the trim threshold, which follows the live
+    /// size, so that a heap that shrinks a little and grows back does not hand pages to the OS
+    /// and fault them in again, while a heap that empties gives back all but one increment.
+    ///
+    /// Cached blocks (quick stacks) are never merged, so the last small blocks freed can keep
+    /// the free memory below them from reaching the top. When most of the heap is free and the
+    /// top is still too small to trim, the stacks are merged first: once per break position.
+    #[inline(never)]
+    fn give_back(&mut self, freed: engine::Freed, in_use: usize) -> Result<(), Error> {
+        let threshold = self.trim_threshold.max(in_use / 4);
+        let mut top = if freed.at_top { freed.size } else { 0 };
+        let brk = self.blocks.brk();
+        if top < threshold
+            && in_use < brk / 4
+            && brk != self.packed_at
+            && self.engine.cached_blocks() != 0
+        {
+            self.packed_at = brk;
+            // A damaged cached block stays where it is; `check` reports it.
+            let _ = self.engine.flush_quick();
+            top = self.engine.free_top()?.map_or(0, |(_, size)| size);
+        }
+        if top >= threshold {
+            self.trim_top(self.increment.max(in_use / 8))?;
+        }
+        Ok(())
     }
 
     /// Cuts the free top block down to `keep` bytes (0: remove it) and gives the pages back.
@@ -355,14 +388,9 @@ impl Backend for HeapCore {
     fn free(&mut self, p: NonNull<u8>) -> Result<(), Error> {
         if self.is_heap_block(p) {
             let freed = self.engine.free(p)?;
-            if freed.at_top {
-                // Trim with hysteresis that follows the live size, so a heap that shrinks a
-                // little and grows back does not hand pages to the OS and fault them in again,
-                // while a heap that empties gives back all but one increment.
-                let in_use = self.engine.bytes_in_use();
-                if freed.size >= self.trim_threshold.max(in_use / 4) {
-                    self.trim_top(self.increment.max(in_use / 8))?;
-                }
+            let (brk, in_use) = (self.blocks.brk(), self.engine.bytes_in_use());
+            if freed.at_top || (in_use < brk / 4 && brk > 4 * self.trim_threshold) {
+                self.give_back(freed, in_use)?;
             }
             return Ok(());
         }
