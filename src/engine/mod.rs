@@ -92,6 +92,8 @@ pub(crate) enum Resize {
 pub(crate) struct Freed {
     /// Whether the free block is the last one of the span (it borders `end`).
     pub at_top: bool,
+    /// Whether the block was merged and binned (not cached on a quick stack or a loan ended).
+    pub binned: bool,
     /// Size of the free block after merging.
     pub size: usize,
 }
@@ -845,6 +847,7 @@ impl Engine {
         s.bytes_in_use -= size - HEADER;
         Freed {
             at_top: false,
+            binned: false,
             size,
         }
     }
@@ -862,6 +865,7 @@ impl Engine {
         self.loans_ended += 1;
         Ok(Freed {
             at_top: false,
+            binned: false,
             size,
         })
     }
@@ -926,6 +930,7 @@ impl Engine {
         self.bin_free(start, size);
         Freed {
             at_top: start + size == self.last_slot(),
+            binned: true,
             size,
         }
     }

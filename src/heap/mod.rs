@@ -221,7 +221,8 @@ impl HeapCore {
         Ok(p)
     }
 
-    /// After a free that reached the free top block, or left most of a sizeable heap free:
+    /// After a free that merged a block and reached the free top block, or left most of a
+    /// sizeable heap free:
     /// gives the top back to the OS once it passes the trim threshold, which follows the live
     /// size, so that a heap that shrinks a little and grows back does not hand pages to the OS
     /// and fault them in again, while a heap that empties gives back all but one increment.
@@ -388,9 +389,13 @@ impl Backend for HeapCore {
     fn free(&mut self, p: NonNull<u8>) -> Result<(), Error> {
         if self.is_heap_block(p) {
             let freed = self.engine.free(p)?;
-            let (brk, in_use) = (self.blocks.brk(), self.engine.bytes_in_use());
-            if freed.at_top || (in_use < brk / 4 && brk > 4 * self.trim_threshold) {
-                self.give_back(freed, in_use)?;
+            // A cached free or an ended loan changes nothing below the top, and is the hot path:
+            // only a merged free can let the heap give memory back.
+            if freed.binned {
+                let (brk, in_use) = (self.blocks.brk(), self.engine.bytes_in_use());
+                if freed.at_top || (in_use < brk / 4 && brk > 4 * self.trim_threshold) {
+                    self.give_back(freed, in_use)?;
+                }
             }
             return Ok(());
         }
