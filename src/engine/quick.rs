@@ -34,8 +34,8 @@ use super::block::{GRANULE, HEADER, MIN_BLOCK};
 /// The largest block size that is cached. Up to 1 KiB a freed block's extent comes from one
 /// window of the start map; above, from its map-confirmed header. 2 KiB rather than 1 KiB: a
 /// program's hot sizes do not stop at a power of two (13.9% of the allocations in the recorded
-/// CPython trace are 1094-byte requests), and caching them took the trace replay from 180 to
-/// 159 ms (docs/BENCHMARKS.md, session 5).
+/// CPython trace are 1094-byte requests), and caching them took the trace replay from 177.5 to
+/// 158.3 ms (docs/BENCHMARKS.md, session 5).
 pub(crate) const MAX_SIZE: usize = 2048;
 /// Number of stacks: one per block size up to [`MAX_SIZE`].
 pub(crate) const LISTS: usize = (MAX_SIZE - MIN_BLOCK) / GRANULE + 1;

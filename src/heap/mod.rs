@@ -222,10 +222,10 @@ impl HeapCore {
     }
 
     /// After a free that merged a block and reached the free top block, or left most of a
-    /// sizeable heap free:
-    /// gives the top back to the OS once it passes the trim threshold, which follows the live
-    /// size, so that a heap that shrinks a little and grows back does not hand pages to the OS
-    /// and fault them in again, while a heap that empties gives back all but one increment.
+    /// sizeable heap free: gives the top back to the OS once it passes the trim threshold,
+    /// which follows the live size, so that a heap that shrinks a little and grows back does
+    /// not hand pages to the OS and fault them in again, while a heap that empties gives back
+    /// all but one increment.
     ///
     /// Cached blocks (quick stacks) are never merged, so the last small blocks freed can keep
     /// the free memory below them from reaching the top. When most of the heap is free and the
