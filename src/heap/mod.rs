@@ -12,6 +12,8 @@
 
 mod config;
 pub(crate) mod large;
+#[allow(dead_code)] // wired into the heap by issue 18
+pub(crate) mod pages;
 
 use core::alloc::Layout;
 use core::cell::UnsafeCell;

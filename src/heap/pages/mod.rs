@@ -1,0 +1,354 @@
+//! The small-object path of a heap: requests up to [`SMALL_MAX`] bytes served from pages of
+//! equal slots, one size class per page.
+//!
+//! Each class has a *current* page that allocations take their slots from (the lowest free
+//! slot, found with one bitmap word and a trailing-zero count), and a list of other pages with
+//! free slots to take over when it fills. A full page is on no list; the first free into it
+//! puts it back. A page whose last slot is freed goes back to its owner, which returns the
+//! memory to the engine (unless it is the class's only page with room). The owner supplies
+//! pages (carved from its span) and finds the page of a pointer by address arithmetic; this
+//! module keeps the per-class state and the counters.
+//!
+//! Invariants kept here:
+//! - `current[c]` is a page of class `c` or the [`EXHAUSTED`] record (all zero: its one word
+//!   reads as full, so the fast path falls through to the slow path and never writes to it).
+//!   The current page is not on the list.
+//! - The list of class `c` holds exactly the pages of class `c`, other than the current one,
+//!   that have a free slot; a page's `listed` flag says whether it is on it.
+//! - `in_use` is the sum of the slot sizes of the allocated slots; `allocations - frees` is
+//!   their number.
+
+pub(crate) mod class;
+pub(crate) mod page;
+
+use core::ptr::NonNull;
+
+#[allow(unused_imports)] // used by the heap once the path is wired in
+pub(crate) use class::{CLASSES, SMALL_MAX, class_for, class_of, slot_size};
+#[allow(unused_imports)] // as above
+pub(crate) use page::{NotASlot, PAGE, PAGE_SHIFT, Page};
+
+/// The current page of a class that has none: all zero, so it looks full.
+struct Exhausted(Page);
+
+// SAFETY: the record is never written (the fast path only reads it, and every path that
+// writes a current page first checks that it is not this one), so sharing it is sound.
+unsafe impl Sync for Exhausted {}
+
+// SAFETY: all-zero bytes are a valid `Page` (integers, `false`, null pointers).
+static EXHAUSTED: Exhausted = Exhausted(unsafe { core::mem::zeroed() });
+
+#[inline(always)]
+fn exhausted() -> *mut Page {
+    (&raw const EXHAUSTED.0).cast_mut()
+}
+
+/// What freeing a slot left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlotFreed {
+    /// Nothing for the owner to do.
+    Done,
+    /// The page is now empty and not needed: the owner should take it back
+    /// ([`SmallPages::retire`]) and return its memory.
+    PageEmpty(NonNull<Page>),
+}
+
+/// The per-class state of the small-object path. See the module docs.
+pub(crate) struct SmallPages {
+    current: [*mut Page; CLASSES],
+    lists: [*mut Page; CLASSES],
+    /// Bytes of allocated slots (slot sizes, not request sizes).
+    in_use: usize,
+    peak: usize,
+    allocations: u64,
+    frees: u64,
+    /// Pages in use by this path.
+    pages: usize,
+}
+
+// SAFETY: a SmallPages points only into page tables its owning heap owns exclusively; moving
+// it to another thread moves that ownership with the heap.
+unsafe impl Send for SmallPages {}
+
+impl SmallPages {
+    pub(crate) fn new() -> SmallPages {
+        SmallPages {
+            current: [exhausted(); CLASSES],
+            lists: [core::ptr::null_mut(); CLASSES],
+            in_use: 0,
+            peak: 0,
+            allocations: 0,
+            frees: 0,
+            pages: 0,
+        }
+    }
+
+    /// Allocates a slot of class `c` from its current page: the fast path. `None` when the
+    /// current page is full; the owner then calls [`refill`](Self::refill).
+    #[inline(always)]
+    pub(crate) fn alloc(&mut self, c: usize) -> Option<NonNull<u8>> {
+        let p = self.current[c % CLASSES];
+        // SAFETY: `p` is a live page record or EXHAUSTED (invariant 1); it is only written
+        // when a set bit was found, which EXHAUSTED never has. `cursor < WORDS` (page invariant),
+        // and the mask keeps the index in bounds regardless.
+        unsafe {
+            let w = usize::from((*p).cursor) & (page::WORDS - 1);
+            let bits = (*p).free[w];
+            if bits == 0 {
+                return None;
+            }
+            (*p).free[w] = bits & (bits - 1);
+            (*p).used += 1;
+            let size = (*p).size as usize;
+            let slot = (*p)
+                .start
+                .add((w * 64 + bits.trailing_zeros() as usize) * size);
+            self.note_alloc(size);
+            Some(NonNull::new_unchecked(slot))
+        }
+    }
+
+    #[inline(always)]
+    fn note_alloc(&mut self, size: usize) {
+        self.allocations += 1;
+        self.in_use += size;
+        if self.in_use > self.peak {
+            self.peak = self.in_use;
+        }
+    }
+
+    /// The slow path of [`alloc`](Self::alloc): the current page's next free word, else the
+    /// next listed page of the class. `None` when the class has no free slot at all; the owner
+    /// then supplies a page with [`install`](Self::install).
+    #[cold]
+    pub(crate) fn refill(&mut self, c: usize) -> Option<NonNull<u8>> {
+        let c = c % CLASSES;
+        loop {
+            let p = self.current[c];
+            if p != exhausted() {
+                // SAFETY: a current page other than EXHAUSTED is a live record of this heap.
+                let page = unsafe { &mut *p };
+                if let Some(i) = page.take() {
+                    let size = page.slot_size();
+                    self.note_alloc(size);
+                    // SAFETY: the slot lies inside the page, whose start is not null.
+                    return Some(unsafe { NonNull::new_unchecked(page.slot_ptr(i)) });
+                }
+            }
+            let next = self.lists[c];
+            if next.is_null() {
+                self.current[c] = exhausted();
+                return None;
+            }
+            // SAFETY: listed pages are live records of this heap.
+            unsafe { self.unlist(next) };
+            self.current[c] = next;
+        }
+    }
+
+    /// Makes the fresh record `p` (a page of class `c` whose memory the owner just carved)
+    /// the class's current page. The old current page is full (refill found no slot).
+    ///
+    /// # Safety
+    ///
+    /// `p` is a record in a page table of this heap's, not in use by any class, for memory of
+    /// [`PAGE`] bytes at `start` that only this path will hand out from now on.
+    pub(crate) unsafe fn install(&mut self, p: NonNull<Page>, start: *mut u8, c: usize) {
+        let c = c % CLASSES;
+        // SAFETY: forwarded from the contract: the record is ours and unused.
+        let page = unsafe { &mut *p.as_ptr() };
+        page.init(start, c);
+        self.current[c] = p.as_ptr();
+        self.pages += 1;
+    }
+
+    /// Frees the slot at `addr` of page `p`, which the owner found for `addr` by address
+    /// arithmetic. Validates first: nothing changes unless `addr` is an allocated slot.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a live page record of this heap (`is_page()`), and `addr` lies in its page.
+    #[inline(always)]
+    pub(crate) unsafe fn free(
+        &mut self,
+        p: NonNull<Page>,
+        addr: usize,
+    ) -> Result<SlotFreed, NotASlot> {
+        // SAFETY: forwarded from the contract.
+        let page = unsafe { &mut *p.as_ptr() };
+        let idx = page.allocated_slot(addr)?;
+        page.release(idx);
+        self.frees += 1;
+        self.in_use -= page.slot_size();
+        if page.listed && page.used != 0 {
+            return Ok(SlotFreed::Done);
+        }
+        Ok(self.free_slow(p))
+    }
+
+    /// A free left its page empty, or freed the first slot of a full page.
+    #[cold]
+    fn free_slow(&mut self, p: NonNull<Page>) -> SlotFreed {
+        // SAFETY: `p` is a live record (the caller's contract).
+        let page = unsafe { &mut *p.as_ptr() };
+        if self.current[page.class()] == p.as_ptr() {
+            // The current page stays, empty or not: the next allocations take from it.
+            return SlotFreed::Done;
+        }
+        if page.used == 0 {
+            return SlotFreed::PageEmpty(p);
+        }
+        if !page.listed {
+            // SAFETY: a live record that is not current and not listed (it was full).
+            unsafe { self.list(p.as_ptr()) };
+        }
+        SlotFreed::Done
+    }
+
+    /// Takes the empty page `p` out of this path and turns its record back into "not a page";
+    /// returns the page's memory, for its owner to give back.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a live, empty page record of this heap that is not current.
+    pub(crate) unsafe fn retire(&mut self, p: NonNull<Page>) -> *mut u8 {
+        self.pages -= 1;
+        // SAFETY: forwarded from the contract.
+        unsafe {
+            if p.as_ref().listed {
+                self.unlist(p.as_ptr());
+            }
+            let start = p.as_ref().start;
+            (*p.as_ptr()).clear();
+            start
+        }
+    }
+
+    /// Takes every class's current page that is empty out of this path, handing each page's
+    /// memory to `give` so that the owner can return it (for `trim`).
+    pub(crate) fn retire_empty_current(&mut self, mut give: impl FnMut(*mut u8)) {
+        for c in 0..CLASSES {
+            let p = self.current[c];
+            // SAFETY: a current page other than EXHAUSTED is a live record of this heap.
+            if p != exhausted() && unsafe { (*p).used == 0 } {
+                self.current[c] = exhausted();
+                // SAFETY: as above; it is not current any more and not listed (invariant 1),
+                // and a record in a table is not null.
+                give(unsafe { self.retire(NonNull::new_unchecked(p)) });
+            }
+        }
+    }
+
+    /// # Safety
+    /// `p` is a live record of this heap, on no list.
+    unsafe fn list(&mut self, p: *mut Page) {
+        // SAFETY: forwarded; the list head, if any, is a live record.
+        unsafe {
+            let c = (*p).class();
+            let head = self.lists[c];
+            (*p).next = head;
+            (*p).prev = core::ptr::null_mut();
+            if !head.is_null() {
+                (*head).prev = p;
+            }
+            (*p).listed = true;
+            self.lists[c] = p;
+        }
+    }
+
+    /// # Safety
+    /// `p` is a live record of this heap, on its class's list.
+    unsafe fn unlist(&mut self, p: *mut Page) {
+        // SAFETY: forwarded; its neighbours are live records on the same list.
+        unsafe {
+            let c = (*p).class();
+            let (next, prev) = ((*p).next, (*p).prev);
+            if prev.is_null() {
+                self.lists[c] = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*p).listed = false;
+            (*p).next = core::ptr::null_mut();
+            (*p).prev = core::ptr::null_mut();
+        }
+    }
+
+    /// Bytes of allocated slots.
+    pub(crate) fn in_use(&self) -> usize {
+        self.in_use
+    }
+
+    /// The highest [`in_use`](Self::in_use) ever reached.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak
+    }
+
+    /// Slots allocated and freed over the heap's life.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (self.allocations, self.frees)
+    }
+
+    /// Pages in use by this path.
+    pub(crate) fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// Checks this path's invariants, given every page record of the heap that is a page
+    /// (`records`): each is consistent, the lists and current pages are exactly as the module
+    /// docs say, and the counters agree with the bitmaps.
+    pub(crate) fn check<'a>(
+        &self,
+        records: impl Iterator<Item = &'a Page>,
+    ) -> Result<(), (usize, &'static str)> {
+        let (mut pages, mut in_use, mut live, mut listed) = (0usize, 0usize, 0u64, 0usize);
+        for page in records {
+            page.check().map_err(|e| (page.start(), e))?;
+            let c = page.class();
+            let current = core::ptr::eq(self.current[c], page);
+            let full = page.used() == page.capacity();
+            let wrong = match (current, page.listed) {
+                (true, true) => Some("current page is also listed"),
+                (false, true) if full => Some("full page is listed"),
+                (false, false) if !full => Some("page with free slots is on no list"),
+                _ => None,
+            };
+            if let Some(e) = wrong {
+                return Err((page.start(), e));
+            }
+            listed += usize::from(page.listed);
+            pages += 1;
+            in_use += page.used() * page.slot_size();
+            live += page.used() as u64;
+        }
+        let mut on_lists = 0;
+        for c in 0..CLASSES {
+            let mut p = self.lists[c];
+            let mut prev: *mut Page = core::ptr::null_mut();
+            while !p.is_null() && on_lists <= listed {
+                // SAFETY: listed pages are live records of this heap; the walk is bounded by
+                // the number of listed records, so a cycle cannot trap it.
+                let page = unsafe { &*p };
+                if page.class() != c || !page.listed || page.prev != prev {
+                    return Err((page.start(), "class list is inconsistent"));
+                }
+                on_lists += 1;
+                prev = p;
+                p = page.next;
+            }
+        }
+        if on_lists != listed || pages != self.pages {
+            return Err((0, "class lists disagree with the page records"));
+        }
+        if in_use != self.in_use || live != self.allocations - self.frees {
+            return Err((0, "small-object counters disagree with the pages"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,322 @@
+//! One small-object page's out-of-band record: its class, which slots are free, how many are
+//! used, and its place on its class's list.
+//!
+//! A page is an engine block of exactly [`PAGE`] bytes whose payload starts on a [`PAGE`]
+//! boundary, cut into equal slots. Its record lives in the span's page table, a separate
+//! mapping that no write into a slot can reach, and nothing about a slot is ever stored in the
+//! slot: a dangling write into a freed slot changes nothing the page relies on, and a pointer
+//! handed back is judged by address arithmetic and this record alone.
+//!
+//! Invariants kept here:
+//! - Bit `i` of `free` is set exactly when slot `i < cap` is free; bits at and past `cap` are
+//!   clear, so a scan never hands out a slot that does not exist.
+//! - `used == cap - popcount(free)`.
+//! - Every word below `cursor` is zero: the first free slot is at or after `cursor * 64`, and
+//!   `cursor < WORDS`, so the fast path may index `free[cursor]` unchecked by a mask.
+
+use crate::engine::block::HEADER;
+
+/// log2 of [`PAGE`].
+pub(crate) const PAGE_SHIFT: usize = 16;
+/// Bytes of one page, and the alignment of its first slot.
+pub(crate) const PAGE: usize = 1 << PAGE_SHIFT;
+/// Bytes of a page that hold slots: the last [`HEADER`] bytes are the header of the engine
+/// block after the page.
+pub(crate) const SLOT_BYTES: usize = PAGE - HEADER;
+/// Words of the free bitmap: enough for the smallest slots.
+pub(crate) const WORDS: usize = (SLOT_BYTES / 16).div_ceil(64);
+
+static_assertions::const_assert!(WORDS.is_power_of_two());
+
+/// A page's record. All zero (the state of an untouched page-table entry) means "this cell is
+/// not a small-object page".
+#[repr(C)]
+pub(crate) struct Page {
+    /// First word of `free` that may have a set bit.
+    pub(super) cursor: u16,
+    /// Slots handed out and not freed.
+    pub(super) used: u16,
+    /// Slots in the page.
+    pub(super) cap: u16,
+    /// Class + 1; 0 when the cell is not a small-object page.
+    pub(super) tag: u8,
+    /// Whether the page is on its class's list of pages with free slots.
+    pub(super) listed: bool,
+    /// Slot size in bytes.
+    pub(super) size: u32,
+    /// `ceil(2^32 / size)`, to divide offsets by `size`.
+    pub(super) inv: u32,
+    /// Slot 0 (the page's first byte), with the provenance of the span it was carved from.
+    pub(super) start: *mut u8,
+    /// Neighbours on the class list (null at the ends).
+    pub(super) next: *mut Page,
+    pub(super) prev: *mut Page,
+    /// One bit per slot, set when the slot is free.
+    pub(super) free: [u64; WORDS],
+}
+
+/// Why an address is not a slot a caller may hand back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NotASlot {
+    /// The address is the start of a free slot.
+    Free,
+    /// The address lies inside an allocated slot, not at its start.
+    InsideAllocated,
+    /// The address lies inside a free slot, or past the last slot.
+    InsideFree,
+}
+
+impl Page {
+    /// Whether this record describes a small-object page.
+    #[inline(always)]
+    pub(crate) fn is_page(&self) -> bool {
+        self.tag != 0
+    }
+
+    /// The page's class.
+    #[inline(always)]
+    pub(crate) fn class(&self) -> usize {
+        usize::from(self.tag.wrapping_sub(1))
+    }
+
+    /// Slot size in bytes.
+    #[inline(always)]
+    pub(crate) fn slot_size(&self) -> usize {
+        self.size as usize
+    }
+
+    /// Slots handed out and not freed.
+    #[inline(always)]
+    pub(crate) fn used(&self) -> usize {
+        usize::from(self.used)
+    }
+
+    /// Slots in the page.
+    #[inline(always)]
+    pub(crate) fn capacity(&self) -> usize {
+        usize::from(self.cap)
+    }
+
+    /// Address of the page's first slot.
+    #[inline(always)]
+    pub(crate) fn start(&self) -> usize {
+        self.start as usize
+    }
+
+    /// Makes this record describe a fresh page of class `class` starting at `start`, every slot
+    /// free.
+    pub(super) fn init(&mut self, start: *mut u8, class: usize) {
+        let size = super::class::slot_size(class);
+        let cap = SLOT_BYTES / size;
+        self.cursor = 0;
+        self.used = 0;
+        self.cap = cap as u16;
+        self.tag = class as u8 + 1;
+        self.listed = false;
+        self.size = size as u32;
+        self.inv = super::class::inverse(class);
+        self.start = start;
+        self.next = core::ptr::null_mut();
+        self.prev = core::ptr::null_mut();
+        for (w, word) in self.free.iter_mut().enumerate() {
+            let first = w * 64;
+            *word = if first + 64 <= cap {
+                u64::MAX
+            } else if first < cap {
+                (1u64 << (cap - first)) - 1
+            } else {
+                0
+            };
+        }
+    }
+
+    /// Turns this record back into "not a page".
+    pub(super) fn clear(&mut self) {
+        self.tag = 0;
+        self.start = core::ptr::null_mut();
+        self.used = 0;
+        self.listed = false;
+        self.next = core::ptr::null_mut();
+        self.prev = core::ptr::null_mut();
+    }
+
+    /// Takes the lowest free slot, moving the cursor past full words; `None` when the page is
+    /// full (the cursor then rests on the last word, which is zero).
+    #[inline]
+    pub(super) fn take(&mut self) -> Option<usize> {
+        let mut w = usize::from(self.cursor);
+        while w < WORDS {
+            let bits = self.free[w];
+            if bits != 0 {
+                self.cursor = w as u16;
+                self.free[w] = bits & (bits - 1);
+                self.used += 1;
+                return Some(w * 64 + bits.trailing_zeros() as usize);
+            }
+            w += 1;
+        }
+        self.cursor = (WORDS - 1) as u16;
+        None
+    }
+
+    /// The slot index of `addr`, which lies in this page's cell, if `addr` is the start of an
+    /// allocated slot.
+    #[inline(always)]
+    pub(crate) fn allocated_slot(&self, addr: usize) -> Result<usize, NotASlot> {
+        let rel = addr.wrapping_sub(self.start());
+        debug_assert!(rel < PAGE);
+        let idx = ((rel as u64 * u64::from(self.inv)) >> 32) as usize;
+        let exact = idx * self.size as usize == rel;
+        if exact && idx < usize::from(self.cap) && !self.is_free(idx) {
+            return Ok(idx);
+        }
+        Err(self.explain(idx, exact))
+    }
+
+    #[cold]
+    fn explain(&self, idx: usize, exact: bool) -> NotASlot {
+        if idx >= usize::from(self.cap) || self.is_free(idx) {
+            if exact && idx < usize::from(self.cap) {
+                NotASlot::Free
+            } else {
+                NotASlot::InsideFree
+            }
+        } else {
+            NotASlot::InsideAllocated
+        }
+    }
+
+    /// Whether slot `idx` (`< cap`) is free.
+    #[inline(always)]
+    pub(crate) fn is_free(&self, idx: usize) -> bool {
+        self.free[(idx / 64) & (WORDS - 1)] & (1 << (idx % 64)) != 0
+    }
+
+    /// Frees the allocated slot `idx` (as returned by [`allocated_slot`](Self::allocated_slot)).
+    #[inline(always)]
+    pub(super) fn release(&mut self, idx: usize) {
+        let w = (idx / 64) & (WORDS - 1);
+        self.free[w] |= 1 << (idx % 64);
+        self.used -= 1;
+        if w < usize::from(self.cursor) {
+            self.cursor = w as u16;
+        }
+    }
+
+    /// Address of slot `idx`.
+    #[inline(always)]
+    pub(crate) fn slot_addr(&self, idx: usize) -> usize {
+        self.start() + idx * self.size as usize
+    }
+
+    /// Pointer to slot `idx` (`< cap`), derived from the page's start.
+    #[inline(always)]
+    pub(crate) fn slot_ptr(&self, idx: usize) -> *mut u8 {
+        self.start.wrapping_add(idx * self.size as usize)
+    }
+
+    /// Checks the invariants in the module docs.
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        let cap = usize::from(self.cap);
+        if !self.is_page() || self.class() >= super::class::CLASSES {
+            return Err("page record has no valid class");
+        }
+        if self.slot_size() != super::class::slot_size(self.class())
+            || cap != SLOT_BYTES / self.slot_size()
+        {
+            return Err("page record disagrees with its class");
+        }
+        let mut free = 0;
+        for (w, &word) in self.free.iter().enumerate() {
+            let valid = if w * 64 + 64 <= cap {
+                u64::MAX
+            } else if w * 64 < cap {
+                (1u64 << (cap - w * 64)) - 1
+            } else {
+                0
+            };
+            if word & !valid != 0 {
+                return Err("page bitmap marks slots that do not exist");
+            }
+            if w < usize::from(self.cursor) && word != 0 {
+                return Err("page cursor is past a free slot");
+            }
+            free += word.count_ones() as usize;
+        }
+        if usize::from(self.cursor) >= WORDS || cap - free != usize::from(self.used) {
+            return Err("page counters disagree with its bitmap");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::class::{CLASSES, slot_size};
+    use super::*;
+
+    fn page(class: usize) -> Box<Page> {
+        // SAFETY: every field of `Page` is valid when zeroed (integers, null pointers).
+        let mut p: Box<Page> = Box::new(unsafe { core::mem::zeroed() });
+        p.init(core::ptr::without_provenance_mut(1 << 20), class);
+        p
+    }
+
+    #[test]
+    fn a_fresh_page_hands_out_every_slot_once_then_is_full() {
+        for class in [0, 1, 7, 20, CLASSES - 1] {
+            let mut p = page(class);
+            p.check().unwrap();
+            let mut seen = vec![false; p.capacity()];
+            while let Some(i) = p.take() {
+                assert!(!seen[i], "slot {i} handed out twice");
+                seen[i] = true;
+                assert!(p.slot_addr(i) + slot_size(class) <= p.start() + SLOT_BYTES);
+            }
+            assert!(seen.iter().all(|&s| s));
+            assert_eq!(p.used(), p.capacity());
+            p.check().unwrap();
+            assert_eq!(p.take(), None);
+        }
+    }
+
+    #[test]
+    fn pointers_are_judged_by_the_record_alone() {
+        let mut p = page(3); // 64-byte slots
+        let a = p.take().unwrap();
+        let b = p.take().unwrap();
+        let (pa, pb) = (p.slot_addr(a), p.slot_addr(b));
+        assert_eq!(p.allocated_slot(pa), Ok(a));
+        assert_eq!(p.allocated_slot(pb + 8), Err(NotASlot::InsideAllocated));
+        p.release(a);
+        assert_eq!(p.allocated_slot(pa), Err(NotASlot::Free));
+        assert_eq!(p.allocated_slot(pa + 16), Err(NotASlot::InsideFree));
+        let last = p.start() + p.capacity() * 64;
+        assert_eq!(p.allocated_slot(last), Err(NotASlot::InsideFree));
+        p.check().unwrap();
+    }
+
+    #[test]
+    fn freed_slots_come_back_lowest_first() {
+        let mut p = page(0);
+        let all: Vec<usize> = core::iter::from_fn(|| p.take()).collect();
+        for &i in all.iter().rev().step_by(7) {
+            p.release(i);
+        }
+        p.check().unwrap();
+        let lowest = *all.iter().rev().step_by(7).min().unwrap();
+        assert_eq!(p.take(), Some(lowest));
+        p.check().unwrap();
+    }
+
+    #[test]
+    fn check_finds_a_damaged_record() {
+        let mut p = page(5);
+        p.take();
+        p.used = 7;
+        assert!(p.check().is_err());
+        let mut p = page(0);
+        p.free[WORDS - 1] |= 1 << 63;
+        assert!(p.check().is_err());
+    }
+}
