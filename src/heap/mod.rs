@@ -14,6 +14,8 @@ mod config;
 pub(crate) mod large;
 #[allow(dead_code)] // wired into the heap by issue 18
 pub(crate) mod pages;
+#[allow(dead_code)] // used by the thread heaps of issue 19
+pub(crate) mod remote;
 
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
