@@ -16,6 +16,8 @@ pub(crate) mod large;
 pub(crate) mod pages;
 #[allow(dead_code)] // used by the thread heaps of issue 19
 pub(crate) mod remote;
+#[allow(dead_code)] // the spans of the heap rework (issues 17-19)
+pub(crate) mod span;
 
 use core::alloc::Layout;
 use core::cell::UnsafeCell;
