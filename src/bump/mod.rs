@@ -22,8 +22,12 @@
 //! - `done + (end - start) <= limit`: the fast path, which stops at `end`, can never pass the
 //!   allocation limit, so it does not need to look at it.
 //! - A position (`in_use`, offset in the current chunk) only moves down through `rewind`,
-//!   `reset` and the in-place `deallocate`/`shrink`/`grow` of the last block; positions are
-//!   compared lexicographically to tell a stale checkpoint from a valid one.
+//!   `reset` and the in-place `deallocate`/`shrink`/`grow` of the last block.
+//! - Every time the pointer enters a chunk from an earlier one (or from none), the chunk gets a
+//!   new `stamp`; `stamp` mirrors the current chunk's. A checkpoint records the stamp of the
+//!   chunk it was taken in, so it is accepted only while that chunk was never left for an
+//!   earlier one: otherwise the chunks below it (and the `done` it recorded) may have changed.
+//!   Without a current chunk the stamp is 0.
 
 mod allocator;
 mod boxed;
@@ -59,6 +63,9 @@ struct Chunk {
     region: Region,
     /// Bytes used, recorded when the bump pointer leaves this chunk for a later one.
     used: usize,
+    /// Changes every time the pointer enters this chunk from an earlier one (see the module
+    /// invariants).
+    stamp: u64,
 }
 
 impl Chunk {
@@ -108,6 +115,10 @@ pub struct Bump {
     done: Cell<usize>,
     /// Number of chunks in use.
     in_use: Cell<usize>,
+    /// The current chunk's stamp (0 without one).
+    stamp: Cell<u64>,
+    /// The last stamp given out.
+    stamps: Cell<u64>,
     /// All chunks: in use first, then spares. Only touched outside the fast path, and never
     /// while user code runs (see `with_chunks`).
     chunks: UnsafeCell<Vec<Chunk>>,
@@ -148,6 +159,7 @@ static_assertions::assert_not_impl_any!(Bump: Sync);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     epoch: u64,
+    stamp: u64,
     in_use: usize,
     offset: usize,
     done: usize,
@@ -263,6 +275,8 @@ impl Bump {
             chunk_end: Cell::new(addr),
             done: Cell::new(0),
             in_use: Cell::new(0),
+            stamp: Cell::new(0),
+            stamps: Cell::new(0),
             chunks: UnsafeCell::new(Vec::new()),
             next_size: Cell::new(page_size()),
             limit: Cell::new(usize::MAX),
@@ -292,6 +306,7 @@ impl Bump {
                 let base = chunk.base();
                 bump.with_chunks(|chunks| chunks.push(chunk));
                 bump.in_use.set(1);
+                bump.restamp_current();
                 bump.enter(base, cap, 0);
                 bump.next_size
                     .set(cap.saturating_mul(2).min(MAX_CHUNK).max(page_size()));
@@ -724,6 +739,7 @@ impl Bump {
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             epoch: self.epoch,
+            stamp: self.stamp.get(),
             in_use: self.in_use.get(),
             offset: self.ptr.get().as_ptr().addr() - self.start.get(),
             done: self.done.get(),
@@ -760,8 +776,13 @@ impl Bump {
     /// # Errors
     ///
     /// [`Error::InvalidPointer`] if the checkpoint comes from another `Bump` or from before the
-    /// last [`reset`](Bump::reset), or lies above the current position (an earlier rewind to an
-    /// older checkpoint already freed what it marks). Nothing changes.
+    /// last [`reset`](Bump::reset), or what it marks was freed since: it lies above the current
+    /// position, or a rewind (or a shrink of the last block) went back past the start of the
+    /// chunk it was taken in, even if the position has passed it again since. Nothing changes.
+    ///
+    /// Inside one chunk a checkpoint names an offset: if the position went below it and came
+    /// back up without leaving the chunk for an earlier one, rewinding frees what lies above
+    /// that offset, as a checkpoint taken there now would.
     ///
     /// ```
     /// let mut bump = strata_alloc::Bump::new();
@@ -793,6 +814,9 @@ impl Bump {
             });
         }
         if cp.in_use == in_use {
+            if cp.stamp != self.stamp.get() {
+                return Err(stale(cp));
+            }
             // The common case (a scope that stayed in one chunk): `done`, `start` and `end`
             // are unchanged, so only the pointer moves.
             let p = self.ptr.get().as_ptr();
@@ -802,23 +826,33 @@ impl Bump {
                 .set(unsafe { NonNull::new_unchecked(p.sub(here - cp.offset)) });
             return Ok(());
         }
-        self.rewind_chunks(cp);
-        Ok(())
+        self.rewind_chunks(cp)
     }
 
+    /// Rewinds to a checkpoint taken in an earlier chunk than the current one.
     #[inline(never)]
-    fn rewind_chunks(&mut self, cp: Checkpoint) {
-        self.in_use.set(cp.in_use);
-        self.done.set(cp.done);
+    fn rewind_chunks(&mut self, cp: Checkpoint) -> Result<(), Error> {
         if cp.in_use == 0 {
+            self.done.set(0);
             self.make_empty();
         } else {
-            let c = &self.chunks.get_mut()[cp.in_use - 1];
-            let (base, cap) = (c.base(), c.capacity());
-            self.enter(base, cap, cp.offset.min(cap));
+            // The chunk must be the one the checkpoint was taken in, never re-entered since
+            // (so `cp.done` still sums the chunks below it), and left at or above its offset.
+            let c = self
+                .chunks
+                .get_mut()
+                .get(cp.in_use - 1)
+                .filter(|c| c.stamp == cp.stamp && cp.offset <= c.used)
+                .ok_or(stale(cp))?;
+            let (base, cap, stamp) = (c.base(), c.capacity(), c.stamp);
+            self.done.set(cp.done);
+            self.stamp.set(stamp);
+            self.enter(base, cap, cp.offset);
         }
+        self.in_use.set(cp.in_use);
         let retained = self.retained;
         trim_spares(self.chunks.get_mut(), cp.in_use, retained);
+        Ok(())
     }
 
     /// Frees everything. Keeps the largest chunks for reuse while their total stays within
@@ -874,6 +908,7 @@ impl Bump {
             Some(c) => {
                 let (base, cap) = (c.base(), c.capacity());
                 self.in_use.set(1);
+                self.restamp_current();
                 self.enter(base, cap, 0);
             }
             None => {
@@ -1055,6 +1090,7 @@ impl Bump {
         })?;
         self.done.set(self.done.get() + used_here);
         self.in_use.set(idx + 1);
+        self.restamp_current();
         self.enter(base, cap, 0);
         // The chunk holds `needed` bytes and the limit leaves `remaining >= needed`.
         self.bump_fast(layout).ok_or(Error::oom(size, remaining))
@@ -1069,7 +1105,25 @@ impl Bump {
             // mapping above it would break `add_within_space`, so it is refused.
             return Err(Error::oom(bytes, 0));
         }
-        Ok(Chunk { region, used: 0 })
+        Ok(Chunk {
+            region,
+            used: 0,
+            stamp: 0,
+        })
+    }
+
+    /// Gives the current chunk (`chunks[in_use - 1]`), just entered from an earlier one, a new
+    /// stamp: checkpoints taken in it before are stale from now on.
+    fn restamp_current(&self) {
+        let stamp = self.stamps.get() + 1;
+        self.stamps.set(stamp);
+        self.stamp.set(stamp);
+        let idx = self.in_use.get().wrapping_sub(1);
+        self.with_chunks(|chunks| {
+            if let Some(c) = chunks.get_mut(idx) {
+                c.stamp = stamp;
+            }
+        });
     }
 
     /// Makes the chunk at `base` (of `cap` bytes) current with the pointer at `offset`.
@@ -1094,6 +1148,7 @@ impl Bump {
     }
 
     fn make_empty(&self) {
+        self.stamp.set(0);
         let empty = NonNull::<u8>::dangling();
         let addr = empty.as_ptr().addr();
         self.ptr.set(empty);
@@ -1121,7 +1176,11 @@ impl Bump {
         }
         let released = self.with_chunks(|chunks| {
             if chunks[in_use - 2].used == 0 {
-                chunks.remove(in_use - 2);
+                // Checkpoints taken at the start of the emptied chunk now name the start of
+                // the current one, the same position: they inherit its stamp.
+                let stamp = chunks.remove(in_use - 2).stamp;
+                chunks[in_use - 2].stamp = stamp;
+                self.stamp.set(stamp);
                 true
             } else {
                 false
@@ -1164,6 +1223,15 @@ fn trim_spares(chunks: &mut Vec<Chunk>, from: usize, retained: usize) {
         index += 1;
         keep
     });
+}
+
+/// The error for a checkpoint whose memory was freed since it was taken.
+#[cold]
+fn stale(cp: Checkpoint) -> Error {
+    Error::InvalidPointer {
+        addr: cp.offset,
+        reason: "checkpoint is stale: what it marks was freed by an earlier rewind",
+    }
 }
 
 /// Compile-time refusal of types with drop glue in the methods that never run `Drop`.

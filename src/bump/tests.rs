@@ -38,6 +38,12 @@ fn check(b: &Bump) {
     assert_eq!(done, b.done.get());
     let used: usize = infos.iter().map(|c| c.used).sum();
     assert_eq!(used, b.allocated_bytes());
+    let stamp = b.with_chunks(|c| in_use.checked_sub(1).map_or(0, |i| c[i].stamp));
+    assert_eq!(
+        stamp,
+        b.stamp.get(),
+        "the current chunk's stamp is mirrored"
+    );
     // The fast path cannot pass the limit.
     assert!(b.done.get() + (b.end.get() - b.start.get()) <= b.limit.get().max(b.done.get()));
 }
@@ -477,5 +483,67 @@ fn reset_merges_a_spread_round_into_one_chunk() {
         b.alloc(i as u64);
     }
     assert_eq!(b.in_use.get(), 1, "the next round fits in the merged chunk");
+    check(&b);
+}
+
+#[test]
+fn a_checkpoint_made_stale_by_an_older_rewind_stays_refused_when_the_position_passes_it() {
+    let page = page_size();
+    let mut b = Bump::new();
+    let old = b.checkpoint();
+    b.alloc_slice_copy(&vec![1u8; page - 100]);
+    b.alloc_slice_copy(&vec![2u8; page]); // a second chunk
+    let stale = b.checkpoint();
+    assert_eq!(stale.in_use, 2);
+    b.rewind(old); // frees both: `stale` marks freed memory from now on
+    assert!(b.try_rewind(stale).is_err());
+    // Refill differently: a little in the first chunk, then more than it holds.
+    b.alloc(7u8);
+    b.alloc_slice_copy(&vec![3u8; 3 * page]);
+    b.alloc_slice_copy(&vec![4u8; 2 * page]);
+    check(&b);
+    let before = b.allocated_bytes();
+    assert!(
+        matches!(b.try_rewind(stale), Err(Error::InvalidPointer { .. })),
+        "a stale checkpoint was accepted"
+    );
+    assert_eq!(b.allocated_bytes(), before);
+    check(&b);
+
+    // The limit holds too: nothing above it can be handed out after any rewind.
+    let mut b = Bump::new();
+    let old = b.checkpoint();
+    b.alloc_slice_copy(&vec![0u8; page / 2]);
+    b.alloc_slice_copy(&vec![0u8; page]);
+    let stale = b.checkpoint();
+    b.rewind(old);
+    b.alloc_slice_copy(&vec![0u8; 2 * page]);
+    b.alloc_slice_copy(&vec![0u8; 2 * page]);
+    b.set_allocation_limit(Some(b.allocated_bytes() + 64));
+    let _ = b.try_rewind(stale);
+    while b.try_alloc(0u64).is_ok() {}
+    let limit = b.allocation_limit().unwrap();
+    let chunks_used: usize = b.chunks().map(|c| c.used).sum();
+    assert!(
+        chunks_used <= limit,
+        "{chunks_used} bytes used past the limit {limit}"
+    );
+    check(&b);
+}
+
+#[test]
+fn a_scope_around_a_vec_that_leaves_its_chunk_frees_it() {
+    // The grow that moves the last block into a new chunk releases the emptied chunk; the
+    // scope's checkpoint, taken at that chunk's start, must still be honoured.
+    let mut b = Bump::new();
+    b.alloc_slice_copy(&vec![0u8; page_size()]); // fill the first chunk exactly
+    let before = b.allocated_bytes();
+    b.scope(|b| {
+        let mut v: AVec<u8, &Bump> = AVec::new_in(&*b);
+        for i in 0..scale(20_000, 100_000) {
+            v.push(i as u8);
+        }
+    });
+    assert_eq!(b.allocated_bytes(), before);
     check(&b);
 }
