@@ -6,8 +6,10 @@
 //! in place: a `Vec` living in the arena extends into the free space right after it instead of
 //! being copied, which a downward bumper (bumpalo) cannot do.
 //!
-//! Each chunk is one [`Region`], mapped whole. Chunk sizes double from one page up to
-//! [`MAX_CHUNK`]; a request larger than the next chunk size gets a chunk of its own.
+//! Chunk sizes double from one page up to [`MAX_CHUNK`]; a request larger than the next chunk
+//! size gets a chunk of its own. Chunks under 256 KiB come from the global allocator, so a
+//! fresh `Bump` per request costs about what a `malloc` does; larger ones are anonymous
+//! mappings ([`Region`](crate::Region)s), which go straight back to the OS when released.
 //!
 //! Invariants kept here (checked by `check_invariants` in the unit tests):
 //! - `chunks[..in_use]` are in use, oldest first; `chunks[in_use - 1]` is the current chunk;
@@ -31,6 +33,7 @@
 
 mod allocator;
 mod boxed;
+mod chunk;
 
 use core::alloc::Layout;
 use core::cell::{Cell, UnsafeCell};
@@ -38,9 +41,10 @@ use core::fmt;
 use core::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{Error, Region, page_size};
+use crate::{Error, page_size};
 
 pub use boxed::BumpBox;
+use chunk::{CHUNK_ALIGN, Chunk};
 
 /// Largest size chunks grow to by doubling. Larger requests get a chunk of their own.
 pub const MAX_CHUNK: usize = 4 << 20;
@@ -56,25 +60,6 @@ static EPOCH: AtomicU64 = AtomicU64::new(1 << 32);
 
 fn first_epoch() -> u64 {
     EPOCH.fetch_add(1 << 32, Ordering::Relaxed)
-}
-
-/// One chunk: a Region whose break sits at its capacity (the whole span is ours).
-struct Chunk {
-    region: Region,
-    /// Bytes used, recorded when the bump pointer leaves this chunk for a later one.
-    used: usize,
-    /// Changes every time the pointer enters this chunk from an earlier one (see the module
-    /// invariants).
-    stamp: u64,
-}
-
-impl Chunk {
-    fn base(&self) -> NonNull<u8> {
-        self.region.base()
-    }
-    fn capacity(&self) -> usize {
-        self.region.capacity()
-    }
 }
 
 /// A bump arena: allocation is a pointer increment, freeing happens a whole scope at a time.
@@ -184,6 +169,9 @@ pub struct ChunkInfo {
     pub used: usize,
     /// Whether the chunk holds live allocations (false: a spare kept for reuse).
     pub in_use: bool,
+    /// Whether the chunk is an anonymous mapping (chunks of 256 KiB and more) rather than a
+    /// block of the global allocator.
+    pub mapped: bool,
 }
 
 /// Iterator over a Bump's chunks, returned by [`Bump::chunks`].
@@ -221,6 +209,7 @@ impl Iterator for Chunks<'_> {
                 capacity: c.capacity(),
                 used,
                 in_use,
+                mapped: c.is_mapped(),
             })
         })?;
         self.index += 1;
@@ -285,34 +274,53 @@ impl Bump {
         }
     }
 
-    /// An arena whose first chunk holds at least `bytes` (rounded up to pages), mapped now.
-    ///
-    /// If the OS refuses the mapping, the arena starts empty like [`Bump::new`] and the first
-    /// allocation reports the failure.
+    /// An arena whose first chunk holds at least `bytes`, allocated now (from the global
+    /// allocator under 256 KiB, mapped from the OS above). `with_capacity(0)` is
+    /// [`Bump::new`].
     ///
     /// ```
     /// let bump = strata_alloc::Bump::with_capacity(64 * 1024);
     /// assert!(bump.chunk_capacity() >= 64 * 1024);
-    /// let first = bump.chunks().next().unwrap().addr;
     /// bump.alloc_slice_copy(&[0u8; 60_000]);
     /// assert_eq!(bump.chunks().count(), 1); // no second chunk was needed
-    /// # let _ = first;
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the memory cannot be had, as bumpalo's `with_capacity` does; use
+    /// [`try_with_capacity`](Bump::try_with_capacity) to get the error instead.
+    #[track_caller]
     pub fn with_capacity(bytes: usize) -> Bump {
+        Bump::try_with_capacity(bytes).unwrap_or_else(|e| alloc_failed(e))
+    }
+
+    /// Like [`with_capacity`](Bump::with_capacity), but returns an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLayout`] if `bytes` overflows when rounded up; [`Error::OutOfMemory`]
+    /// if the global allocator refuses; [`Error::Os`] if the OS refuses a mapping.
+    ///
+    /// ```
+    /// let bump = strata_alloc::Bump::try_with_capacity(10_000)?;
+    /// assert!(bump.chunk_capacity() >= 10_000);
+    /// assert!(strata_alloc::Bump::try_with_capacity(usize::MAX).is_err());
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn try_with_capacity(bytes: usize) -> Result<Bump, Error> {
         let bump = Bump::new();
         if bytes > 0 {
-            if let Ok(chunk) = Bump::map_chunk(bytes.max(page_size())) {
-                let cap = chunk.capacity();
-                let base = chunk.base();
-                bump.with_chunks(|chunks| chunks.push(chunk));
-                bump.in_use.set(1);
-                bump.restamp_current();
-                bump.enter(base, cap, 0);
-                bump.next_size
-                    .set(cap.saturating_mul(2).min(MAX_CHUNK).max(page_size()));
-            }
+            let chunk = Chunk::new(bytes)?;
+            let cap = chunk.capacity();
+            let base = chunk.base();
+            bump.with_chunks(|chunks| chunks.push(chunk));
+            bump.in_use.set(1);
+            bump.restamp_current();
+            bump.enter(base, cap, 0);
+            bump.next_size
+                .set(cap.saturating_mul(2).clamp(page_size(), MAX_CHUNK));
         }
-        bump
+        Ok(bump)
     }
 
     /// Moves `value` into the arena and returns a mutable reference to it.
@@ -894,7 +902,9 @@ impl Bump {
         // path and the following resets take the one-chunk shortcut above.
         let spread: usize = chunks[..in_use].iter().map(Chunk::capacity).sum();
         if in_use > 1 && spread <= retained {
-            if let Ok(merged) = Bump::map_chunk(spread) {
+            // (A mapped chunk rounds up to pages, which may pass the bound.)
+            let merged = Chunk::new(spread).ok().filter(|c| c.capacity() <= retained);
+            if let Some(merged) = merged {
                 chunks.drain(..in_use);
                 chunks.insert(0, merged);
                 let next = self.next_size.get().max(spread.saturating_mul(2));
@@ -1057,9 +1067,9 @@ impl Bump {
         }
         let used_here = self.ptr.get().as_ptr().addr() - self.start.get();
         let remaining = self.limit.get().saturating_sub(self.done.get() + used_here);
-        let page = page_size();
-        // A chunk starts on a page boundary, so only alignments above a page need slack.
-        let slack = layout.align().saturating_sub(page);
+        // Every chunk starts at least `CHUNK_ALIGN`-aligned, so only larger alignments need
+        // slack.
+        let slack = layout.align().saturating_sub(CHUNK_ALIGN);
         let needed = size.checked_add(slack).ok_or(Error::layout(
             size,
             layout.align(),
@@ -1076,7 +1086,7 @@ impl Bump {
             } else {
                 // Never map far more than the limit could let us use.
                 let size = needed.max(next.min(remaining));
-                let chunk = Bump::map_chunk(size)?;
+                let chunk = Chunk::new(size)?;
                 if chunk.capacity() <= MAX_CHUNK {
                     self.next_size
                         .set((chunk.capacity().max(next) * 2).min(MAX_CHUNK));
@@ -1094,22 +1104,6 @@ impl Bump {
         self.enter(base, cap, 0);
         // The chunk holds `needed` bytes and the limit leaves `remaining >= needed`.
         self.bump_fast(layout).ok_or(Error::oom(size, remaining))
-    }
-
-    fn map_chunk(bytes: usize) -> Result<Chunk, Error> {
-        let mut region = Region::reserve(bytes)?;
-        region.grow(region.capacity())?;
-        let end = region.base().as_ptr().addr().checked_add(region.capacity());
-        if cfg!(target_pointer_width = "64") && end.is_none_or(|e| e > isize::MAX as usize) {
-            // User space lies in the lower half on every 64-bit target Rust supports; a
-            // mapping above it would break `add_within_space`, so it is refused.
-            return Err(Error::oom(bytes, 0));
-        }
-        Ok(Chunk {
-            region,
-            used: 0,
-            stamp: 0,
-        })
     }
 
     /// Gives the current chunk (`chunks[in_use - 1]`), just entered from an earlier one, a new
@@ -1193,7 +1187,7 @@ impl Bump {
 }
 
 /// `addr + n` for an address inside (or one past) a chunk and `n <= isize::MAX`, or `None` on
-/// overflow. On 64-bit targets `map_chunk` only accepts chunks that end at or below
+/// overflow. On 64-bit targets `Chunk::new` only accepts chunks that end at or below
 /// `isize::MAX`, so the sum cannot overflow and the check (one compare and branch on the
 /// fast path) is left out; elsewhere it is kept.
 #[inline(always)]

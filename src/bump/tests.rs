@@ -396,7 +396,7 @@ fn reset_keeps_chunks_up_to_the_bound() {
     let all = b.chunk_capacity();
     b.set_retained_capacity(all);
     b.reset();
-    assert_eq!(b.chunk_capacity(), all);
+    assert_eq!(b.chunk_capacity(), all); // the round's chunks, kept (merging would pass the bound)
     let largest = b.chunks().map(|c| c.capacity).max().unwrap();
     assert_eq!(b.chunks().next().unwrap().capacity, largest); // the next round starts there
     check(&b);
@@ -546,4 +546,34 @@ fn a_scope_around_a_vec_that_leaves_its_chunk_frees_it() {
     });
     assert_eq!(b.allocated_bytes(), before);
     check(&b);
+}
+
+#[test]
+fn small_chunks_come_from_the_global_allocator_and_large_ones_are_mapped() {
+    let b = Bump::new();
+    b.alloc(1u8);
+    let first = b.chunks().next().unwrap();
+    assert!(!first.mapped && first.capacity == page_size());
+    b.alloc_slice_fill_with(chunk::MAPPED_FROM, |i| i as u8);
+    let big = b
+        .chunks()
+        .find(|c| c.capacity >= chunk::MAPPED_FROM)
+        .unwrap();
+    assert!(big.mapped && big.capacity % page_size() == 0);
+    check(&b);
+    drop(b); // both kinds are given back (Miri checks the global allocator's side)
+
+    let b = Bump::try_with_capacity(100).unwrap();
+    let only = b.chunks().next().unwrap();
+    assert!(!only.mapped && only.capacity >= 100);
+    assert!(b.try_alloc([0u8; 100]).is_ok());
+    assert_eq!(b.chunks().count(), 1);
+    assert!(matches!(
+        Bump::try_with_capacity(usize::MAX),
+        Err(Error::InvalidLayout { .. })
+    ));
+    if !cfg!(miri) {
+        let r = catch_unwind(|| Bump::with_capacity(isize::MAX as usize));
+        assert!(r.is_err(), "with_capacity must not quietly start empty");
+    }
 }
