@@ -7,6 +7,7 @@ mod abort;
 mod api;
 mod arena;
 pub mod bump;
+mod compat;
 mod engine;
 mod error;
 mod heap;
@@ -18,6 +19,17 @@ mod stats;
 mod sync;
 #[cfg(test)]
 pub(crate) mod test_rng;
+
+/// allocator-api2 0.2, the version whose `Allocator` every allocator here implements (and
+/// hashbrown 0.15-0.17 and bumpalo use): `strata_alloc::allocator_api2::vec::Vec` needs no
+/// version of your own.
+pub use allocator_api2;
+/// allocator-api2 0.2 again, under a name that says its version.
+pub use allocator_api2 as allocator_api2_02;
+/// allocator-api2 0.4 (feature `allocator-api2-04`), whose `Allocator` every allocator here
+/// then implements too (talc 5 uses it).
+#[cfg(feature = "allocator-api2-04")]
+pub use allocator_api2_04;
 
 pub use arena::Arena;
 pub use bump::{Bump, BumpBox, Checkpoint};
