@@ -34,6 +34,8 @@
 mod allocator;
 mod boxed;
 mod chunk;
+mod collections;
+mod slices;
 
 use core::alloc::Layout;
 use core::cell::{Cell, UnsafeCell};
@@ -45,6 +47,7 @@ use crate::{Error, page_size};
 
 pub use boxed::BumpBox;
 use chunk::{CHUNK_ALIGN, Chunk};
+pub use collections::{String, Vec};
 
 /// Largest size chunks grow to by doubling. Larger requests get a chunk of their own.
 pub const MAX_CHUNK: usize = 4 << 20;
@@ -106,7 +109,7 @@ pub struct Bump {
     stamps: Cell<u64>,
     /// All chunks: in use first, then spares. Only touched outside the fast path, and never
     /// while user code runs (see `with_chunks`).
-    chunks: UnsafeCell<Vec<Chunk>>,
+    chunks: UnsafeCell<std::vec::Vec<Chunk>>,
     /// Size of the next chunk to map.
     next_size: Cell<usize>,
     /// Most bytes `allocated_bytes()` may reach (`usize::MAX`: no limit).
@@ -266,7 +269,7 @@ impl Bump {
             in_use: Cell::new(0),
             stamp: Cell::new(0),
             stamps: Cell::new(0),
-            chunks: UnsafeCell::new(Vec::new()),
+            chunks: UnsafeCell::new(std::vec::Vec::new()),
             next_size: Cell::new(page_size()),
             limit: Cell::new(usize::MAX),
             retained: DEFAULT_RETAINED,
@@ -1154,7 +1157,7 @@ impl Bump {
     /// Runs `f` on the chunk list. `f` must be crate code that neither calls user code nor
     /// re-enters `with_chunks`, so the `&mut` it gets is the only reference to the list.
     #[inline]
-    fn with_chunks<R>(&self, f: impl FnOnce(&mut Vec<Chunk>) -> R) -> R {
+    fn with_chunks<R>(&self, f: impl FnOnce(&mut std::vec::Vec<Chunk>) -> R) -> R {
         // SAFETY: `Bump` is !Sync, so no other thread can be here; within this thread every
         // access goes through this function with closures that do not re-enter it (see
         // above), so this is the only live reference to the list.
@@ -1202,7 +1205,7 @@ fn add_within_space(addr: usize, n: usize) -> Option<usize> {
 
 /// Keeps the spares `chunks[from..]` largest first while their total fits in `retained`,
 /// releasing the others. Leaves the kept spares sorted largest first.
-fn trim_spares(chunks: &mut Vec<Chunk>, from: usize, retained: usize) {
+fn trim_spares(chunks: &mut std::vec::Vec<Chunk>, from: usize, retained: usize) {
     if chunks.len() <= from {
         return;
     }

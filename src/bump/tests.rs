@@ -8,6 +8,8 @@ use allocator_api2::vec::Vec as AVec;
 
 use super::*;
 use crate::test_rng::Rng;
+use std::string::String;
+use std::vec::Vec;
 
 fn scale(miri: usize, native: usize) -> usize {
     if cfg!(miri) { miri } else { native }
@@ -576,4 +578,212 @@ fn small_chunks_come_from_the_global_allocator_and_large_ones_are_mapped() {
         let r = catch_unwind(|| Bump::with_capacity(isize::MAX as usize));
         assert!(r.is_err(), "with_capacity must not quietly start empty");
     }
+}
+
+// ---- the collections and slice methods, against bumpalo's behaviour -------------------------
+
+#[test]
+fn strings_and_format_match_bumpalo() {
+    use core::fmt::Write;
+    let ours = Bump::new();
+    let theirs = bumpalo::Bump::new();
+    let mut a = String::new();
+    let mut s = super::String::new_in(&ours);
+    let mut t = bumpalo::collections::String::new_in(&theirs);
+    for i in 0..scale(50, 2_000) {
+        let piece = format!("{i}:{}", "é".repeat(i % 3));
+        s.push_str(&piece);
+        t.push_str(&piece);
+        a.push_str(&piece);
+        if i % 7 == 0 {
+            s.push('ß');
+            t.push('ß');
+            a.push('ß');
+        }
+        if i % 11 == 0 {
+            assert_eq!(s.pop(), t.pop());
+            a.pop();
+        }
+    }
+    assert_eq!(s.as_str(), t.as_str());
+    assert_eq!(s, a);
+    write!(s, "{}-{:>4}", 7, "x").unwrap();
+    write!(t, "{}-{:>4}", 7, "x").unwrap();
+    assert_eq!(s.as_str(), t.as_str());
+    let f = crate::bump_format!(in &ours, "{:?} {:.2}", [1, 2], 1.5f32);
+    let g = bumpalo::format!(in &theirs, "{:?} {:.2}", [1, 2], 1.5f32);
+    assert_eq!(f.as_str(), g.as_str());
+    let kept: &str = f.into_bump_str();
+    let kept2: &str = g.into_bump_str();
+    assert_eq!(kept, kept2);
+    // Growing one string in place: it is the last allocation, so its bytes never move.
+    let mut grow = super::String::new_in(&ours);
+    grow.reserve(1);
+    let at = grow.as_ptr();
+    for _ in 0..100 {
+        grow.push_str("0123456789");
+    }
+    assert_eq!(grow.as_ptr(), at);
+    check(&ours);
+}
+
+#[test]
+fn vecs_match_bumpalo() {
+    let ours = Bump::new();
+    let theirs = bumpalo::Bump::new();
+    let mut v = crate::bump_vec![in &ours; 1u64, 2, 3];
+    let mut w = bumpalo::vec![in &theirs; 1u64, 2, 3];
+    for i in 0..scale(100, 10_000) as u64 {
+        v.push(i);
+        w.push(i);
+        if i % 5 == 0 {
+            v.remove(0);
+            w.remove(0);
+        }
+    }
+    v.retain(|x| x % 3 != 0);
+    w.retain(|x| x % 3 != 0);
+    assert_eq!(&v[..], &w[..]);
+    let zeros = crate::bump_vec![in &ours; 0u8; 33];
+    assert_eq!(&zeros[..], &bumpalo::vec![in &theirs; 0u8; 33][..]);
+    assert_eq!(v.leak().len(), w.into_bump_slice().len());
+    check(&ours);
+}
+
+#[test]
+fn slice_methods_match_bumpalo() {
+    let ours = Bump::new();
+    let theirs = bumpalo::Bump::new();
+    let src: Vec<&str> = (0..scale(20, 500))
+        .map(|i| ["a", "bb", "ccc"][i % 3])
+        .collect();
+    assert_eq!(ours.alloc_slice_clone(&src), theirs.alloc_slice_clone(&src));
+    assert_eq!(
+        ours.alloc_slice_fill_copy(17, 0xABu8),
+        theirs.alloc_slice_fill_copy(17, 0xABu8)
+    );
+    assert_eq!(
+        ours.alloc_slice_fill_clone(5, &"x"),
+        theirs.alloc_slice_fill_clone(5, &"x")
+    );
+    assert_eq!(
+        ours.alloc_slice_fill_default::<(u8, u64)>(9),
+        theirs.alloc_slice_fill_default::<(u8, u64)>(9)
+    );
+    let iter = || (0..100u32).map(|i| i.wrapping_mul(2_654_435_761));
+    assert_eq!(
+        ours.alloc_slice_fill_iter(iter()),
+        theirs.alloc_slice_fill_iter(iter())
+    );
+    assert!(
+        ours.alloc_slice_fill_iter(core::iter::empty::<u8>())
+            .is_empty()
+    );
+    // Too few values for the promised length panics in both.
+    struct Liar(u8);
+    impl Iterator for Liar {
+        type Item = u8;
+        fn next(&mut self) -> Option<u8> {
+            self.0 = self.0.checked_sub(1)?;
+            Some(self.0)
+        }
+    }
+    impl ExactSizeIterator for Liar {
+        fn len(&self) -> usize {
+            10
+        }
+    }
+    assert!(catch_unwind(AssertUnwindSafe(|| ours.alloc_slice_fill_iter(Liar(3)))).is_err());
+    assert!(catch_unwind(AssertUnwindSafe(|| theirs.alloc_slice_fill_iter(Liar(3)))).is_err());
+    check(&ours);
+}
+
+#[test]
+fn alloc_try_with_matches_bumpalo_and_gives_back_a_failure() {
+    let ours = Bump::new();
+    let theirs = bumpalo::Bump::new();
+    let ok: Result<&mut [u32; 4], ()> = ours.alloc_try_with(|| Ok([1, 2, 3, 4]));
+    let ok2: Result<&mut [u32; 4], ()> = theirs.alloc_try_with(|| Ok([1, 2, 3, 4]));
+    assert_eq!(ok.unwrap(), ok2.unwrap());
+    let before = ours.allocated_bytes();
+    let e = ours.alloc_try_with(|| Err::<[u8; 64], _>("no"));
+    let e2 = theirs.alloc_try_with(|| Err::<[u8; 64], _>("no"));
+    assert_eq!(e.unwrap_err(), e2.unwrap_err());
+    assert_eq!(
+        ours.allocated_bytes(),
+        before,
+        "the failed value's space is given back"
+    );
+    // When `f` allocates too, the reserved space is no longer last: it stays (as in bumpalo).
+    let e = ours.alloc_try_with(|| {
+        ours.alloc(1u8);
+        Err::<u64, _>(())
+    });
+    assert!(e.is_err());
+    assert!(ours.allocated_bytes() >= before + 9);
+    check(&ours);
+}
+
+#[test]
+fn allocated_chunks_hold_every_value_in_order_as_in_bumpalo() {
+    let mut ours = Bump::new();
+    let mut theirs = bumpalo::Bump::new();
+    let words: Vec<std::string::String> =
+        (0..scale(300, 3_000)).map(|i| format!("<{i}>")).collect();
+    for w in &words {
+        ours.alloc_str(w);
+        theirs.alloc_str(w);
+    }
+    let all: Vec<u8> = ours
+        .iter_allocated_chunks()
+        .flatten()
+        // SAFETY: only strings were allocated (alignment 1): no padding.
+        .map(|b| unsafe { b.assume_init() })
+        .collect();
+    assert_eq!(all, words.concat().into_bytes());
+    // bumpalo bumps downward and lists the newest chunk first: reversed, its bytes are the
+    // same strings in the same order once each string is read forwards.
+    let mut theirs_bytes: Vec<u8> = Vec::new();
+    for chunk in theirs
+        .iter_allocated_chunks()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        // SAFETY: as above.
+        theirs_bytes.splice(0..0, chunk.iter().map(|b| unsafe { b.assume_init() }));
+    }
+    let mut sorted_ours = all.clone();
+    sorted_ours.sort_unstable();
+    theirs_bytes.sort_unstable();
+    assert_eq!(
+        sorted_ours, theirs_bytes,
+        "the same bytes, whatever the order"
+    );
+    let total: usize = ours.iter_allocated_chunks().map(<[_]>::len).sum();
+    assert_eq!(total, ours.allocated_bytes());
+}
+
+#[test]
+fn unsized_boxes_drop_their_values() {
+    use std::rc::Rc;
+    let b = Bump::new();
+    let rc = Rc::new(());
+    let slice = b.alloc_box_slice_clone(&[Rc::clone(&rc), Rc::clone(&rc)]);
+    assert_eq!(Rc::strong_count(&rc), 3);
+    drop(slice);
+    assert_eq!(Rc::strong_count(&rc), 1);
+    let dynamic: BumpBox<'_, dyn core::any::Any> =
+        crate::unsize_bump_box!(b.alloc_box(Rc::clone(&rc)));
+    assert!(dynamic.downcast_ref::<Rc<()>>().is_some());
+    assert_eq!(Rc::strong_count(&rc), 2);
+    drop(dynamic);
+    assert_eq!(Rc::strong_count(&rc), 1);
+    let s = b.alloc_box_str("unsized");
+    assert_eq!(&*s, "unsized");
+    let arr: BumpBox<'_, [u16]> = crate::unsize_bump_box!(b.alloc_box([1u16, 2, 3]));
+    assert_eq!(&*arr, &[1, 2, 3]);
+    let leaked: &mut [u16] = BumpBox::leak(arr);
+    leaked[0] = 9;
+    assert_eq!(leaked, &[9, 2, 3]);
 }
