@@ -35,7 +35,7 @@ pub use arena::Arena;
 pub use bump::{Bump, BumpBox, Checkpoint};
 pub use error::Error;
 pub use heap::{Heap, HeapConfig};
-pub use pool::{Handle, InsertError, Pool};
+pub use pool::{Handle, InsertError, Pool, SecondaryMap};
 pub use region::{Region, page_size};
 pub use slab::{SlabPool, SlabSnapshot};
 pub use snapshot::{FreeList, Snapshot};
