@@ -1,4 +1,23 @@
-//! [`Pool<T>`]: values in slots, reached through small copyable [`Handle<T>`]s.
+//! [`Pool<T>`]: values in slots, reached through small copyable [`Handle<T>`]s, and
+//! [`SecondaryMap`]s keyed by the same handles.
+//!
+//! ```
+//! use strata_alloc::{Handle, Pool, SecondaryMap};
+//!
+//! struct Node {
+//!     edges: Vec<Handle<Node>>, // handles, not references: no borrow ties the nodes together
+//! }
+//! let mut nodes = Pool::new();
+//! let mut labels = SecondaryMap::new();
+//! let a = nodes.insert(Node { edges: vec![] });
+//! let b = nodes.insert(Node { edges: vec![a] });
+//! labels.insert(b, "b");
+//! nodes.remove(a);
+//! assert!(nodes[b].edges.iter().all(|&e| nodes.get(e).is_none())); // a's handle is stale
+//! assert_eq!(labels[b], "b");
+//! ```
+//!
+//! # How it works
 //!
 //! A pool is a vector of slots. Each slot holds either a value or, while vacant, the index of
 //! the next vacant slot (a free list threaded through the slots themselves), and beside it a

@@ -1,4 +1,22 @@
-//! `Bump`: scoped bump arenas for request handling.
+//! `Bump`: scoped bump arenas for request handling, and the collections that live in them.
+//!
+//! ```
+//! use strata_alloc::{Bump, bump_format};
+//!
+//! let mut bump = Bump::new();
+//! for id in 0..3 {
+//!     let len = bump.scope(|b| {
+//!         let mut line = strata_alloc::bump::String::new_in(b);
+//!         line.push_str("GET /items/");
+//!         let reply = bump_format!(in b, "{line}{id} -> 200");
+//!         reply.len()
+//!     });
+//!     assert!(len >= 19);
+//!     assert_eq!(bump.allocated_bytes(), 0); // the scope gave everything back
+//! }
+//! ```
+//!
+//! # How it works
 //!
 //! A `Bump` hands memory out by moving a pointer *upward* through chunks and frees nothing until
 //! a [`scope`](Bump::scope) ends, a [`Checkpoint`] is rewound to, or the arena is
@@ -50,9 +68,24 @@ use chunk::{CHUNK_ALIGN, Chunk};
 pub use collections::{String, Vec};
 
 /// Largest size chunks grow to by doubling. Larger requests get a chunk of their own.
+///
+/// ```
+/// use strata_alloc::bump::{Bump, MAX_CHUNK};
+/// let bump = Bump::new();
+/// for _ in 0..64 { bump.alloc_slice_fill_copy(1 << 20, 0u8); }
+/// assert!(bump.chunks().all(|c| c.capacity <= MAX_CHUNK));
+/// ```
 pub const MAX_CHUNK: usize = 4 << 20;
 
 /// Default bound on the chunk bytes [`Bump::reset`] and [`Bump::rewind`] keep for reuse.
+///
+/// ```
+/// use strata_alloc::bump::{Bump, DEFAULT_RETAINED};
+/// let mut bump = Bump::new();
+/// bump.alloc_slice_fill_copy(2 * DEFAULT_RETAINED, 0u8);
+/// bump.reset();
+/// assert!(bump.chunk_capacity() <= DEFAULT_RETAINED);
+/// ```
 pub const DEFAULT_RETAINED: usize = 4 << 20;
 
 /// Each Bump takes a block of 2^32 epochs and moves to the next one on every reset, so a
