@@ -31,6 +31,26 @@ pub use allocator_api2 as allocator_api2_02;
 #[cfg(feature = "allocator-api2-04")]
 pub use allocator_api2_04;
 
+/// The guides of the repository, readable here too: [`architecture`](docs::architecture)
+/// (the layers, the block layout, the invariants) and [`benchmarks`](docs::benchmarks) (every
+/// measurement, with its command and machine).
+///
+/// ```
+/// // The guides are text; what they describe starts at the crate root.
+/// let arena = strata_alloc::Arena::new()?;
+/// arena.check()?;
+/// # Ok::<(), strata_alloc::Error>(())
+/// ```
+// The guides are written for GitHub: type names in them are not links, and `Vec<u8>` in a
+// table is text, not HTML.
+#[allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+pub mod docs {
+    #[doc = include_str!("../docs/ARCHITECTURE.md")]
+    pub mod architecture {}
+    #[doc = include_str!("../docs/BENCHMARKS.md")]
+    pub mod benchmarks {}
+}
+
 pub use arena::Arena;
 pub use bump::{Bump, BumpBox, Checkpoint};
 pub use error::Error;
