@@ -1,9 +1,9 @@
 //! A server loop that gives every request its own `Bump` scope.
 //!
 //! Each simulated request line is split into tokens copied into the arena, the tokens are
-//! counted in a hashbrown map that lives in the arena, and a response is formatted into an
-//! arena String (`bump_format!`). When the scope ends all of it is gone at once, so the arena's footprint stays
-//! flat however many requests are served.
+//! counted in a hashbrown map that lives in the arena, and a response is formatted into a
+//! String in the arena (`bump_format!`). When the scope ends all of it is gone at once, so the
+//! arena's footprint stays flat however many requests are served.
 //!
 //! Run with `cargo run --release --example request_scopes`.
 
