@@ -94,8 +94,31 @@ pub const DEFAULT_RETAINED: usize = 4 << 20;
 /// an epoch match is only a consistency check: rewinding stays memory-safe without it.)
 static EPOCH: AtomicU64 = AtomicU64::new(1 << 32);
 
+/// Blocks a thread takes from [`EPOCH`] at once, so that threads making a fresh Bump per
+/// request do not all write the same cache line.
+const EPOCH_BATCH: u64 = 256;
+
+std::thread_local! {
+    /// This thread's next epoch block and the end of its batch.
+    static THREAD_EPOCHS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
 fn first_epoch() -> u64 {
-    EPOCH.fetch_add(1 << 32, Ordering::Relaxed)
+    let shared = || EPOCH.fetch_add(1 << 32, Ordering::Relaxed);
+    THREAD_EPOCHS
+        .try_with(|batch| {
+            let (next, end) = batch.get();
+            if next != end {
+                batch.set((next.wrapping_add(1 << 32), end));
+                return next;
+            }
+            let first = EPOCH.fetch_add(EPOCH_BATCH << 32, Ordering::Relaxed);
+            let end = first.wrapping_add(EPOCH_BATCH << 32);
+            batch.set((first.wrapping_add(1 << 32), end));
+            first
+        })
+        // While the thread's locals are being torn down, take a block on its own.
+        .unwrap_or_else(|_| shared())
 }
 
 /// A bump arena: allocation is a pointer increment, freeing happens a whole scope at a time.
@@ -917,12 +940,15 @@ impl Bump {
     pub fn reset(&mut self) {
         self.epoch = self.epoch.wrapping_add(1);
         let (in_use, retained) = (self.in_use.get(), self.retained);
-        let chunks = self.chunks.get_mut();
-        if in_use == 1 && chunks.len() == 1 && chunks[0].capacity() <= retained {
+        let (start, capacity) = (self.start.get(), self.chunk_end.get() - self.start.get());
+        if in_use == 1 && self.chunks.get_mut().len() == 1 && capacity <= retained {
             // The steady state of a request loop: one chunk, kept. `done` is already 0, so
-            // `end` stays right; only the pointer goes back.
-            let start = chunks[0].base();
-            self.ptr.set(start);
+            // `end` stays right; only the pointer goes back to the chunk's start.
+            let ptr = self.ptr.get();
+            // SAFETY: the pointer lies in the current chunk, `ptr - start` bytes from its
+            // start, and keeps the chunk's provenance.
+            self.ptr
+                .set(unsafe { ptr.sub(ptr.as_ptr().addr() - start) });
             return;
         }
         self.reset_chunks();
