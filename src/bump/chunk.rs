@@ -1,20 +1,23 @@
-//! Where a Bump's chunks come from: small ones from the global allocator, large ones mapped.
+//! Where a Bump's chunks come from: the global allocator, or the OS for oversized ones.
 //!
 //! A fresh `Bump` per request is the pattern the docs invite, so its first chunks must cost no
 //! more than a `malloc`: mapping a page from the OS (and unmapping it on drop) costs two system
-//! calls and a page fault per request. Chunks below [`MAPPED_FROM`] therefore come from the
-//! global allocator (`std::alloc`, which is `System` unless the program set another; a Bump is
-//! never a global allocator itself, being `!Sync`, so this never recurses into it). Larger
-//! chunks are anonymous mappings ([`Region`]s): they cost address space until touched and go
-//! straight back to the OS when released.
+//! calls and a page fault per request. Chunks of up to [`MAX_CHUNK`] (the size doubling stops
+//! at) therefore come from the global allocator (`std::alloc`, which is `System` unless the
+//! program set another; a Bump is never a global allocator itself, being `!Sync`, so this never
+//! recurses into it), which also reuses the memory of chunks freed by earlier Bumps. Larger
+//! chunks, made only for a request that needs more than the next chunk size, are anonymous
+//! mappings ([`Region`]s): they cost address space until touched and go straight back to the
+//! OS when released.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
+use super::MAX_CHUNK;
 use crate::{Error, Region};
 
 /// Chunks of at least this many bytes are mapped; smaller ones come from the global allocator.
-pub(super) const MAPPED_FROM: usize = 256 << 10;
+pub(super) const MAPPED_FROM: usize = MAX_CHUNK + 1;
 
 /// Alignment of chunks from the global allocator (mapped chunks start on a page boundary).
 pub(super) const CHUNK_ALIGN: usize = 16;

@@ -25,8 +25,8 @@
 //! being copied, which a downward bumper (bumpalo) cannot do.
 //!
 //! Chunk sizes double from one page up to [`MAX_CHUNK`]; a request larger than the next chunk
-//! size gets a chunk of its own. Chunks under 256 KiB come from the global allocator, so a
-//! fresh `Bump` per request costs about what a `malloc` does; larger ones are anonymous
+//! size gets a chunk of its own. Chunks of up to `MAX_CHUNK` come from the global allocator, so
+//! a fresh `Bump` per request costs about what a `malloc` does; larger ones are anonymous
 //! mappings ([`Region`](crate::Region)s), which go straight back to the OS when released.
 //!
 //! Invariants kept here (checked by `check_invariants` in the unit tests):
@@ -228,8 +228,8 @@ pub struct ChunkInfo {
     pub used: usize,
     /// Whether the chunk holds live allocations (false: a spare kept for reuse).
     pub in_use: bool,
-    /// Whether the chunk is an anonymous mapping (chunks of 256 KiB and more) rather than a
-    /// block of the global allocator.
+    /// Whether the chunk is an anonymous mapping (chunks larger than [`MAX_CHUNK`]) rather
+    /// than a block of the global allocator.
     pub mapped: bool,
 }
 
@@ -334,7 +334,7 @@ impl Bump {
     }
 
     /// An arena whose first chunk holds at least `bytes`, allocated now (from the global
-    /// allocator under 256 KiB, mapped from the OS above). `with_capacity(0)` is
+    /// allocator up to [`MAX_CHUNK`], mapped from the OS above). `with_capacity(0)` is
     /// [`Bump::new`].
     ///
     /// ```

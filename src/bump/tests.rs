@@ -556,12 +556,22 @@ fn small_chunks_come_from_the_global_allocator_and_large_ones_are_mapped() {
     b.alloc(1u8);
     let first = b.chunks().next().unwrap();
     assert!(!first.mapped && first.capacity == page_size());
-    b.alloc_slice_fill_with(chunk::MAPPED_FROM, |i| i as u8);
-    let big = b
+    let big = b.alloc_layout(Layout::from_size_align(chunk::MAPPED_FROM, 8).unwrap());
+    // SAFETY: a fresh block of MAPPED_FROM bytes; its ends are written to show they are ours.
+    unsafe {
+        big.as_ptr().write(1);
+        big.as_ptr().add(chunk::MAPPED_FROM - 1).write(2);
+    }
+    let info = b
         .chunks()
         .find(|c| c.capacity >= chunk::MAPPED_FROM)
         .unwrap();
-    assert!(big.mapped && big.capacity % page_size() == 0);
+    assert!(info.mapped && info.capacity % page_size() == 0);
+    assert!(
+        b.chunks()
+            .filter(|c| c.capacity < chunk::MAPPED_FROM)
+            .all(|c| !c.mapped)
+    );
     check(&b);
     drop(b); // both kinds are given back (Miri checks the global allocator's side)
 
