@@ -299,10 +299,9 @@ impl Bump {
         let this = &*self;
         (0..this.in_use.get()).filter_map(move |i| {
             let (base, used) = this.chunk_bytes(i)?;
-            // SAFETY: the first `used` bytes of an in-use chunk were handed out by this arena
-            // and stay allocated while `self` is borrowed; `&mut self` ended every borrow of
-            // the values in them, and `MaybeUninit` admits padding. `base` carries the chunk's
-            // provenance.
+            // SAFETY: an in-use chunk's first `used` bytes stay allocated while `self` is
+            // borrowed; `&mut self` ended every borrow of the values in them; `MaybeUninit`
+            // admits padding; `base` carries the chunk's provenance.
             Some(unsafe { core::slice::from_raw_parts(base.as_ptr().cast(), used) })
         })
     }
