@@ -1,30 +1,20 @@
 //! A server loop that gives every request its own `Bump` scope.
 //!
 //! Each simulated request line is split into tokens copied into the arena, the tokens are
-//! counted in a hashbrown map that lives in the arena, and a response is formatted into an
-//! arena buffer. When the scope ends all of it is gone at once, so the arena's footprint stays
-//! flat however many requests are served.
+//! counted in a hashbrown map that lives in the arena, and a response is formatted into a
+//! String in the arena (`bump_format!`). When the scope ends all of it is gone at once, so the
+//! arena's footprint stays flat however many requests are served.
 //!
 //! Run with `cargo run --release --example request_scopes`.
 
 use core::fmt::Write;
 
-use allocator_api2::vec::Vec;
 use hashbrown::{DefaultHashBuilder, HashMap};
 use strata_alloc::Bump;
-
-/// `fmt::Write` into a byte buffer that lives in the arena.
-struct ArenaText<'b>(Vec<u8, &'b Bump>);
-
-impl Write for ArenaText<'_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
+use strata_alloc::bump::Vec;
 
 /// A deterministic request line: a verb, a path and some repeated words.
-fn request_line(n: u64) -> String {
+fn request_line(n: u64) -> std::string::String {
     const WORDS: [&str; 8] = [
         "alpha", "beta", "gamma", "delta", "alpha", "beta", "alpha", "eps",
     ];
@@ -42,7 +32,7 @@ fn request_line(n: u64) -> String {
 /// Handles one request entirely inside the arena and returns the response length.
 fn handle(bump: &Bump, line: &str, print: bool) -> usize {
     // Tokens copied into the arena (the request buffer could be reused right away).
-    let mut tokens: Vec<&str, &Bump> = Vec::new_in(bump);
+    let mut tokens: Vec<'_, &str> = Vec::new_in(bump);
     for word in line.split_ascii_whitespace() {
         tokens.push(bump.alloc_str(word));
     }
@@ -51,22 +41,22 @@ fn handle(bump: &Bump, line: &str, print: bool) -> usize {
     for &t in &tokens {
         *counts.entry(t).or_insert(0) += 1;
     }
-    let mut top: Vec<(&str, u32), &Bump> = Vec::with_capacity_in(counts.len(), bump);
+    let mut top: Vec<'_, (&str, u32)> = Vec::with_capacity_in(counts.len(), bump);
     top.extend(counts.iter().map(|(&k, &v)| (k, v)));
     top.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
 
-    // The response, formatted into an arena buffer.
-    let mut out = ArenaText(Vec::new_in(bump));
+    // The response, formatted into a String in the arena.
+    let mut out = strata_alloc::bump_format!(in bump, "HTTP/1.1 200 OK\r\n");
     let _ = write!(
         out,
-        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n{} tokens, {} distinct:",
+        "content-type: text/plain\r\n\r\n{} tokens, {} distinct:",
         tokens.len(),
         counts.len()
     );
     for (word, n) in top.iter().take(4) {
         let _ = write!(out, " {word}={n}");
     }
-    let response = core::str::from_utf8(&out.0).expect("formatted text is UTF-8");
+    let response = out.as_str();
     if print {
         println!("{}", response.lines().last().unwrap_or_default());
     }

@@ -73,6 +73,12 @@ unsafe impl Send for Arena {}
 
 impl Arena {
     /// Capacity of [`Arena::new`]: 64 KiB.
+    ///
+    /// ```
+    /// use strata_alloc::Arena;
+    /// assert_eq!(Arena::new()?.capacity(), Arena::DEFAULT_CAPACITY);
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
     pub const DEFAULT_CAPACITY: usize = 64 * 1024;
 
     /// An arena of [`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY) bytes.
@@ -228,7 +234,7 @@ impl Arena {
         self.with(|c| api::realloc(c, ptr, new_size))
     }
 
-    /// Frees the block at `ptr` (the seed's "destroy"), merging it with free neighbours.
+    /// Frees the block at `ptr` (C's `free`), merging it with free neighbours.
     ///
     /// # Errors
     ///

@@ -1,4 +1,23 @@
-//! [`Pool<T>`]: values in slots, reached through small copyable [`Handle<T>`]s.
+//! [`Pool<T>`]: values in slots, reached through small copyable [`Handle<T>`]s, and
+//! [`SecondaryMap`]s keyed by the same handles.
+//!
+//! ```
+//! use strata_alloc::{Handle, Pool, SecondaryMap};
+//!
+//! struct Node {
+//!     edges: Vec<Handle<Node>>, // handles, not references: no borrow ties the nodes together
+//! }
+//! let mut nodes = Pool::new();
+//! let mut labels = SecondaryMap::new();
+//! let a = nodes.insert(Node { edges: vec![] });
+//! let b = nodes.insert(Node { edges: vec![a] });
+//! labels.insert(b, "b");
+//! nodes.remove(a);
+//! assert!(nodes[b].edges.iter().all(|&e| nodes.get(e).is_none())); // a's handle is stale
+//! assert_eq!(labels[b], "b");
+//! ```
+//!
+//! # How it works
 //!
 //! A pool is a vector of slots. Each slot holds either a value or, while vacant, the index of
 //! the next vacant slot (a free list threaded through the slots themselves), and beside it a
@@ -48,6 +67,9 @@ use allocator_api2::vec::Vec;
 use static_assertions::{assert_eq_size, assert_impl_all};
 
 use crate::error::Error;
+
+pub mod secondary;
+pub use secondary::SecondaryMap;
 
 /// Ends the free list. It is also an index no slot can have, because a pool holds at most
 /// [`MAX_SLOTS`] slots, so `slots.get(NO_SLOT)` is always `None`.
@@ -184,6 +206,30 @@ impl<T> Hash for Handle<T> {
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.bits().hash(state);
+    }
+}
+
+/// A handle is saved as the pair `(index, generation)`.
+#[cfg(feature = "serde")]
+impl<T> serde::Serialize for Handle<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&(self.index, self.generation.get()), serializer)
+    }
+}
+
+/// A loaded handle is checked like one the pool made: its generation must be odd (only
+/// occupied slots make handles). Any such handle is safe to use: given to a pool, it reaches
+/// the value at that index and generation, or nothing.
+#[cfg(feature = "serde")]
+impl<'de, T> serde::Deserialize<'de> for Handle<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (index, generation) = <(u32, u32) as serde::Deserialize>::deserialize(deserializer)?;
+        if generation & 1 == 0 {
+            return Err(<D::Error as serde::de::Error>::custom(
+                "a handle's generation is odd (only occupied slots make handles)",
+            ));
+        }
+        Ok(Handle::new(index, generation))
     }
 }
 
@@ -850,6 +896,45 @@ impl<T, A: Allocator> Pool<T, A> {
         }
     }
 
+    /// The handles of the values, in slot order.
+    ///
+    /// ```
+    /// use strata_alloc::Pool;
+    /// let mut pool = Pool::new();
+    /// let a = pool.insert('a');
+    /// let b = pool.insert('b');
+    /// assert_eq!(pool.keys().collect::<Vec<_>>(), [a, b]);
+    /// ```
+    pub fn keys(&self) -> Keys<'_, T> {
+        Keys(self.iter())
+    }
+
+    /// The values, in slot order.
+    ///
+    /// ```
+    /// use strata_alloc::Pool;
+    /// let mut pool = Pool::new();
+    /// pool.insert(2);
+    /// pool.insert(3);
+    /// assert_eq!(pool.values().product::<i32>(), 6);
+    /// ```
+    pub fn values(&self) -> Values<'_, T> {
+        Values(self.iter())
+    }
+
+    /// The values, mutably, in slot order.
+    ///
+    /// ```
+    /// use strata_alloc::Pool;
+    /// let mut pool = Pool::new();
+    /// let h = pool.insert(2);
+    /// pool.values_mut().for_each(|v| *v *= 10);
+    /// assert_eq!(pool[h], 20);
+    /// ```
+    pub fn values_mut(&mut self) -> ValuesMut<'_, T> {
+        ValuesMut(self.iter_mut())
+    }
+
     /// The values, mutably, with their handles, in slot order.
     ///
     /// ```
@@ -1187,6 +1272,134 @@ impl<T> fmt::Debug for IterMut<'_, T> {
         f.debug_struct("IterMut").field("left", &self.left).finish()
     }
 }
+
+/// Iterator over a pool's handles, from [`Pool::keys`].
+///
+/// ```
+/// let mut pool = strata_alloc::Pool::new();
+/// let h = pool.insert(1);
+/// assert_eq!(pool.keys().next(), Some(h));
+/// ```
+pub struct Keys<'a, T>(Iter<'a, T>);
+
+// By hand: a derive would demand `T: Clone` and `T: Debug`.
+impl<T> Clone for Keys<'_, T> {
+    fn clone(&self) -> Self {
+        Keys(self.0.clone())
+    }
+}
+
+impl<T> fmt::Debug for Keys<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Keys").field(&self.0).finish()
+    }
+}
+
+impl<T> Iterator for Keys<'_, T> {
+    type Item = Handle<T>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Handle<T>> {
+        self.0.next().map(|(h, _)| h)
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl<T> DoubleEndedIterator for Keys<'_, T> {
+    fn next_back(&mut self) -> Option<Handle<T>> {
+        self.0.next_back().map(|(h, _)| h)
+    }
+}
+
+impl<T> ExactSizeIterator for Keys<'_, T> {}
+impl<T> FusedIterator for Keys<'_, T> {}
+
+/// Iterator over a pool's values, from [`Pool::values`].
+///
+/// ```
+/// let mut pool = strata_alloc::Pool::new();
+/// pool.insert(1);
+/// assert_eq!(pool.values().next(), Some(&1));
+/// ```
+pub struct Values<'a, T>(Iter<'a, T>);
+
+// By hand: a derive would demand `T: Clone` and `T: Debug`.
+impl<T> Clone for Values<'_, T> {
+    fn clone(&self) -> Self {
+        Values(self.0.clone())
+    }
+}
+
+impl<T> fmt::Debug for Values<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Values").field(&self.0).finish()
+    }
+}
+
+impl<'a, T> Iterator for Values<'a, T> {
+    type Item = &'a T;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a T> {
+        self.0.next().map(|(_, v)| v)
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl<T> DoubleEndedIterator for Values<'_, T> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back().map(|(_, v)| v)
+    }
+}
+
+impl<T> ExactSizeIterator for Values<'_, T> {}
+impl<T> FusedIterator for Values<'_, T> {}
+
+/// Iterator over a pool's values, mutably, from [`Pool::values_mut`].
+///
+/// ```
+/// let mut pool = strata_alloc::Pool::new();
+/// pool.insert(1);
+/// assert_eq!(pool.values_mut().len(), 1);
+/// ```
+pub struct ValuesMut<'a, T>(IterMut<'a, T>);
+
+impl<T> fmt::Debug for ValuesMut<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ValuesMut").field(&self.0).finish()
+    }
+}
+
+impl<'a, T> Iterator for ValuesMut<'a, T> {
+    type Item = &'a mut T;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a mut T> {
+        self.0.next().map(|(_, v)| v)
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl<T> DoubleEndedIterator for ValuesMut<'_, T> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back().map(|(_, v)| v)
+    }
+}
+
+impl<T> ExactSizeIterator for ValuesMut<'_, T> {}
+impl<T> FusedIterator for ValuesMut<'_, T> {}
 
 /// Iterator taking every value out of a pool, from [`Pool::drain`].
 ///
@@ -1603,6 +1816,48 @@ mod tests {
         all.sort();
         expected.sort();
         assert_eq!(all, expected);
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn handles_round_trip_through_serde_and_bad_ones_are_refused() {
+        let mut pool = Pool::new();
+        let a = pool.insert("a");
+        pool.remove(a);
+        let b = pool.insert("b");
+        let text = serde_json::to_string(&[a, b]).unwrap();
+        assert_eq!(text, "[[0,1],[0,3]]");
+        let back: [Handle<&str>; 2] = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, [a, b]);
+        assert_eq!(pool.get(back[0]), None);
+        assert_eq!(pool.get(back[1]), Some(&"b"));
+        // An even generation would name a vacant slot: refused, never compared.
+        assert!(serde_json::from_str::<Handle<&str>>("[0,2]").is_err());
+        assert!(serde_json::from_str::<Handle<&str>>("[0,0]").is_err());
+        let far: Handle<&str> = serde_json::from_str("[4000000000,7]").unwrap();
+        assert_eq!(pool.get(far), None);
+    }
+
+    #[test]
+    fn keys_and_values_follow_iter() {
+        let mut pool = Pool::new();
+        let hs: std::vec::Vec<_> = (0..10).map(|i| pool.insert(i)).collect();
+        pool.remove(hs[3]);
+        let pairs: std::vec::Vec<_> = pool.iter().map(|(h, &v)| (h, v)).collect();
+        let keys: std::vec::Vec<_> = pool.keys().collect();
+        let values: std::vec::Vec<_> = pool.values().copied().collect();
+        assert_eq!(
+            keys,
+            pairs.iter().map(|p| p.0).collect::<std::vec::Vec<_>>()
+        );
+        assert_eq!(
+            values,
+            pairs.iter().map(|p| p.1).collect::<std::vec::Vec<_>>()
+        );
+        assert_eq!(pool.keys().len(), 9);
+        assert_eq!(pool.values().next_back(), Some(&9));
+        pool.values_mut().for_each(|v| *v += 100);
+        assert!(pool.values().all(|&v| v >= 100));
     }
 
     #[test]

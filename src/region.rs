@@ -270,7 +270,9 @@ impl Region {
         let from = page_ceil(self.brk, page);
         let to = page_ceil(old, page);
         if to > from {
-            self.release(from, to - from)
+            // SAFETY: the range lies above the new break: the caller gave these bytes back by
+            // moving the break down over them.
+            unsafe { self.release(from, to - from) }
         } else {
             Ok(0)
         }
@@ -281,7 +283,14 @@ impl Region {
     /// released.
     ///
     /// The range may lie below the break: an allocator uses this to drop the pages of a large
-    /// free block without moving the break. Whoever calls it must not need the bytes' contents.
+    /// free block without moving the break.
+    ///
+    /// # Safety
+    ///
+    /// The bytes of the range are overwritten (with zeros) behind the back of whoever holds
+    /// them: no reference into the range may be live, and nothing may rely on their contents
+    /// afterwards. Bytes above the break are never handed out, so releasing them is always
+    /// sound; below the break the caller must have given the bytes up (a freed block).
     ///
     /// # Errors
     ///
@@ -294,13 +303,15 @@ impl Region {
     /// let p = region.grow(4 * page)?;
     /// // SAFETY: the whole span is ours.
     /// unsafe { p.as_ptr().add(page).write(7) };
-    /// assert_eq!(region.release(page, page)?, page);
+    /// // SAFETY: no reference into the second page exists, and its byte is not needed again.
+    /// assert_eq!(unsafe { region.release(page, page)? }, page);
     /// // SAFETY: released pages stay mapped and read as zero.
     /// assert_eq!(unsafe { p.as_ptr().add(page).read() }, 0);
-    /// assert!(region.release(3 * page, 2 * page).is_err());
+    /// // SAFETY: the range is refused before anything is touched.
+    /// assert!(unsafe { region.release(3 * page, 2 * page) }.is_err());
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
-    pub fn release(&self, offset: usize, len: usize) -> Result<usize, Error> {
+    pub unsafe fn release(&self, offset: usize, len: usize) -> Result<usize, Error> {
         let end = offset
             .checked_add(len)
             .filter(|&end| end <= self.capacity)
@@ -401,9 +412,12 @@ mod tests {
         assert!(matches!(r.shrink(11), Err(Error::OutOfMemory { .. })));
         assert!(matches!(r.sbrk(isize::MIN), Err(Error::OutOfMemory { .. })));
         assert_eq!(r.brk(), 10);
-        assert!(r.release(usize::MAX, 2).is_err());
-        assert!(r.release(4096, 1).is_err());
-        assert_eq!(r.release(4096, 0).unwrap(), 0);
+        // SAFETY: the ranges are refused or empty: nothing is released.
+        unsafe {
+            assert!(r.release(usize::MAX, 2).is_err());
+            assert!(r.release(4096, 1).is_err());
+            assert_eq!(r.release(4096, 0).unwrap(), 0);
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A printable map of an allocator: every block with its offset, size and state, then the
-//! free lists (the seed's "snapshot").
+//! free lists.
 //!
 //! A `Snapshot` owns what it shows: it is collected in one go and printed later, so printing
 //! never holds a borrow of the allocator while a formatter (which may allocate) runs.
@@ -9,6 +9,17 @@ use core::fmt;
 use crate::{BlockInfo, BlockState, Stats};
 
 /// One non-empty free list in a [`Snapshot`].
+///
+/// ```
+/// use strata_alloc::Arena;
+/// let arena = Arena::new()?;
+/// let snap = arena.snapshot();
+/// let list = &snap.free_lists[0]; // a fresh arena: one free block, the whole span
+/// assert_eq!(list.blocks.len(), 1);
+/// let (offset, size) = list.blocks[0];
+/// assert!(offset < 64 && size >= list.min_size);
+/// # Ok::<(), strata_alloc::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FreeList {
     /// Index of the bin.

@@ -135,6 +135,16 @@ impl fmt::Display for Stats {
 }
 
 /// State of one block in a block walk.
+///
+/// ```
+/// use strata_alloc::{Arena, BlockState};
+/// let arena = Arena::new()?;
+/// let p = arena.alloc(64)?;
+/// let states: Vec<BlockState> = arena.blocks().map(|b| b.state).collect();
+/// assert_eq!(states, [BlockState::Allocated, BlockState::Free]);
+/// # unsafe { arena.free(p)? };
+/// # Ok::<(), strata_alloc::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BlockState {
     /// Handed out and not yet freed.

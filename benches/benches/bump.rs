@@ -2,8 +2,10 @@
 //!
 //! `cargo bench -p strata-benches --bench bump -- --warm-up-time 1 --measurement-time 3`
 //!
-//! Every group runs the same work on the three arenas; each arena is reused across iterations
-//! (reset or scope end between them), as a server would reuse one per worker.
+//! Every group runs the same work on the three arenas. Most reuse one arena across iterations
+//! (reset or scope end between them), as a server would reuse one per worker;
+//! `bump/requests_100k_fresh` makes a fresh arena for every request instead, the other common
+//! way to write a request handler.
 
 // Every arena is handed to collections as `&Bump`, like for like, even where bump-scope's
 // `Bump` would also serve by value.
@@ -259,6 +261,40 @@ fn requests_10k(c: &mut Criterion) {
     g.finish();
 }
 
+const FRESH_REQUESTS: usize = 100_000;
+
+/// 100k requests of 200 small allocations each, every request in an arena of its own, made and
+/// dropped with the request.
+fn requests_100k_fresh(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bump/requests_100k_fresh");
+    g.throughput(Throughput::Elements(FRESH_REQUESTS as u64));
+    g.bench_function("strata", |b| b.iter(fresh_strata));
+    g.bench_function("bumpalo", |b| b.iter(fresh_bumpalo));
+    g.bench_function("bump-scope", |b| b.iter(fresh_scope));
+    g.finish();
+}
+
+fn fresh_strata() {
+    for r in 0..FRESH_REQUESTS {
+        let bump = strata_alloc::Bump::new();
+        request!(bump, r);
+    }
+}
+
+fn fresh_bumpalo() {
+    for r in 0..FRESH_REQUESTS {
+        let bump = bumpalo::Bump::new();
+        request!(bump, r);
+    }
+}
+
+fn fresh_scope() {
+    for r in 0..FRESH_REQUESTS {
+        let bump = Scope::new();
+        request!(bump, r);
+    }
+}
+
 /// Ratios that survive a busy machine: the three arenas run interleaved, round after round,
 /// and each keeps its fastest round (interference only ever adds time). Printed once before
 /// the criterion groups; `BUMP_RATIO_ROUNDS=0` skips it.
@@ -430,6 +466,11 @@ fn interleaved_ratios(_: &mut Criterion) {
         ],
     );
     report("requests_10k (reset)", &t);
+    let t = min_of(
+        rounds / 4 + 1,
+        &mut [&mut fresh_strata, &mut fresh_bumpalo, &mut fresh_scope],
+    );
+    report("requests_100k_fresh", &t);
 }
 
 criterion_group!(
@@ -438,6 +479,7 @@ criterion_group!(
     alloc_10k,
     vec_push_1mib,
     reserve_exact_1,
-    requests_10k
+    requests_10k,
+    requests_100k_fresh
 );
 criterion_main!(benches);

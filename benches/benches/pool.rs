@@ -4,7 +4,9 @@
 //! `CARGO_TARGET_DIR=/work/target-bench cargo bench -p strata-benches --bench pool --
 //!  --warm-up-time 1 --measurement-time 3`
 
-use criterion::{BatchSize, Criterion, black_box, criterion_group, criterion_main};
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use slotmap::{DefaultKey, SlotMap};
 use strata_alloc::{Handle, Pool};
 

@@ -138,19 +138,18 @@ impl BenchAlloc for Strata {
 
 // --------------------------------------------------------------------------------- talc
 
-/// talc 4.4 on an [`ArenaMem`], unlocked.
+/// talc 5.1's core (`talc::base::Talc`, no lock) on an [`ArenaMem`] it claimed whole.
 pub struct Talc {
-    talc: talc::Talc<talc::ErrOnOom>,
+    talc: talc::base::Talc<talc::source::Manual, talc::DefaultBinning>,
     _mem: ArenaMem,
 }
 
 impl Talc {
     /// talc claiming all of `mem`.
     pub fn new(mem: ArenaMem) -> Talc {
-        let mut talc = talc::Talc::new(talc::ErrOnOom);
+        let mut talc = talc::base::Talc::new(talc::source::Manual);
         // SAFETY: `mem` is ours, unused by anything else, and outlives `talc` (same struct).
-        unsafe { talc.claim(talc::Span::from_base_size(mem.ptr(), mem.len())) }
-            .expect("talc claim");
+        unsafe { talc.claim(mem.ptr(), mem.len()) }.expect("talc claim");
         Talc { talc, _mem: mem }
     }
 }
@@ -159,26 +158,32 @@ impl BenchAlloc for Talc {
     #[inline]
     unsafe fn alloc(&mut self, layout: Layout) -> *mut u8 {
         // SAFETY: non-zero size (contract).
-        unsafe { self.talc.malloc(layout) }.map_or(ptr::null_mut(), NonNull::as_ptr)
+        unsafe { self.talc.allocate(layout) }.map_or(ptr::null_mut(), NonNull::as_ptr)
     }
     #[inline]
     unsafe fn dealloc(&mut self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded contract.
-        unsafe { self.talc.free(NonNull::new_unchecked(ptr), layout) }
+        unsafe { self.talc.deallocate(ptr, layout) }
     }
     #[inline]
     unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded contract; grow for larger, shrink (in place, infallible) otherwise.
+        // SAFETY: forwarded contract. Shrinking is in place and infallible; growing is in
+        // place when talc can, else allocate, copy and free (what its `Allocator::grow` does).
         unsafe {
-            let p = NonNull::new_unchecked(ptr);
-            if new_size > layout.size() {
-                self.talc
-                    .grow(p, layout, new_size)
-                    .map_or(ptr::null_mut(), NonNull::as_ptr)
-            } else {
-                self.talc.shrink(p, layout, new_size);
-                ptr
+            if new_size <= layout.size() {
+                self.talc.shrink(ptr, layout, new_size);
+                return ptr;
             }
+            if self.talc.try_grow_in_place(ptr, layout, new_size) {
+                return ptr;
+            }
+            let new = Layout::from_size_align_unchecked(new_size, layout.align());
+            let q = self.alloc(new);
+            if !q.is_null() {
+                ptr::copy_nonoverlapping(ptr, q, layout.size());
+                self.talc.deallocate(ptr, layout);
+            }
+            q
         }
     }
 }

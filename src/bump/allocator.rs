@@ -18,7 +18,7 @@ impl Bump {
     /// chunk* (the start check rules out a block in an adjacent mapping that happens to end
     /// where the current chunk begins).
     #[inline(always)]
-    fn is_last(&self, addr: usize, size: usize) -> bool {
+    pub(super) fn is_last(&self, addr: usize, size: usize) -> bool {
         addr + size == self.ptr.get().as_ptr().addr() && addr >= self.start.get()
     }
 

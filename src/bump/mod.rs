@@ -1,4 +1,22 @@
-//! `Bump`: scoped bump arenas for request handling.
+//! `Bump`: scoped bump arenas for request handling, and the collections that live in them.
+//!
+//! ```
+//! use strata_alloc::{Bump, bump_format};
+//!
+//! let mut bump = Bump::new();
+//! for id in 0..3 {
+//!     let len = bump.scope(|b| {
+//!         let mut line = strata_alloc::bump::String::new_in(b);
+//!         line.push_str("GET /items/");
+//!         let reply = bump_format!(in b, "{line}{id} -> 200");
+//!         reply.len()
+//!     });
+//!     assert!(len >= 19);
+//!     assert_eq!(bump.allocated_bytes(), 0); // the scope gave everything back
+//! }
+//! ```
+//!
+//! # How it works
 //!
 //! A `Bump` hands memory out by moving a pointer *upward* through chunks and frees nothing until
 //! a [`scope`](Bump::scope) ends, a [`Checkpoint`] is rewound to, or the arena is
@@ -6,8 +24,10 @@
 //! in place: a `Vec` living in the arena extends into the free space right after it instead of
 //! being copied, which a downward bumper (bumpalo) cannot do.
 //!
-//! Each chunk is one [`Region`], mapped whole. Chunk sizes double from one page up to
-//! [`MAX_CHUNK`]; a request larger than the next chunk size gets a chunk of its own.
+//! Chunk sizes double from one page up to [`MAX_CHUNK`]; a request larger than the next chunk
+//! size gets a chunk of its own. Chunks of up to `MAX_CHUNK` come from the global allocator, so
+//! a fresh `Bump` per request costs about what a `malloc` does; larger ones are anonymous
+//! mappings ([`Region`](crate::Region)s), which go straight back to the OS when released.
 //!
 //! Invariants kept here (checked by `check_invariants` in the unit tests):
 //! - `chunks[..in_use]` are in use, oldest first; `chunks[in_use - 1]` is the current chunk;
@@ -22,11 +42,18 @@
 //! - `done + (end - start) <= limit`: the fast path, which stops at `end`, can never pass the
 //!   allocation limit, so it does not need to look at it.
 //! - A position (`in_use`, offset in the current chunk) only moves down through `rewind`,
-//!   `reset` and the in-place `deallocate`/`shrink`/`grow` of the last block; positions are
-//!   compared lexicographically to tell a stale checkpoint from a valid one.
+//!   `reset` and the in-place `deallocate`/`shrink`/`grow` of the last block.
+//! - Every time the pointer enters a chunk from an earlier one (or from none), the chunk gets a
+//!   new `stamp`; `stamp` mirrors the current chunk's. A checkpoint records the stamp of the
+//!   chunk it was taken in, so it is accepted only while that chunk was never left for an
+//!   earlier one: otherwise the chunks below it (and the `done` it recorded) may have changed.
+//!   Without a current chunk the stamp is 0.
 
 mod allocator;
 mod boxed;
+mod chunk;
+mod collections;
+mod slices;
 
 use core::alloc::Layout;
 use core::cell::{Cell, UnsafeCell};
@@ -34,14 +61,31 @@ use core::fmt;
 use core::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{Error, Region, page_size};
+use crate::{Error, page_size};
 
 pub use boxed::BumpBox;
+use chunk::{CHUNK_ALIGN, Chunk};
+pub use collections::{String, Vec};
 
 /// Largest size chunks grow to by doubling. Larger requests get a chunk of their own.
+///
+/// ```
+/// use strata_alloc::bump::{Bump, MAX_CHUNK};
+/// let bump = Bump::new();
+/// for _ in 0..64 { bump.alloc_slice_fill_copy(1 << 20, 0u8); }
+/// assert!(bump.chunks().all(|c| c.capacity <= MAX_CHUNK));
+/// ```
 pub const MAX_CHUNK: usize = 4 << 20;
 
 /// Default bound on the chunk bytes [`Bump::reset`] and [`Bump::rewind`] keep for reuse.
+///
+/// ```
+/// use strata_alloc::bump::{Bump, DEFAULT_RETAINED};
+/// let mut bump = Bump::new();
+/// bump.alloc_slice_fill_copy(2 * DEFAULT_RETAINED, 0u8);
+/// bump.reset();
+/// assert!(bump.chunk_capacity() <= DEFAULT_RETAINED);
+/// ```
 pub const DEFAULT_RETAINED: usize = 4 << 20;
 
 /// Each Bump takes a block of 2^32 epochs and moves to the next one on every reset, so a
@@ -50,24 +94,31 @@ pub const DEFAULT_RETAINED: usize = 4 << 20;
 /// an epoch match is only a consistency check: rewinding stays memory-safe without it.)
 static EPOCH: AtomicU64 = AtomicU64::new(1 << 32);
 
+/// Blocks a thread takes from [`EPOCH`] at once, so that threads making a fresh Bump per
+/// request do not all write the same cache line.
+const EPOCH_BATCH: u64 = 256;
+
+std::thread_local! {
+    /// This thread's next epoch block and the end of its batch.
+    static THREAD_EPOCHS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
 fn first_epoch() -> u64 {
-    EPOCH.fetch_add(1 << 32, Ordering::Relaxed)
-}
-
-/// One chunk: a Region whose break sits at its capacity (the whole span is ours).
-struct Chunk {
-    region: Region,
-    /// Bytes used, recorded when the bump pointer leaves this chunk for a later one.
-    used: usize,
-}
-
-impl Chunk {
-    fn base(&self) -> NonNull<u8> {
-        self.region.base()
-    }
-    fn capacity(&self) -> usize {
-        self.region.capacity()
-    }
+    let shared = || EPOCH.fetch_add(1 << 32, Ordering::Relaxed);
+    THREAD_EPOCHS
+        .try_with(|batch| {
+            let (next, end) = batch.get();
+            if next != end {
+                batch.set((next.wrapping_add(1 << 32), end));
+                return next;
+            }
+            let first = EPOCH.fetch_add(EPOCH_BATCH << 32, Ordering::Relaxed);
+            let end = first.wrapping_add(EPOCH_BATCH << 32);
+            batch.set((first.wrapping_add(1 << 32), end));
+            first
+        })
+        // While the thread's locals are being torn down, take a block on its own.
+        .unwrap_or_else(|_| shared())
 }
 
 /// A bump arena: allocation is a pointer increment, freeing happens a whole scope at a time.
@@ -108,9 +159,13 @@ pub struct Bump {
     done: Cell<usize>,
     /// Number of chunks in use.
     in_use: Cell<usize>,
+    /// The current chunk's stamp (0 without one).
+    stamp: Cell<u64>,
+    /// The last stamp given out.
+    stamps: Cell<u64>,
     /// All chunks: in use first, then spares. Only touched outside the fast path, and never
     /// while user code runs (see `with_chunks`).
-    chunks: UnsafeCell<Vec<Chunk>>,
+    chunks: UnsafeCell<std::vec::Vec<Chunk>>,
     /// Size of the next chunk to map.
     next_size: Cell<usize>,
     /// Most bytes `allocated_bytes()` may reach (`usize::MAX`: no limit).
@@ -148,6 +203,7 @@ static_assertions::assert_not_impl_any!(Bump: Sync);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Checkpoint {
     epoch: u64,
+    stamp: u64,
     in_use: usize,
     offset: usize,
     done: usize,
@@ -172,6 +228,9 @@ pub struct ChunkInfo {
     pub used: usize,
     /// Whether the chunk holds live allocations (false: a spare kept for reuse).
     pub in_use: bool,
+    /// Whether the chunk is an anonymous mapping (chunks larger than [`MAX_CHUNK`]) rather
+    /// than a block of the global allocator.
+    pub mapped: bool,
 }
 
 /// Iterator over a Bump's chunks, returned by [`Bump::chunks`].
@@ -209,6 +268,7 @@ impl Iterator for Chunks<'_> {
                 capacity: c.capacity(),
                 used,
                 in_use,
+                mapped: c.is_mapped(),
             })
         })?;
         self.index += 1;
@@ -263,7 +323,9 @@ impl Bump {
             chunk_end: Cell::new(addr),
             done: Cell::new(0),
             in_use: Cell::new(0),
-            chunks: UnsafeCell::new(Vec::new()),
+            stamp: Cell::new(0),
+            stamps: Cell::new(0),
+            chunks: UnsafeCell::new(std::vec::Vec::new()),
             next_size: Cell::new(page_size()),
             limit: Cell::new(usize::MAX),
             retained: DEFAULT_RETAINED,
@@ -271,33 +333,53 @@ impl Bump {
         }
     }
 
-    /// An arena whose first chunk holds at least `bytes` (rounded up to pages), mapped now.
-    ///
-    /// If the OS refuses the mapping, the arena starts empty like [`Bump::new`] and the first
-    /// allocation reports the failure.
+    /// An arena whose first chunk holds at least `bytes`, allocated now (from the global
+    /// allocator up to [`MAX_CHUNK`], mapped from the OS above). `with_capacity(0)` is
+    /// [`Bump::new`].
     ///
     /// ```
     /// let bump = strata_alloc::Bump::with_capacity(64 * 1024);
     /// assert!(bump.chunk_capacity() >= 64 * 1024);
-    /// let first = bump.chunks().next().unwrap().addr;
     /// bump.alloc_slice_copy(&[0u8; 60_000]);
     /// assert_eq!(bump.chunks().count(), 1); // no second chunk was needed
-    /// # let _ = first;
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If the memory cannot be had, as bumpalo's `with_capacity` does; use
+    /// [`try_with_capacity`](Bump::try_with_capacity) to get the error instead.
+    #[track_caller]
     pub fn with_capacity(bytes: usize) -> Bump {
+        Bump::try_with_capacity(bytes).unwrap_or_else(|e| alloc_failed(e))
+    }
+
+    /// Like [`with_capacity`](Bump::with_capacity), but returns an error instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidLayout`] if `bytes` overflows when rounded up; [`Error::OutOfMemory`]
+    /// if the global allocator refuses; [`Error::Os`] if the OS refuses a mapping.
+    ///
+    /// ```
+    /// let bump = strata_alloc::Bump::try_with_capacity(10_000)?;
+    /// assert!(bump.chunk_capacity() >= 10_000);
+    /// assert!(strata_alloc::Bump::try_with_capacity(usize::MAX).is_err());
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn try_with_capacity(bytes: usize) -> Result<Bump, Error> {
         let bump = Bump::new();
         if bytes > 0 {
-            if let Ok(chunk) = Bump::map_chunk(bytes.max(page_size())) {
-                let cap = chunk.capacity();
-                let base = chunk.base();
-                bump.with_chunks(|chunks| chunks.push(chunk));
-                bump.in_use.set(1);
-                bump.enter(base, cap, 0);
-                bump.next_size
-                    .set(cap.saturating_mul(2).min(MAX_CHUNK).max(page_size()));
-            }
+            let chunk = Chunk::new(bytes)?;
+            let cap = chunk.capacity();
+            let base = chunk.base();
+            bump.with_chunks(|chunks| chunks.push(chunk));
+            bump.in_use.set(1);
+            bump.restamp_current();
+            bump.enter(base, cap, 0);
+            bump.next_size
+                .set(cap.saturating_mul(2).clamp(page_size(), MAX_CHUNK));
         }
-        bump
+        Ok(bump)
     }
 
     /// Moves `value` into the arena and returns a mutable reference to it.
@@ -724,6 +806,7 @@ impl Bump {
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint {
             epoch: self.epoch,
+            stamp: self.stamp.get(),
             in_use: self.in_use.get(),
             offset: self.ptr.get().as_ptr().addr() - self.start.get(),
             done: self.done.get(),
@@ -760,8 +843,13 @@ impl Bump {
     /// # Errors
     ///
     /// [`Error::InvalidPointer`] if the checkpoint comes from another `Bump` or from before the
-    /// last [`reset`](Bump::reset), or lies above the current position (an earlier rewind to an
-    /// older checkpoint already freed what it marks). Nothing changes.
+    /// last [`reset`](Bump::reset), or what it marks was freed since: it lies above the current
+    /// position, or a rewind (or a shrink of the last block) went back past the start of the
+    /// chunk it was taken in, even if the position has passed it again since. Nothing changes.
+    ///
+    /// Inside one chunk a checkpoint names an offset: if the position went below it and came
+    /// back up without leaving the chunk for an earlier one, rewinding frees what lies above
+    /// that offset, as a checkpoint taken there now would.
     ///
     /// ```
     /// let mut bump = strata_alloc::Bump::new();
@@ -793,6 +881,9 @@ impl Bump {
             });
         }
         if cp.in_use == in_use {
+            if cp.stamp != self.stamp.get() {
+                return Err(stale(cp));
+            }
             // The common case (a scope that stayed in one chunk): `done`, `start` and `end`
             // are unchanged, so only the pointer moves.
             let p = self.ptr.get().as_ptr();
@@ -802,23 +893,33 @@ impl Bump {
                 .set(unsafe { NonNull::new_unchecked(p.sub(here - cp.offset)) });
             return Ok(());
         }
-        self.rewind_chunks(cp);
-        Ok(())
+        self.rewind_chunks(cp)
     }
 
+    /// Rewinds to a checkpoint taken in an earlier chunk than the current one.
     #[inline(never)]
-    fn rewind_chunks(&mut self, cp: Checkpoint) {
-        self.in_use.set(cp.in_use);
-        self.done.set(cp.done);
+    fn rewind_chunks(&mut self, cp: Checkpoint) -> Result<(), Error> {
         if cp.in_use == 0 {
+            self.done.set(0);
             self.make_empty();
         } else {
-            let c = &self.chunks.get_mut()[cp.in_use - 1];
-            let (base, cap) = (c.base(), c.capacity());
-            self.enter(base, cap, cp.offset.min(cap));
+            // The chunk must be the one the checkpoint was taken in, never re-entered since
+            // (so `cp.done` still sums the chunks below it), and left at or above its offset.
+            let c = self
+                .chunks
+                .get_mut()
+                .get(cp.in_use - 1)
+                .filter(|c| c.stamp == cp.stamp && cp.offset <= c.used)
+                .ok_or(stale(cp))?;
+            let (base, cap, stamp) = (c.base(), c.capacity(), c.stamp);
+            self.done.set(cp.done);
+            self.stamp.set(stamp);
+            self.enter(base, cap, cp.offset);
         }
+        self.in_use.set(cp.in_use);
         let retained = self.retained;
         trim_spares(self.chunks.get_mut(), cp.in_use, retained);
+        Ok(())
     }
 
     /// Frees everything. Keeps the largest chunks for reuse while their total stays within
@@ -839,12 +940,15 @@ impl Bump {
     pub fn reset(&mut self) {
         self.epoch = self.epoch.wrapping_add(1);
         let (in_use, retained) = (self.in_use.get(), self.retained);
-        let chunks = self.chunks.get_mut();
-        if in_use == 1 && chunks.len() == 1 && chunks[0].capacity() <= retained {
+        let (start, capacity) = (self.start.get(), self.chunk_end.get() - self.start.get());
+        if in_use == 1 && self.chunks.get_mut().len() == 1 && capacity <= retained {
             // The steady state of a request loop: one chunk, kept. `done` is already 0, so
-            // `end` stays right; only the pointer goes back.
-            let start = chunks[0].base();
-            self.ptr.set(start);
+            // `end` stays right; only the pointer goes back to the chunk's start.
+            let ptr = self.ptr.get();
+            // SAFETY: the pointer lies in the current chunk, `ptr - start` bytes from its
+            // start, and keeps the chunk's provenance.
+            self.ptr
+                .set(unsafe { ptr.sub(ptr.as_ptr().addr() - start) });
             return;
         }
         self.reset_chunks();
@@ -860,7 +964,9 @@ impl Bump {
         // path and the following resets take the one-chunk shortcut above.
         let spread: usize = chunks[..in_use].iter().map(Chunk::capacity).sum();
         if in_use > 1 && spread <= retained {
-            if let Ok(merged) = Bump::map_chunk(spread) {
+            // (A mapped chunk rounds up to pages, which may pass the bound.)
+            let merged = Chunk::new(spread).ok().filter(|c| c.capacity() <= retained);
+            if let Some(merged) = merged {
                 chunks.drain(..in_use);
                 chunks.insert(0, merged);
                 let next = self.next_size.get().max(spread.saturating_mul(2));
@@ -874,6 +980,7 @@ impl Bump {
             Some(c) => {
                 let (base, cap) = (c.base(), c.capacity());
                 self.in_use.set(1);
+                self.restamp_current();
                 self.enter(base, cap, 0);
             }
             None => {
@@ -1022,9 +1129,9 @@ impl Bump {
         }
         let used_here = self.ptr.get().as_ptr().addr() - self.start.get();
         let remaining = self.limit.get().saturating_sub(self.done.get() + used_here);
-        let page = page_size();
-        // A chunk starts on a page boundary, so only alignments above a page need slack.
-        let slack = layout.align().saturating_sub(page);
+        // Every chunk starts at least `CHUNK_ALIGN`-aligned, so only larger alignments need
+        // slack.
+        let slack = layout.align().saturating_sub(CHUNK_ALIGN);
         let needed = size.checked_add(slack).ok_or(Error::layout(
             size,
             layout.align(),
@@ -1041,7 +1148,7 @@ impl Bump {
             } else {
                 // Never map far more than the limit could let us use.
                 let size = needed.max(next.min(remaining));
-                let chunk = Bump::map_chunk(size)?;
+                let chunk = Chunk::new(size)?;
                 if chunk.capacity() <= MAX_CHUNK {
                     self.next_size
                         .set((chunk.capacity().max(next) * 2).min(MAX_CHUNK));
@@ -1055,21 +1162,24 @@ impl Bump {
         })?;
         self.done.set(self.done.get() + used_here);
         self.in_use.set(idx + 1);
+        self.restamp_current();
         self.enter(base, cap, 0);
         // The chunk holds `needed` bytes and the limit leaves `remaining >= needed`.
         self.bump_fast(layout).ok_or(Error::oom(size, remaining))
     }
 
-    fn map_chunk(bytes: usize) -> Result<Chunk, Error> {
-        let mut region = Region::reserve(bytes)?;
-        region.grow(region.capacity())?;
-        let end = region.base().as_ptr().addr().checked_add(region.capacity());
-        if cfg!(target_pointer_width = "64") && end.is_none_or(|e| e > isize::MAX as usize) {
-            // User space lies in the lower half on every 64-bit target Rust supports; a
-            // mapping above it would break `add_within_space`, so it is refused.
-            return Err(Error::oom(bytes, 0));
-        }
-        Ok(Chunk { region, used: 0 })
+    /// Gives the current chunk (`chunks[in_use - 1]`), just entered from an earlier one, a new
+    /// stamp: checkpoints taken in it before are stale from now on.
+    fn restamp_current(&self) {
+        let stamp = self.stamps.get() + 1;
+        self.stamps.set(stamp);
+        self.stamp.set(stamp);
+        let idx = self.in_use.get().wrapping_sub(1);
+        self.with_chunks(|chunks| {
+            if let Some(c) = chunks.get_mut(idx) {
+                c.stamp = stamp;
+            }
+        });
     }
 
     /// Makes the chunk at `base` (of `cap` bytes) current with the pointer at `offset`.
@@ -1094,6 +1204,7 @@ impl Bump {
     }
 
     fn make_empty(&self) {
+        self.stamp.set(0);
         let empty = NonNull::<u8>::dangling();
         let addr = empty.as_ptr().addr();
         self.ptr.set(empty);
@@ -1105,7 +1216,7 @@ impl Bump {
     /// Runs `f` on the chunk list. `f` must be crate code that neither calls user code nor
     /// re-enters `with_chunks`, so the `&mut` it gets is the only reference to the list.
     #[inline]
-    fn with_chunks<R>(&self, f: impl FnOnce(&mut Vec<Chunk>) -> R) -> R {
+    fn with_chunks<R>(&self, f: impl FnOnce(&mut std::vec::Vec<Chunk>) -> R) -> R {
         // SAFETY: `Bump` is !Sync, so no other thread can be here; within this thread every
         // access goes through this function with closures that do not re-enter it (see
         // above), so this is the only live reference to the list.
@@ -1121,7 +1232,11 @@ impl Bump {
         }
         let released = self.with_chunks(|chunks| {
             if chunks[in_use - 2].used == 0 {
-                chunks.remove(in_use - 2);
+                // Checkpoints taken at the start of the emptied chunk now name the start of
+                // the current one, the same position: they inherit its stamp.
+                let stamp = chunks.remove(in_use - 2).stamp;
+                chunks[in_use - 2].stamp = stamp;
+                self.stamp.set(stamp);
                 true
             } else {
                 false
@@ -1134,7 +1249,7 @@ impl Bump {
 }
 
 /// `addr + n` for an address inside (or one past) a chunk and `n <= isize::MAX`, or `None` on
-/// overflow. On 64-bit targets `map_chunk` only accepts chunks that end at or below
+/// overflow. On 64-bit targets `Chunk::new` only accepts chunks that end at or below
 /// `isize::MAX`, so the sum cannot overflow and the check (one compare and branch on the
 /// fast path) is left out; elsewhere it is kept.
 #[inline(always)]
@@ -1149,7 +1264,7 @@ fn add_within_space(addr: usize, n: usize) -> Option<usize> {
 
 /// Keeps the spares `chunks[from..]` largest first while their total fits in `retained`,
 /// releasing the others. Leaves the kept spares sorted largest first.
-fn trim_spares(chunks: &mut Vec<Chunk>, from: usize, retained: usize) {
+fn trim_spares(chunks: &mut std::vec::Vec<Chunk>, from: usize, retained: usize) {
     if chunks.len() <= from {
         return;
     }
@@ -1164,6 +1279,15 @@ fn trim_spares(chunks: &mut Vec<Chunk>, from: usize, retained: usize) {
         index += 1;
         keep
     });
+}
+
+/// The error for a checkpoint whose memory was freed since it was taken.
+#[cold]
+fn stale(cp: Checkpoint) -> Error {
+    Error::InvalidPointer {
+        addr: cp.offset,
+        reason: "checkpoint is stale: what it marks was freed by an earlier rewind",
+    }
 }
 
 /// Compile-time refusal of types with drop glue in the methods that never run `Drop`.

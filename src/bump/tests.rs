@@ -8,6 +8,8 @@ use allocator_api2::vec::Vec as AVec;
 
 use super::*;
 use crate::test_rng::Rng;
+use std::string::String;
+use std::vec::Vec;
 
 fn scale(miri: usize, native: usize) -> usize {
     if cfg!(miri) { miri } else { native }
@@ -38,6 +40,12 @@ fn check(b: &Bump) {
     assert_eq!(done, b.done.get());
     let used: usize = infos.iter().map(|c| c.used).sum();
     assert_eq!(used, b.allocated_bytes());
+    let stamp = b.with_chunks(|c| in_use.checked_sub(1).map_or(0, |i| c[i].stamp));
+    assert_eq!(
+        stamp,
+        b.stamp.get(),
+        "the current chunk's stamp is mirrored"
+    );
     // The fast path cannot pass the limit.
     assert!(b.done.get() + (b.end.get() - b.start.get()) <= b.limit.get().max(b.done.get()));
 }
@@ -390,7 +398,7 @@ fn reset_keeps_chunks_up_to_the_bound() {
     let all = b.chunk_capacity();
     b.set_retained_capacity(all);
     b.reset();
-    assert_eq!(b.chunk_capacity(), all);
+    assert_eq!(b.chunk_capacity(), all); // the round's chunks, kept (merging would pass the bound)
     let largest = b.chunks().map(|c| c.capacity).max().unwrap();
     assert_eq!(b.chunks().next().unwrap().capacity, largest); // the next round starts there
     check(&b);
@@ -478,4 +486,314 @@ fn reset_merges_a_spread_round_into_one_chunk() {
     }
     assert_eq!(b.in_use.get(), 1, "the next round fits in the merged chunk");
     check(&b);
+}
+
+#[test]
+fn a_checkpoint_made_stale_by_an_older_rewind_stays_refused_when_the_position_passes_it() {
+    let page = page_size();
+    let mut b = Bump::new();
+    let old = b.checkpoint();
+    b.alloc_slice_copy(&vec![1u8; page - 100]);
+    b.alloc_slice_copy(&vec![2u8; page]); // a second chunk
+    let stale = b.checkpoint();
+    assert_eq!(stale.in_use, 2);
+    b.rewind(old); // frees both: `stale` marks freed memory from now on
+    assert!(b.try_rewind(stale).is_err());
+    // Refill differently: a little in the first chunk, then more than it holds.
+    b.alloc(7u8);
+    b.alloc_slice_copy(&vec![3u8; 3 * page]);
+    b.alloc_slice_copy(&vec![4u8; 2 * page]);
+    check(&b);
+    let before = b.allocated_bytes();
+    assert!(
+        matches!(b.try_rewind(stale), Err(Error::InvalidPointer { .. })),
+        "a stale checkpoint was accepted"
+    );
+    assert_eq!(b.allocated_bytes(), before);
+    check(&b);
+
+    // The limit holds too: nothing above it can be handed out after any rewind.
+    let mut b = Bump::new();
+    let old = b.checkpoint();
+    b.alloc_slice_copy(&vec![0u8; page / 2]);
+    b.alloc_slice_copy(&vec![0u8; page]);
+    let stale = b.checkpoint();
+    b.rewind(old);
+    b.alloc_slice_copy(&vec![0u8; 2 * page]);
+    b.alloc_slice_copy(&vec![0u8; 2 * page]);
+    b.set_allocation_limit(Some(b.allocated_bytes() + 64));
+    let _ = b.try_rewind(stale);
+    while b.try_alloc(0u64).is_ok() {}
+    let limit = b.allocation_limit().unwrap();
+    let chunks_used: usize = b.chunks().map(|c| c.used).sum();
+    assert!(
+        chunks_used <= limit,
+        "{chunks_used} bytes used past the limit {limit}"
+    );
+    check(&b);
+}
+
+#[test]
+fn a_scope_around_a_vec_that_leaves_its_chunk_frees_it() {
+    // The grow that moves the last block into a new chunk releases the emptied chunk; the
+    // scope's checkpoint, taken at that chunk's start, must still be honoured.
+    let mut b = Bump::new();
+    b.alloc_slice_copy(&vec![0u8; page_size()]); // fill the first chunk exactly
+    let before = b.allocated_bytes();
+    b.scope(|b| {
+        let mut v: AVec<u8, &Bump> = AVec::new_in(&*b);
+        for i in 0..scale(20_000, 100_000) {
+            v.push(i as u8);
+        }
+    });
+    assert_eq!(b.allocated_bytes(), before);
+    check(&b);
+}
+
+#[test]
+fn small_chunks_come_from_the_global_allocator_and_large_ones_are_mapped() {
+    let b = Bump::new();
+    b.alloc(1u8);
+    let first = b.chunks().next().unwrap();
+    assert!(!first.mapped && first.capacity == page_size());
+    let big = b.alloc_layout(Layout::from_size_align(chunk::MAPPED_FROM, 8).unwrap());
+    // SAFETY: a fresh block of MAPPED_FROM bytes; its ends are written to show they are ours.
+    unsafe {
+        big.as_ptr().write(1);
+        big.as_ptr().add(chunk::MAPPED_FROM - 1).write(2);
+    }
+    let info = b
+        .chunks()
+        .find(|c| c.capacity >= chunk::MAPPED_FROM)
+        .unwrap();
+    assert!(info.mapped && info.capacity % page_size() == 0);
+    assert!(
+        b.chunks()
+            .filter(|c| c.capacity < chunk::MAPPED_FROM)
+            .all(|c| !c.mapped)
+    );
+    check(&b);
+    drop(b); // both kinds are given back (Miri checks the global allocator's side)
+
+    let b = Bump::try_with_capacity(100).unwrap();
+    let only = b.chunks().next().unwrap();
+    assert!(!only.mapped && only.capacity >= 100);
+    assert!(b.try_alloc([0u8; 100]).is_ok());
+    assert_eq!(b.chunks().count(), 1);
+    assert!(matches!(
+        Bump::try_with_capacity(usize::MAX),
+        Err(Error::InvalidLayout { .. })
+    ));
+    if !cfg!(miri) {
+        let r = catch_unwind(|| Bump::with_capacity(isize::MAX as usize));
+        assert!(r.is_err(), "with_capacity must not quietly start empty");
+    }
+}
+
+// ---- the collections and slice methods, against bumpalo's behaviour -------------------------
+
+#[test]
+fn strings_and_format_match_bumpalo() {
+    use core::fmt::Write;
+    let ours = Bump::new();
+    let theirs = bumpalo::Bump::new();
+    let mut a = String::new();
+    let mut s = super::String::new_in(&ours);
+    let mut t = bumpalo::collections::String::new_in(&theirs);
+    for i in 0..scale(50, 2_000) {
+        let piece = format!("{i}:{}", "é".repeat(i % 3));
+        s.push_str(&piece);
+        t.push_str(&piece);
+        a.push_str(&piece);
+        if i % 7 == 0 {
+            s.push('ß');
+            t.push('ß');
+            a.push('ß');
+        }
+        if i % 11 == 0 {
+            assert_eq!(s.pop(), t.pop());
+            a.pop();
+        }
+    }
+    assert_eq!(s.as_str(), t.as_str());
+    assert_eq!(s, a);
+    write!(s, "{}-{:>4}", 7, "x").unwrap();
+    write!(t, "{}-{:>4}", 7, "x").unwrap();
+    assert_eq!(s.as_str(), t.as_str());
+    let f = crate::bump_format!(in &ours, "{:?} {:.2}", [1, 2], 1.5f32);
+    let g = bumpalo::format!(in &theirs, "{:?} {:.2}", [1, 2], 1.5f32);
+    assert_eq!(f.as_str(), g.as_str());
+    let kept: &str = f.into_bump_str();
+    let kept2: &str = g.into_bump_str();
+    assert_eq!(kept, kept2);
+    // Growing one string in place: it is the last allocation, so its bytes never move.
+    let mut grow = super::String::new_in(&ours);
+    grow.reserve(1);
+    let at = grow.as_ptr();
+    for _ in 0..100 {
+        grow.push_str("0123456789");
+    }
+    assert_eq!(grow.as_ptr(), at);
+    check(&ours);
+}
+
+#[test]
+fn vecs_match_bumpalo() {
+    let ours = Bump::new();
+    let theirs = bumpalo::Bump::new();
+    let mut v = crate::bump_vec![in &ours; 1u64, 2, 3];
+    let mut w = bumpalo::vec![in &theirs; 1u64, 2, 3];
+    for i in 0..scale(100, 10_000) as u64 {
+        v.push(i);
+        w.push(i);
+        if i % 5 == 0 {
+            v.remove(0);
+            w.remove(0);
+        }
+    }
+    v.retain(|x| x % 3 != 0);
+    w.retain(|x| x % 3 != 0);
+    assert_eq!(&v[..], &w[..]);
+    let zeros = crate::bump_vec![in &ours; 0u8; 33];
+    assert_eq!(&zeros[..], &bumpalo::vec![in &theirs; 0u8; 33][..]);
+    assert_eq!(v.leak().len(), w.into_bump_slice().len());
+    check(&ours);
+}
+
+#[test]
+fn slice_methods_match_bumpalo() {
+    let ours = Bump::new();
+    let theirs = bumpalo::Bump::new();
+    let src: Vec<&str> = (0..scale(20, 500))
+        .map(|i| ["a", "bb", "ccc"][i % 3])
+        .collect();
+    assert_eq!(ours.alloc_slice_clone(&src), theirs.alloc_slice_clone(&src));
+    assert_eq!(
+        ours.alloc_slice_fill_copy(17, 0xABu8),
+        theirs.alloc_slice_fill_copy(17, 0xABu8)
+    );
+    assert_eq!(
+        ours.alloc_slice_fill_clone(5, &"x"),
+        theirs.alloc_slice_fill_clone(5, &"x")
+    );
+    assert_eq!(
+        ours.alloc_slice_fill_default::<(u8, u64)>(9),
+        theirs.alloc_slice_fill_default::<(u8, u64)>(9)
+    );
+    let iter = || (0..100u32).map(|i| i.wrapping_mul(2_654_435_761));
+    assert_eq!(
+        ours.alloc_slice_fill_iter(iter()),
+        theirs.alloc_slice_fill_iter(iter())
+    );
+    assert!(
+        ours.alloc_slice_fill_iter(core::iter::empty::<u8>())
+            .is_empty()
+    );
+    // Too few values for the promised length panics in both.
+    struct Liar(u8);
+    impl Iterator for Liar {
+        type Item = u8;
+        fn next(&mut self) -> Option<u8> {
+            self.0 = self.0.checked_sub(1)?;
+            Some(self.0)
+        }
+    }
+    impl ExactSizeIterator for Liar {
+        fn len(&self) -> usize {
+            10
+        }
+    }
+    assert!(catch_unwind(AssertUnwindSafe(|| ours.alloc_slice_fill_iter(Liar(3)))).is_err());
+    assert!(catch_unwind(AssertUnwindSafe(|| theirs.alloc_slice_fill_iter(Liar(3)))).is_err());
+    check(&ours);
+}
+
+#[test]
+fn alloc_try_with_matches_bumpalo_and_gives_back_a_failure() {
+    let ours = Bump::new();
+    let theirs = bumpalo::Bump::new();
+    let ok: Result<&mut [u32; 4], ()> = ours.alloc_try_with(|| Ok([1, 2, 3, 4]));
+    let ok2: Result<&mut [u32; 4], ()> = theirs.alloc_try_with(|| Ok([1, 2, 3, 4]));
+    assert_eq!(ok.unwrap(), ok2.unwrap());
+    let before = ours.allocated_bytes();
+    let e = ours.alloc_try_with(|| Err::<[u8; 64], _>("no"));
+    let e2 = theirs.alloc_try_with(|| Err::<[u8; 64], _>("no"));
+    assert_eq!(e.unwrap_err(), e2.unwrap_err());
+    assert_eq!(
+        ours.allocated_bytes(),
+        before,
+        "the failed value's space is given back"
+    );
+    // When `f` allocates too, the reserved space is no longer last: it stays (as in bumpalo).
+    let e = ours.alloc_try_with(|| {
+        ours.alloc(1u8);
+        Err::<u64, _>(())
+    });
+    assert!(e.is_err());
+    assert!(ours.allocated_bytes() >= before + 9);
+    check(&ours);
+}
+
+#[test]
+fn allocated_chunks_hold_every_value_in_order_as_in_bumpalo() {
+    let mut ours = Bump::new();
+    let mut theirs = bumpalo::Bump::new();
+    let words: Vec<std::string::String> =
+        (0..scale(300, 3_000)).map(|i| format!("<{i}>")).collect();
+    for w in &words {
+        ours.alloc_str(w);
+        theirs.alloc_str(w);
+    }
+    let all: Vec<u8> = ours
+        .iter_allocated_chunks()
+        .flatten()
+        // SAFETY: only strings were allocated (alignment 1): no padding.
+        .map(|b| unsafe { b.assume_init() })
+        .collect();
+    assert_eq!(all, words.concat().into_bytes());
+    // bumpalo bumps downward and lists the newest chunk first: reversed, its bytes are the
+    // same strings in the same order once each string is read forwards.
+    let mut theirs_bytes: Vec<u8> = Vec::new();
+    for chunk in theirs
+        .iter_allocated_chunks()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        // SAFETY: as above.
+        theirs_bytes.splice(0..0, chunk.iter().map(|b| unsafe { b.assume_init() }));
+    }
+    let mut sorted_ours = all.clone();
+    sorted_ours.sort_unstable();
+    theirs_bytes.sort_unstable();
+    assert_eq!(
+        sorted_ours, theirs_bytes,
+        "the same bytes, whatever the order"
+    );
+    let total: usize = ours.iter_allocated_chunks().map(<[_]>::len).sum();
+    assert_eq!(total, ours.allocated_bytes());
+}
+
+#[test]
+fn unsized_boxes_drop_their_values() {
+    use std::rc::Rc;
+    let b = Bump::new();
+    let rc = Rc::new(());
+    let slice = b.alloc_box_slice_clone(&[Rc::clone(&rc), Rc::clone(&rc)]);
+    assert_eq!(Rc::strong_count(&rc), 3);
+    drop(slice);
+    assert_eq!(Rc::strong_count(&rc), 1);
+    let dynamic: BumpBox<'_, dyn core::any::Any> =
+        crate::unsize_bump_box!(b.alloc_box(Rc::clone(&rc)));
+    assert!(dynamic.downcast_ref::<Rc<()>>().is_some());
+    assert_eq!(Rc::strong_count(&rc), 2);
+    drop(dynamic);
+    assert_eq!(Rc::strong_count(&rc), 1);
+    let s = b.alloc_box_str("unsized");
+    assert_eq!(&*s, "unsized");
+    let arr: BumpBox<'_, [u16]> = crate::unsize_bump_box!(b.alloc_box([1u16, 2, 3]));
+    assert_eq!(&*arr, &[1, 2, 3]);
+    let leaked: &mut [u16] = BumpBox::leak(arr);
+    leaked[0] = 9;
+    assert_eq!(leaked, &[9, 2, 3]);
 }

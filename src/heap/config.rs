@@ -24,6 +24,13 @@ pub struct HeapConfig {
 impl HeapConfig {
     /// The defaults: 64 GiB of address space, 64 KiB growth steps, a 128 KiB mmap threshold and
     /// a 256 KiB trim threshold.
+    ///
+    /// ```
+    /// use strata_alloc::{Heap, HeapConfig};
+    /// let heap = Heap::with_config(HeapConfig::DEFAULT.max_size(1 << 20))?;
+    /// assert!(heap.alloc(2 << 20).is_err()); // past the 1 MiB bound
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
     pub const DEFAULT: HeapConfig = HeapConfig {
         max_size: 64 << 30,
         growth_increment: 64 << 10,

@@ -1,4 +1,5 @@
-//! `SlabPool`: the size-class memory manager of the seed, with certain misuse detection.
+//! `SlabPool`: a size-class memory manager (slots in batches, bitmaps), with certain misuse
+//! detection.
 //!
 //! Requests up to [`SlabPool::MAX_SIZE`] bytes are rounded up to a multiple of 16 (the size
 //! class). Each size class owns a list of *batches*: a batch is `BATCH_SIZE` (16 KiB) of equal
@@ -198,7 +199,10 @@ impl Frames {
         let off = base.as_ptr().addr() - region.base().as_ptr().addr();
         self.free.push(off);
         // A refused release only leaves the pages resident; the frame is reusable either way.
-        region.release(off, BATCH_SIZE).unwrap_or(0)
+        // SAFETY: both callers give back a frame with no live slot: a retired batch (empty,
+        // off every list) or a frame just taken and never used. Nothing reads its bytes before
+        // the frame is handed out again.
+        unsafe { region.release(off, BATCH_SIZE) }.unwrap_or(0)
     }
 }
 
@@ -269,9 +273,20 @@ unsafe impl<A: Allocator + Send> Send for SlabPool<A> {}
 
 impl SlabPool {
     /// The largest request served, in bytes (and the largest alignment).
+    ///
+    /// ```
+    /// use strata_alloc::SlabPool;
+    /// let pool = SlabPool::new();
+    /// assert!(pool.alloc(SlabPool::MAX_SIZE).is_ok());
+    /// assert!(pool.alloc(SlabPool::MAX_SIZE + 1).is_err());
+    /// ```
     pub const MAX_SIZE: usize = MAX_SLOT;
 
     /// Bytes in one batch. Batches are aligned to this.
+    ///
+    /// ```
+    /// assert!(strata_alloc::SlabPool::BATCH_SIZE.is_power_of_two());
+    /// ```
     pub const BATCH_SIZE: usize = BATCH_SIZE;
 
     /// An empty pool taking its batches from a Region it reserves on first use (4 GiB of address
@@ -656,7 +671,7 @@ impl<A: Allocator> SlabPool<A> {
         unsafe { self.inner() }.check()
     }
 
-    /// A printable copy of the lists, batches and bitmaps (the seed's `print_snapshot`).
+    /// A printable copy of the lists, batches and bitmaps.
     ///
     /// ```
     /// let pool = strata_alloc::SlabPool::new();

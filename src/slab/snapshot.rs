@@ -28,7 +28,7 @@ pub(super) struct ListView {
 /// A copy of a [`SlabPool`](crate::SlabPool)'s structure, taken by
 /// [`SlabPool::snapshot`](crate::SlabPool::snapshot): the list of sizes in the order they were
 /// first requested, each size's list of batches, and each batch's bitmap. Its `Display` is the
-/// seed's `print_snapshot`: one line per list and per batch, then the bitmap 64 slots per row
+/// classic slab report: one line per list and per batch, then the bitmap 64 slots per row
 /// (`#` taken, `.` free), with trailing all-free rows folded into one line.
 ///
 /// ```
