@@ -19,6 +19,7 @@ mod sync;
 #[cfg(test)]
 pub(crate) mod test_rng;
 
+pub use abort::{abort_on_misuse, write_stderr};
 pub use arena::Arena;
 pub use bump::{Bump, BumpBox, Checkpoint};
 pub use error::Error;
