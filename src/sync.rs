@@ -58,6 +58,7 @@ impl<T> SpinLock<T> {
     /// # Safety
     ///
     /// The caller's thread took the lock and forgot the guard (the fork handlers).
+    #[cfg_attr(miri, allow(dead_code))]
     unsafe fn force_unlock(&self) {
         self.locked.store(false, Ordering::Release);
     }
@@ -407,7 +408,7 @@ impl Shared {
     /// `p` came from [`Shared::map`], is not on the fork list and is not used again.
     unsafe fn unmap(p: NonNull<Shared>) {
         // SAFETY: per the contract, nothing else reads the value; moving it out first means
-        // the mapping is unmapped (by `home`'s drop) only after the last read of it.
+        // the mapping is unmapped (by `_home`'s drop) only after the last read of it.
         drop(unsafe { p.as_ptr().read() });
     }
 }
@@ -433,23 +434,24 @@ static FORK_LIST: SpinLock<ForkList> = SpinLock::new(ForkList {
 
 /// Registers the fork handlers, once per process.
 fn register_fork_handlers() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    // Miri has no pthread_atfork; it has no fork either.
+    // Miri has neither pthread_atfork nor fork.
     #[cfg(not(miri))]
-    ONCE.call_once(|| {
-        // SAFETY: the handlers are plain functions that never unwind and live as long as the
-        // program. A failure (ENOMEM) leaves the heaps working, only not fork-safe.
-        unsafe {
-            libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork));
-        }
-    });
-    #[cfg(miri)]
-    ONCE.call_once(|| {});
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: the handlers are plain functions that never unwind and live as long as
+            // the program. A failure (ENOMEM) leaves the heaps working, only not fork-safe.
+            unsafe {
+                libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork));
+            }
+        });
+    }
 }
 
 /// Runs in the forking thread before `fork()`: takes the list's lock, then every heap's, so
 /// that no other thread is inside any heap when the process is copied. Allocating from here
 /// on would deadlock; the handlers do not.
+#[cfg_attr(miri, allow(dead_code))]
 extern "C" fn before_fork() {
     core::mem::forget(FORK_LIST.lock());
     // SAFETY: the list's lock is held (its guard forgotten above); entries stay alive while
@@ -467,6 +469,7 @@ extern "C" fn before_fork() {
 /// Runs in the parent and in the child after `fork()`: releases what `before_fork` took.
 /// In the child, the forking thread is the only one left and it holds every lock, so
 /// releasing them is sound and leaves each heap as it was, whole.
+#[cfg_attr(miri, allow(dead_code))]
 extern "C" fn after_fork() {
     // SAFETY: `before_fork` took the list's lock and has not released it.
     let mut p = unsafe { (*FORK_LIST.value.get()).head };
