@@ -11,12 +11,12 @@ use core::fmt::{self, Write};
 use crate::Error;
 
 /// A fixed-size line buffer; text past its end is cut, never allocated.
-struct Line {
-    buf: [u8; 256],
+struct Line<const N: usize = 256> {
+    buf: [u8; N],
     len: usize,
 }
 
-impl Write for Line {
+impl<const N: usize> Write for Line<N> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let room = self.buf.len() - self.len;
         let n = s.len().min(room);
@@ -40,6 +40,53 @@ fn format_line(who: &str, err: &Error) -> Line {
     line.buf[line.len] = b'\n';
     line.len += 1;
     line
+}
+
+/// Writes `args` to stderr without allocating: formatted into a 2 KiB buffer on the stack
+/// (text past it is cut) and written with one `write(2)`. For reports from code that may
+/// run inside the allocator, such as statistics printed at exit by a `malloc` replacement.
+///
+/// ```
+/// let stats = strata_alloc::Heap::new()?.stats();
+/// strata_alloc::write_stderr(format_args!("heap: {stats}\n"));
+/// # Ok::<(), strata_alloc::Error>(())
+/// ```
+pub fn write_stderr(args: fmt::Arguments<'_>) {
+    let mut text = Line::<2048> {
+        buf: [0; 2048],
+        len: 0,
+    };
+    // Line::write_str never fails, so neither does formatting into it.
+    let _ = text.write_fmt(args);
+    // SAFETY: `text.buf[..text.len]` is initialised memory owned by this frame; write(2) only
+    // reads it. A short or failed write is ignored: there is nowhere else to report to.
+    unsafe {
+        libc::write(2, text.buf.as_ptr().cast(), text.len);
+    }
+}
+
+/// Reports a misuse the way every trait path of the crate does, and aborts: one line on
+/// stderr, `strata-alloc: {who}: {err}`, written without allocating, then `abort()`
+/// (SIGABRT). For callers that cannot return the error either, such as a C `free`.
+///
+/// ```no_run
+/// use strata_alloc::{Error, GlobalHeap};
+///
+/// static HEAP: GlobalHeap = GlobalHeap::new();
+/// let p = HEAP.alloc(10)?;
+/// // SAFETY: live, freed once.
+/// unsafe { HEAP.free(p)? };
+/// // SAFETY: the heap validates; the second free is reported, not performed.
+/// if let Err(e) = unsafe { HEAP.free(p) } {
+///     // prints "strata-alloc: free: double free of 0x...: the block was already freed"
+///     strata_alloc::abort_on_misuse("free", &e);
+/// }
+/// # Ok::<(), Error>(())
+/// ```
+#[cold]
+#[inline(never)]
+pub fn abort_on_misuse(who: &str, err: &Error) -> ! {
+    misuse(who, err)
 }
 
 /// Reports `err`, found by allocator `who` on a path that cannot return it, and aborts.

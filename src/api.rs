@@ -20,8 +20,12 @@ pub(crate) trait Backend {
     /// Name used in abort messages.
     const NAME: &'static str;
 
-    /// Allocates `size > 0` bytes aligned to `align` (a power of two, at most `MAX_ALIGN`),
-    /// or fails with `OutOfMemory`.
+    /// The largest alignment served: the engine's by default; the heap serves larger ones
+    /// from their own mappings.
+    const MAX_ALIGN: usize = MAX_ALIGN;
+
+    /// Allocates `size > 0` bytes aligned to `align` (a power of two, at most
+    /// `Self::MAX_ALIGN`), or fails with `OutOfMemory`.
     fn alloc(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error>;
 
     /// As `alloc`, with the first `size` bytes zeroed.
@@ -92,9 +96,10 @@ pub(crate) trait Backend {
     fn stats_mut(&mut self) -> &mut Stats;
 }
 
-/// Checks a request against the rules every allocator shares.
+/// Checks a request against the rules every allocator shares, for a backend that serves
+/// alignments up to `max_align`.
 #[inline(always)]
-pub(crate) fn check_layout(size: usize, align: usize) -> Result<(), Error> {
+pub(crate) fn check_layout(size: usize, align: usize, max_align: usize) -> Result<(), Error> {
     if size == 0 {
         return Err(Error::layout(
             size,
@@ -109,7 +114,7 @@ pub(crate) fn check_layout(size: usize, align: usize) -> Result<(), Error> {
             "alignment is not a power of two",
         ));
     }
-    if align > MAX_ALIGN {
+    if align > max_align {
         return Err(Error::layout(
             size,
             align,
@@ -138,8 +143,12 @@ fn counted<T>(b: &mut impl Backend, r: Result<T, Error>) -> Result<T, Error> {
 
 /// `alloc_layout` of the checked API.
 #[inline(always)]
-pub(crate) fn alloc(b: &mut impl Backend, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
-    let r = check_layout(size, align).and_then(|()| b.alloc(size, align));
+pub(crate) fn alloc<B: Backend>(
+    b: &mut B,
+    size: usize,
+    align: usize,
+) -> Result<NonNull<u8>, Error> {
+    let r = check_layout(size, align, B::MAX_ALIGN).and_then(|()| b.alloc(size, align));
     counted(b, r)
 }
 
@@ -151,7 +160,7 @@ pub(crate) fn calloc(
 ) -> Result<NonNull<u8>, Error> {
     let r = match count.checked_mul(size) {
         None => Err(Error::layout(usize::MAX, 16, "count * size overflows")),
-        Some(total) => check_layout(total, 16).and_then(|()| b.alloc_zeroed(total, 16)),
+        Some(total) => check_layout(total, 16, MAX_ALIGN).and_then(|()| b.alloc_zeroed(total, 16)),
     };
     counted(b, r)
 }
@@ -170,7 +179,7 @@ pub(crate) fn realloc(
             Err(Error::layout(0, 16, "realloc to zero bytes; use free")),
         );
     }
-    counted(b, check_layout(new_size, 16))?;
+    counted(b, check_layout(new_size, 16, MAX_ALIGN))?;
     let old = b.usable_size(p)?;
     if let Some(q) = b.move_to_pack(p, old, new_size, 16)? {
         b.stats_mut().reallocations += 1;
@@ -216,7 +225,7 @@ pub(crate) fn allocate<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<
     let r = if align <= MAX_ALIGN && size <= isize::MAX as usize - MAX_ALIGN {
         b.alloc(size, align)
     } else {
-        check_layout(size, align).and_then(|()| b.alloc(size, align))
+        check_layout(size, align, B::MAX_ALIGN).and_then(|()| b.alloc(size, align))
     };
     let p = counted(b, r)?;
     Ok(NonNull::slice_from_raw_parts(p, layout.size()))
@@ -230,7 +239,7 @@ pub(crate) fn allocate_zeroed<B: Backend>(
     if layout.size() == 0 {
         return Ok(dangling(layout.align()));
     }
-    let r = check_layout(layout.size(), layout.align())
+    let r = check_layout(layout.size(), layout.align(), B::MAX_ALIGN)
         .and_then(|()| b.alloc_zeroed(layout.size(), layout.align()));
     let p = counted(b, r)?;
     Ok(NonNull::slice_from_raw_parts(p, layout.size()))
@@ -282,7 +291,7 @@ pub(crate) fn resize<B: Backend>(
         b.stats_mut().reallocations_in_place += 1;
         p
     } else {
-        check_layout(new.size(), new.align()).map_err(|_| AllocError)?;
+        check_layout(new.size(), new.align(), B::MAX_ALIGN).map_err(|_| AllocError)?;
         match b.move_block(p, old.size(), new.size(), new.align()) {
             Ok(q) => q,
             Err(e) if e.is_misuse() => misuse::<B>(&e),
@@ -374,13 +383,21 @@ mod tests {
 
     #[test]
     fn layout_rules() {
-        assert!(check_layout(1, 1).is_ok());
-        assert!(check_layout(100, 4096).is_ok());
+        assert!(check_layout(1, 1, MAX_ALIGN).is_ok());
+        assert!(check_layout(100, 4096, MAX_ALIGN).is_ok());
+        assert!(check_layout(100, 1 << 21, 1 << 30).is_ok());
         for (size, align) in [(0, 16), (8, 3), (8, 8192), (usize::MAX, 16)] {
             assert!(
-                matches!(check_layout(size, align), Err(Error::InvalidLayout { .. })),
+                matches!(
+                    check_layout(size, align, MAX_ALIGN),
+                    Err(Error::InvalidLayout { .. })
+                ),
                 "{size} {align}"
             );
         }
+        assert!(matches!(
+            check_layout(isize::MAX as usize - 100, 1 << 20, usize::MAX),
+            Err(Error::InvalidLayout { .. })
+        ));
     }
 }

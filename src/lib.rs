@@ -51,6 +51,7 @@ pub mod docs {
     pub mod benchmarks {}
 }
 
+pub use abort::{abort_on_misuse, write_stderr};
 pub use arena::Arena;
 pub use bump::{Bump, BumpBox, Checkpoint};
 pub use error::Error;

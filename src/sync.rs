@@ -1,4 +1,6 @@
-//! Sharing a heap between threads: `LockedHeap`, and `GlobalHeap` for `#[global_allocator]`.
+//! Sharing a heap between threads: `LockedHeap`, and `GlobalHeap` for `#[global_allocator]`
+//! (and for the C ABI), with the fork handlers that keep a global heap usable in the child
+//! of a multi-threaded program.
 //!
 //! Both put the heap behind a [`SpinLock`]: taking it is one atomic compare-exchange and
 //! releasing it one plain store, where `std::sync::Mutex` needs an atomic swap to release as
@@ -11,11 +13,11 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use crate::api::{self, Backend};
 use crate::heap::HeapCore;
-use crate::{BlockInfo, Error, Heap, HeapConfig, Snapshot, Stats};
+use crate::{BlockInfo, Error, Heap, HeapConfig, Region, Snapshot, Stats};
 
 /// A test-and-test-and-set lock that yields after a short spin.
 struct SpinLock<T> {
@@ -49,6 +51,16 @@ impl<T> SpinLock<T> {
             self.lock_contended();
         }
         SpinGuard { lock: self }
+    }
+
+    /// Releases the lock without a guard.
+    ///
+    /// # Safety
+    ///
+    /// The caller's thread took the lock and forgot the guard (the fork handlers).
+    #[cfg_attr(miri, allow(dead_code))]
+    unsafe fn force_unlock(&self) {
+        self.locked.store(false, Ordering::Release);
     }
 
     #[cold]
@@ -331,8 +343,17 @@ impl core::fmt::Debug for LockedHeap {
 }
 
 /// A heap for `#[global_allocator]`: `const`-constructible, set up lazily on the first
-/// allocation (without allocating through itself), `null` when memory runs out, and an abort
-/// with a one-line report on a detected misuse.
+/// allocation (without allocating through itself), `null` when memory runs out, an abort
+/// with a one-line report on a detected misuse, and safe across `fork()`.
+///
+/// It has the checked API of the other allocators too (`alloc`, `free`, `realloc`, ...,
+/// returning [`Error`]s), which is what the C ABI (`strata-malloc`) is written on.
+///
+/// **fork.** A child of a multi-threaded program inherits the heap as it was at the fork,
+/// including a lock that another thread held at that moment and will never release in the
+/// child. Fork handlers (`pthread_atfork`, registered on the first set-up) take every global
+/// heap's lock before the fork and release it in both processes afterwards, so the child
+/// finds each heap whole and unlocked, as glibc's malloc does for its arenas.
 ///
 /// ```no_run
 /// use strata_alloc::GlobalHeap;
@@ -347,8 +368,121 @@ impl core::fmt::Debug for LockedHeap {
 /// }
 /// ```
 pub struct GlobalHeap {
-    core: SpinLock<Option<HeapCore>>,
+    /// The heap once set up; null before. Published once, freed only by `drop`.
+    shared: AtomicPtr<Shared>,
     config: HeapConfig,
+}
+
+/// A set-up global heap and its lock, in a mapping of its own: the fork handlers reach it
+/// through a list, at an address that stays put even if the `GlobalHeap` value is moved.
+struct Shared {
+    core: SpinLock<HeapCore>,
+    /// The next heap on the fork list; read and written only under `FORK_LIST`'s lock.
+    next: UnsafeCell<*mut Shared>,
+    /// The mapping this value lives in; unmapped after the value has been moved out of it.
+    _home: Region,
+}
+
+impl Shared {
+    /// Moves `core` into a fresh mapping of its own.
+    fn map(core: HeapCore) -> Result<NonNull<Shared>, Error> {
+        let size = core::mem::size_of::<Shared>();
+        let mut home = Region::reserve(size)?;
+        let at = home.grow(size)?.cast::<Shared>();
+        // SAFETY: `at` is the page-aligned start of a fresh mapping of at least `size` bytes
+        // that nothing else refers to; the value written owns that mapping from now on.
+        unsafe {
+            at.as_ptr().write(Shared {
+                core: SpinLock::new(core),
+                next: UnsafeCell::new(core::ptr::null_mut()),
+                _home: home,
+            })
+        };
+        Ok(at)
+    }
+
+    /// Drops the heap and unmaps its home.
+    ///
+    /// # Safety
+    ///
+    /// `p` came from [`Shared::map`], is not on the fork list and is not used again.
+    unsafe fn unmap(p: NonNull<Shared>) {
+        // SAFETY: per the contract, nothing else reads the value; moving it out first means
+        // the mapping is unmapped (by `_home`'s drop) only after the last read of it.
+        drop(unsafe { p.as_ptr().read() });
+    }
+}
+
+/// The global heaps set up in this process, for the fork handlers.
+struct ForkList {
+    head: *mut Shared,
+}
+
+// SAFETY: the list only holds pointers to `Shared` values, which are `Sync` (see below); it is
+// only read and written under its lock.
+unsafe impl Send for ForkList {}
+
+// SAFETY: a `Shared` is reached from several threads only through its lock (`core`) and the
+// fork list's lock (`next`); `_home` is touched only by `unmap`, which has it alone.
+unsafe impl Sync for Shared {}
+// SAFETY: as above; the mappings it owns may be released from any thread.
+unsafe impl Send for Shared {}
+
+static FORK_LIST: SpinLock<ForkList> = SpinLock::new(ForkList {
+    head: core::ptr::null_mut(),
+});
+
+/// Registers the fork handlers, once per process.
+fn register_fork_handlers() {
+    // Miri has neither pthread_atfork nor fork.
+    #[cfg(not(miri))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: the handlers are plain functions that never unwind and live as long as
+            // the program. A failure (ENOMEM) leaves the heaps working, only not fork-safe.
+            unsafe {
+                libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork));
+            }
+        });
+    }
+}
+
+/// Runs in the forking thread before `fork()`: takes the list's lock, then every heap's, so
+/// that no other thread is inside any heap when the process is copied. Allocating from here
+/// on would deadlock; the handlers do not.
+#[cfg_attr(miri, allow(dead_code))]
+extern "C" fn before_fork() {
+    core::mem::forget(FORK_LIST.lock());
+    // SAFETY: the list's lock is held (its guard forgotten above); entries stay alive while
+    // they are on the list, and `Drop` takes the lock to remove one.
+    let mut p = unsafe { (*FORK_LIST.value.get()).head };
+    while let Some(shared) = NonNull::new(p) {
+        // SAFETY: see above.
+        let shared = unsafe { shared.as_ref() };
+        core::mem::forget(shared.core.lock());
+        // SAFETY: `next` is only touched under the list's lock, which is held.
+        p = unsafe { *shared.next.get() };
+    }
+}
+
+/// Runs in the parent and in the child after `fork()`: releases what `before_fork` took.
+/// In the child, the forking thread is the only one left and it holds every lock, so
+/// releasing them is sound and leaves each heap as it was, whole.
+#[cfg_attr(miri, allow(dead_code))]
+extern "C" fn after_fork() {
+    // SAFETY: `before_fork` took the list's lock and has not released it.
+    let mut p = unsafe { (*FORK_LIST.value.get()).head };
+    while let Some(shared) = NonNull::new(p) {
+        // SAFETY: entries stay alive while on the list, and the list is locked.
+        let shared = unsafe { shared.as_ref() };
+        // SAFETY: `next` is only touched under the list's lock.
+        p = unsafe { *shared.next.get() };
+        // SAFETY: `before_fork` took this lock and forgot its guard.
+        unsafe { shared.core.force_unlock() };
+    }
+    // SAFETY: as above.
+    unsafe { FORK_LIST.force_unlock() };
 }
 
 impl GlobalHeap {
@@ -371,20 +505,193 @@ impl GlobalHeap {
     /// ```
     pub const fn with_config(config: HeapConfig) -> GlobalHeap {
         GlobalHeap {
-            core: SpinLock::new(None),
+            shared: AtomicPtr::new(core::ptr::null_mut()),
             config,
         }
     }
 
-    /// Runs `f` on the heap, setting it up first if needed; `None` if it cannot be set up.
+    /// Runs `f` on the heap, setting it up first if needed.
     #[inline(always)]
-    fn with<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> Option<R> {
-        let mut guard = lock(&self.core);
-        if guard.is_none() {
-            // Reserving the regions maps memory directly; nothing here allocates.
-            *guard = Some(HeapCore::new(self.config).ok()?);
+    fn with<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> Result<R, Error> {
+        let mut p = self.shared.load(Ordering::Acquire);
+        if p.is_null() {
+            p = self.set_up()?;
         }
-        guard.as_mut().map(f)
+        // SAFETY: a published `Shared` lives until `self` is dropped, which cannot happen
+        // while `&self` is borrowed.
+        let shared = unsafe { &*p };
+        Ok(f(&mut shared.core.lock()))
+    }
+
+    /// Runs `f` on the heap if it has been set up.
+    #[inline(always)]
+    fn with_existing<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> Option<R> {
+        let p = self.shared.load(Ordering::Acquire);
+        // SAFETY: as in `with`.
+        let shared = unsafe { p.as_ref() }?;
+        Some(f(&mut shared.core.lock()))
+    }
+
+    /// Builds the heap and publishes it; of two threads racing here, one heap wins and the
+    /// other is unmapped. Building only maps memory, so nothing here allocates.
+    #[cold]
+    #[inline(never)]
+    fn set_up(&self) -> Result<*mut Shared, Error> {
+        let shared = Shared::map(HeapCore::new(self.config)?)?;
+        register_fork_handlers();
+        // On the fork list before it is published: a thread that forks while another uses
+        // the new heap must find it there.
+        {
+            let mut list = FORK_LIST.lock();
+            // SAFETY: `next` is only touched under the list's lock, which is held.
+            unsafe { *shared.as_ref().next.get() = list.head };
+            list.head = shared.as_ptr();
+        }
+        match self.shared.compare_exchange(
+            core::ptr::null_mut(),
+            shared.as_ptr(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Ok(shared.as_ptr()),
+            Err(winner) => {
+                // SAFETY: `shared` was never published; it is taken off the list first.
+                unsafe {
+                    unlist(shared);
+                    Shared::unmap(shared);
+                }
+                Ok(winner)
+            }
+        }
+    }
+
+    /// Allocates `size` bytes, 16-byte aligned, like `malloc`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Heap::alloc`], and [`Error::Os`] if the heap cannot be set up.
+    ///
+    /// ```
+    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
+    /// let p = HEAP.alloc(100)?;
+    /// assert_eq!(p.as_ptr() as usize % 16, 0);
+    /// // SAFETY: live, freed once.
+    /// unsafe { HEAP.free(p)? };
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    #[inline]
+    pub fn alloc(&self, size: usize) -> Result<NonNull<u8>, Error> {
+        self.with(|c| api::alloc(c, size, 16))?
+    }
+
+    /// Allocates for `layout`: any power-of-two alignment (as [`Heap::alloc_layout`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Heap::alloc_layout`], and [`Error::Os`] if the heap cannot be set up.
+    ///
+    /// ```
+    /// use core::alloc::Layout;
+    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
+    /// let p = HEAP.alloc_layout(Layout::from_size_align(64, 1 << 16).unwrap())?;
+    /// assert_eq!(p.as_ptr() as usize % (1 << 16), 0);
+    /// // SAFETY: live, freed once.
+    /// unsafe { HEAP.free(p)? };
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    #[inline]
+    pub fn alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, Error> {
+        self.with(|c| api::alloc(c, layout.size(), layout.align()))?
+    }
+
+    /// Allocates `count * size` zeroed bytes, 16-byte aligned.
+    ///
+    /// # Errors
+    ///
+    /// As [`Heap::calloc`]: [`Error::InvalidLayout`] if `count * size` overflows or is 0.
+    ///
+    /// ```
+    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
+    /// assert!(HEAP.calloc(usize::MAX, 2).is_err());
+    /// let p = HEAP.calloc(10, 10)?;
+    /// // SAFETY: 100 zeroed bytes were allocated.
+    /// assert!(unsafe { core::slice::from_raw_parts(p.as_ptr(), 100) }.iter().all(|&b| b == 0));
+    /// # unsafe { HEAP.free(p)? };
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    #[inline]
+    pub fn calloc(&self, count: usize, size: usize) -> Result<NonNull<u8>, Error> {
+        self.with(|c| api::calloc(c, count, size))?
+    }
+
+    /// Resizes the block at `ptr` to `new_size` bytes, keeping its contents (as
+    /// [`Heap::realloc`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Heap::realloc`]; the old block is untouched on every error.
+    ///
+    /// # Safety
+    ///
+    /// On success the old pointer must not be used again unless it was returned.
+    ///
+    /// ```
+    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
+    /// let p = HEAP.alloc(10)?;
+    /// // SAFETY: live; only the returned pointer is used afterwards.
+    /// let p = unsafe { HEAP.realloc(p, 100_000)? };
+    /// assert!(HEAP.usable_size(p)? >= 100_000);
+    /// # unsafe { HEAP.free(p)? };
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    #[inline]
+    pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, Error> {
+        self.with_existing(|c| api::realloc(c, ptr, new_size))
+            .unwrap_or_else(|| Err(not_set_up(ptr)))
+    }
+
+    /// Frees the block at `ptr` (as [`Heap::free`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DoubleFree`], [`Error::InvalidPointer`] or [`Error::Corrupted`]; nothing is
+    /// written in any of those cases.
+    ///
+    /// # Safety
+    ///
+    /// On success the block must not be used again.
+    ///
+    /// ```
+    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
+    /// let p = HEAP.alloc(10)?;
+    /// // SAFETY: live, freed once.
+    /// unsafe { HEAP.free(p)? };
+    /// // SAFETY: the heap validates; this double free is reported, not performed.
+    /// assert!(matches!(unsafe { HEAP.free(p) }, Err(strata_alloc::Error::DoubleFree { .. })));
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    #[inline]
+    pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), Error> {
+        self.with_existing(|c| c.free(ptr))
+            .unwrap_or_else(|| Err(not_set_up(ptr)))
+    }
+
+    /// Usable bytes of the live block at `ptr` (at least what was asked for).
+    ///
+    /// # Errors
+    ///
+    /// As [`free`](Self::free), for a pointer that is not a live block.
+    ///
+    /// ```
+    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
+    /// let p = HEAP.alloc(10)?;
+    /// assert!(HEAP.usable_size(p)? >= 10);
+    /// # unsafe { HEAP.free(p)? };
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    pub fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Error> {
+        self.with_existing(|c| c.usable_size(ptr))
+            .unwrap_or_else(|| Err(not_set_up(ptr)))
     }
 
     /// The heap's counters (all zero before the first allocation).
@@ -394,10 +701,7 @@ impl GlobalHeap {
     /// assert_eq!(HEAP.stats().live_blocks, 0);
     /// ```
     pub fn stats(&self) -> Stats {
-        lock(&self.core)
-            .as_ref()
-            .map(HeapCore::stats)
-            .unwrap_or_default()
+        self.with_existing(|c| c.stats()).unwrap_or_default()
     }
 
     /// Verifies every invariant of the heap.
@@ -411,7 +715,7 @@ impl GlobalHeap {
     /// assert!(HEAP.check().is_ok());
     /// ```
     pub fn check(&self) -> Result<(), Error> {
-        lock(&self.core).as_mut().map_or(Ok(()), HeapCore::check)
+        self.with_existing(|c| c.check()).unwrap_or(Ok(()))
     }
 
     /// Gives the free top of the heap back to the OS; returns the bytes given back.
@@ -421,7 +725,48 @@ impl GlobalHeap {
     /// assert_eq!(HEAP.trim(), 0);
     /// ```
     pub fn trim(&self) -> usize {
-        lock(&self.core).as_mut().map_or(0, HeapCore::trim)
+        self.with_existing(|c| c.trim()).unwrap_or(0)
+    }
+}
+
+/// The error for a pointer handed to a heap that has never allocated.
+#[cold]
+fn not_set_up(ptr: NonNull<u8>) -> Error {
+    Error::InvalidPointer {
+        addr: ptr.as_ptr() as usize,
+        reason: "freed before the global heap was set up",
+    }
+}
+
+/// Takes `shared` off the fork list.
+///
+/// # Safety
+///
+/// `shared` is on the list.
+unsafe fn unlist(shared: NonNull<Shared>) {
+    let mut list = FORK_LIST.lock();
+    let mut link: *mut *mut Shared = &mut list.head;
+    // SAFETY: the list's lock is held; every entry on it is alive, and `shared` is on it, so
+    // the walk ends there.
+    unsafe {
+        while *link != shared.as_ptr() {
+            link = (**link).next.get();
+        }
+        *link = *shared.as_ref().next.get();
+    }
+}
+
+impl Drop for GlobalHeap {
+    fn drop(&mut self) {
+        if let Some(shared) = NonNull::new(*self.shared.get_mut()) {
+            // SAFETY: published by `set_up`, so on the list; `&mut self` means no one else
+            // uses it, and it is taken off the list (under the list's lock, so no fork
+            // handler holds it) before it is unmapped.
+            unsafe {
+                unlist(shared);
+                Shared::unmap(shared);
+            }
+        }
     }
 }
 
@@ -446,13 +791,14 @@ unsafe impl GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.with(|c| api::alloc(c, layout.size(), layout.align()))
-            .and_then(Result::ok)
+            .and_then(|r| r)
             .map_or(core::ptr::null_mut(), NonNull::as_ptr)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         self.with(|c| api::allocate_zeroed(c, layout))
+            .ok()
             .and_then(Result::ok)
             .map_or(core::ptr::null_mut(), |p| p.cast::<u8>().as_ptr())
     }
@@ -460,15 +806,11 @@ unsafe impl GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(p) = NonNull::new(ptr) else { return };
-        let freed = self.with(|c| api::deallocate(c, p, layout));
-        if freed.is_none() {
-            crate::abort::misuse(
-                HeapCore::NAME,
-                &Error::InvalidPointer {
-                    addr: ptr as usize,
-                    reason: "freed before the global heap was set up",
-                },
-            );
+        if self
+            .with_existing(|c| api::deallocate(c, p, layout))
+            .is_none()
+        {
+            crate::abort::misuse(HeapCore::NAME, &not_set_up(p));
         }
     }
 
@@ -481,6 +823,7 @@ unsafe impl GlobalAlloc for GlobalHeap {
             return core::ptr::null_mut();
         };
         self.with(|c| api::resize(c, p, layout, new, false))
+            .ok()
             .and_then(Result::ok)
             .map_or(core::ptr::null_mut(), |q| q.cast::<u8>().as_ptr())
     }
@@ -507,5 +850,104 @@ mod tests {
             }
         });
         assert_eq!(*counter.lock(), 2 * per_thread);
+    }
+
+    fn small() -> HeapConfig {
+        HeapConfig::default()
+            .max_size(1 << 20)
+            .growth_increment(16 << 10)
+            .mmap_threshold(64 << 10)
+    }
+
+    /// Serialises the tests that set up global heaps: a heap mapped by one could land at the
+    /// address another just unmapped and is asking the fork list about.
+    static SET_UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn listed(p: *mut Shared) -> bool {
+        let list = FORK_LIST.lock();
+        let mut q = list.head;
+        while !q.is_null() {
+            if q == p {
+                return true;
+            }
+            // SAFETY: the list is locked; its entries are alive.
+            q = unsafe { *(*q).next.get() };
+        }
+        false
+    }
+
+    #[test]
+    fn the_global_heaps_checked_api() {
+        let _serial = SET_UP.lock();
+        let heap = GlobalHeap::with_config(small());
+        let never = NonNull::new(core::ptr::without_provenance_mut::<u8>(0x1000)).unwrap();
+        // SAFETY: the heap validates; it has not been set up, so nothing is its block.
+        let err = unsafe { heap.free(never) }.unwrap_err();
+        assert!(matches!(err, Error::InvalidPointer { .. }), "{err}");
+        assert_eq!(heap.stats(), Stats::default());
+
+        let p = heap.alloc(100).unwrap();
+        // SAFETY: 100 bytes are ours.
+        unsafe { p.as_ptr().write_bytes(0xA5, 100) };
+        // SAFETY: live; only the returned pointer is used afterwards.
+        let q = unsafe { heap.realloc(p, 5000) }.unwrap();
+        // SAFETY: the first 100 bytes were kept.
+        assert!(
+            unsafe { core::slice::from_raw_parts(q.as_ptr(), 100) }
+                .iter()
+                .all(|&b| b == 0xA5)
+        );
+        assert!(heap.usable_size(q).unwrap() >= 5000);
+        let z = heap.calloc(50, 20).unwrap();
+        // SAFETY: 1000 zeroed bytes.
+        assert!(
+            unsafe { core::slice::from_raw_parts(z.as_ptr(), 1000) }
+                .iter()
+                .all(|&b| b == 0)
+        );
+        assert!(matches!(
+            heap.calloc(usize::MAX, 3),
+            Err(Error::InvalidLayout { .. })
+        ));
+        let a = heap
+            .alloc_layout(Layout::from_size_align(10, 8192).unwrap())
+            .unwrap();
+        assert_eq!(a.as_ptr() as usize % 8192, 0);
+        assert!(matches!(
+            heap.alloc(2 << 20),
+            Err(Error::OutOfMemory { .. })
+        ));
+        heap.check().unwrap();
+        // SAFETY: each live, freed once.
+        unsafe {
+            heap.free(q).unwrap();
+            heap.free(z).unwrap();
+            heap.free(a).unwrap();
+        }
+        // SAFETY: the misuse under test; the heap validates.
+        assert_eq!(
+            unsafe { heap.free(z) },
+            Err(Error::DoubleFree {
+                addr: z.as_ptr() as usize
+            })
+        );
+        let s = heap.stats();
+        assert_eq!((s.live_blocks, s.misuses_caught), (0, 1));
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn a_moved_global_heap_stays_on_the_fork_list_until_dropped() {
+        let _serial = SET_UP.lock();
+        let heap = GlobalHeap::with_config(small());
+        let p = heap.alloc(10).unwrap();
+        let shared = heap.shared.load(Ordering::Acquire);
+        assert!(listed(shared));
+        let moved = [heap];
+        // SAFETY: live, freed once; the heap moved but its block did not.
+        unsafe { moved[0].free(p) }.unwrap();
+        assert_eq!(moved[0].stats().live_blocks, 0);
+        drop(moved);
+        assert!(!listed(shared));
     }
 }

@@ -1,8 +1,11 @@
 //! Large blocks: each in its own anonymous mapping, found through an out-of-band table.
 //!
 //! A large block's payload starts at its mapping's first byte (page aligned, so every
-//! alignment up to 4096 holds), and nothing about it is stored in the mapping: the table
-//! knows its length. A pointer handed back is looked up in the table before any byte at it is
+//! alignment up to the page size holds), and nothing about it is stored in the mapping: the
+//! table knows its length. A block aligned beyond the page ([`LargeBlocks::alloc_aligned`])
+//! is over-mapped by the alignment and its payload starts at the first aligned address in
+//! the mapping; the tail past the block is given back at once and the lead before it is
+//! never touched (address space, not memory). A pointer handed back is looked up in the table before any byte at it is
 //! read, so a foreign pointer or a double free can never make the heap touch memory it does
 //! not own.
 //!
@@ -14,7 +17,8 @@
 //! - Every live large block has exactly one entry; `count` is the number of entries.
 //! - An entry's `addr` is non-zero and the entry sits in the probe run starting at
 //!   `hash(addr)`, with no empty slot between.
-//! - `bytes` is the sum of the entries' lengths.
+//! - An entry's `addr` lies in its mapping's first `max(align, page)` bytes, page aligned.
+//! - `bytes` is the sum of the entries' mapping lengths (leads included).
 
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
@@ -25,7 +29,8 @@ use crate::{Error, Region};
 
 /// One mapped block.
 struct Entry {
-    /// Payload address (the mapping's start); 0 marks an empty slot.
+    /// Payload address (the mapping's start, or the first aligned address in it for an
+    /// aligned block); 0 marks an empty slot.
     addr: usize,
     /// The mapping; initialised exactly when `addr != 0`.
     map: MaybeUninit<MmapMut>,
@@ -88,6 +93,22 @@ impl LargeBlocks {
         ((addr >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) & self.mask
     }
 
+    /// Usable bytes of a live entry: from its payload to the end of its mapping.
+    fn usable(e: &Entry) -> usize {
+        // SAFETY: callers pass live entries, whose map is initialised.
+        let map = unsafe { e.map.assume_init_ref() };
+        map.as_ptr() as usize + map.len() - e.addr
+    }
+
+    /// The live entries.
+    fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
+        (0..=self.mask).filter_map(|i| {
+            // SAFETY: slots are in bounds.
+            let e = unsafe { &*self.slot(i) };
+            (e.addr != 0).then_some(e)
+        })
+    }
+
     /// The slot holding `addr`, if it is a live block.
     fn find(&self, addr: usize) -> Option<usize> {
         let mut i = self.home(addr);
@@ -125,6 +146,50 @@ impl LargeBlocks {
         self.insert(p.as_ptr() as usize, map);
         self.bytes += len;
         Ok((p, len))
+    }
+
+    /// Maps a new block of at least `size` bytes whose payload is aligned to `align` (a power
+    /// of two above the page size). Returns it and the bytes mapped.
+    ///
+    /// The mapping is `align - page` bytes longer than the block, so an aligned address falls
+    /// in its lead; the tail past the block is cut off with `mremap` right away, the lead stays
+    /// mapped but untouched. (Unmapping the lead is not possible: the mapping is dropped as one
+    /// piece.)
+    pub fn alloc_aligned(
+        &mut self,
+        size: usize,
+        align: usize,
+    ) -> Result<(NonNull<u8>, usize), Error> {
+        let page = crate::page_size();
+        debug_assert!(align.is_power_of_two() && align > page);
+        if self.count * 2 >= self.mask {
+            return Err(Error::oom(size, 0));
+        }
+        let too_big = Error::layout(size, align, "size overflows when rounded to pages");
+        let len = size
+            .checked_add(page - 1)
+            .map(|l| l & !(page - 1))
+            .ok_or(too_big.clone())?;
+        let total = len
+            .checked_add(align - page)
+            .filter(|&t| t <= isize::MAX as usize)
+            .ok_or(too_big)?;
+        let mut map = MmapOptions::new()
+            .len(total)
+            .map_anon()
+            .map_err(|_| Error::oom(size, 0))?;
+        let start = map.as_mut_ptr() as usize;
+        let lead = start.next_multiple_of(align) - start;
+        if lead + len < total && !cfg!(miri) {
+            // SAFETY: the mapping is anonymous and fresh: nothing points into the tail being
+            // cut, and shrinking in place keeps the start.
+            let _ = unsafe { map.remap(lead + len, RemapOptions::new().may_move(false)) };
+        }
+        let mapped = map.len();
+        let p = NonNull::new(map.as_mut_ptr().wrapping_add(lead)).ok_or(Error::oom(size, 0))?;
+        self.insert(p.as_ptr() as usize, map);
+        self.bytes += mapped;
+        Ok((p, mapped))
     }
 
     fn insert(&mut self, addr: usize, map: MmapMut) {
@@ -178,23 +243,16 @@ impl LargeBlocks {
     /// Length of the live block at `addr`, or why it is not one.
     pub fn len_of(&self, addr: usize) -> Result<usize, Error> {
         match self.find(addr) {
-            // SAFETY: a found slot holds a live entry with an initialised map.
-            Some(i) => Ok(unsafe { (*self.slot(i)).map.assume_init_ref().len() }),
+            // SAFETY: a found slot is in bounds and holds a live entry.
+            Some(i) => Ok(Self::usable(unsafe { &*self.slot(i) })),
             None => Err(self.reject(addr)),
         }
     }
 
     /// Whether `addr` lies inside some live large block (for classifying interior pointers).
     fn inside_any(&self, addr: usize) -> bool {
-        (0..=self.mask).any(|i| {
-            // SAFETY: slots are in bounds; live entries have initialised maps.
-            let e = unsafe { &*self.slot(i) };
-            e.addr != 0 && {
-                // SAFETY: as above.
-                let len = unsafe { e.map.assume_init_ref().len() };
-                addr > e.addr && addr < e.addr + len
-            }
-        })
+        self.entries()
+            .any(|e| addr > e.addr && addr < e.addr + Self::usable(e))
     }
 
     fn reject(&self, addr: usize) -> Error {
@@ -241,10 +299,17 @@ impl LargeBlocks {
         };
         let mut map = self.take(i);
         let old = map.len();
+        // An aligned block's lead moves with it: the payload keeps its offset in the mapping.
+        let lead = addr - map.as_ptr() as usize;
+        let Some(len) = len.checked_add(lead) else {
+            self.insert(addr, map);
+            return Ok(None);
+        };
         // SAFETY: the mapping is anonymous (no file to run past); the caller owns the block's
         // contents and switches to the returned address.
         let ok = unsafe { map.remap(len, RemapOptions::new().may_move(may_move)) }.is_ok();
-        let p = NonNull::new(map.as_mut_ptr()).expect("a mapping is never at address 0");
+        let p = NonNull::new(map.as_mut_ptr().wrapping_add(lead))
+            .expect("a mapping is never at address 0");
         self.insert(p.as_ptr() as usize, map);
         if !ok {
             return Ok(None);
@@ -253,20 +318,16 @@ impl LargeBlocks {
         Ok(Some((p, len, old)))
     }
 
-    /// Every live block as `(address, length)`.
+    /// Every live block as `(address, usable length)`.
     pub fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        (0..=self.mask).filter_map(|i| {
-            // SAFETY: slots are in bounds; live entries have initialised maps.
-            let e = unsafe { &*self.slot(i) };
-            // SAFETY: as above.
-            (e.addr != 0).then(|| (e.addr, unsafe { e.map.assume_init_ref().len() }))
-        })
+        self.entries().map(|e| (e.addr, Self::usable(e)))
     }
 
     /// Verifies the table's invariants.
     pub fn check(&self) -> Result<(), Error> {
         let (mut n, mut bytes) = (0, 0);
-        for (addr, len) in self.iter() {
+        for e in self.entries() {
+            let addr = e.addr;
             if self.find(addr).is_none() || addr % crate::page_size() != 0 {
                 return Err(Error::Corrupted {
                     addr,
@@ -274,7 +335,8 @@ impl LargeBlocks {
                 });
             }
             n += 1;
-            bytes += len;
+            // SAFETY: a live entry's map is initialised.
+            bytes += unsafe { e.map.assume_init_ref().len() };
         }
         if (n, bytes) != (self.count, self.bytes) {
             return Err(Error::Corrupted {
@@ -338,6 +400,30 @@ mod tests {
         }
         assert_eq!((t.count(), t.bytes()), (0, 0));
         t.check().unwrap();
+    }
+
+    #[test]
+    fn aligned_blocks_start_on_their_alignment_and_are_found_by_it() {
+        let mut t = LargeBlocks::new(8).unwrap();
+        let page = crate::page_size();
+        let align = page * 4;
+        let (p, mapped) = t.alloc_aligned(5000, align).unwrap();
+        let a = p.as_ptr() as usize;
+        assert_eq!(a % align, 0);
+        let usable = t.len_of(a).unwrap();
+        assert!(usable >= 5000 && usable <= mapped, "{usable} of {mapped}");
+        // SAFETY: `usable` bytes from `p` are the block's.
+        unsafe { p.as_ptr().write_bytes(7, usable) };
+        assert_eq!(t.bytes(), mapped);
+        assert_eq!(t.iter().collect::<Vec<_>>(), [(a, usable)]);
+        t.check().unwrap();
+        assert!(matches!(
+            t.free(a + page),
+            Err(Error::InvalidPointer { .. })
+        ));
+        assert_eq!(t.free(a).unwrap(), mapped);
+        assert_eq!(t.free(a).unwrap_err(), Error::DoubleFree { addr: a });
+        assert_eq!((t.count(), t.bytes()), (0, 0));
     }
 
     #[cfg(not(miri))]

@@ -210,12 +210,21 @@ impl HeapCore {
         let _ = self.engine.set_caching(!tight);
     }
 
-    fn alloc_large(&mut self, size: usize) -> Result<NonNull<u8>, Error> {
+    /// A block in its own mapping: every request of `mmap_threshold` bytes or more, and every
+    /// request aligned beyond the engine's `MAX_ALIGN` (over-mapped by the alignment when it
+    /// exceeds the page, see [`LargeBlocks::alloc_aligned`]).
+    fn alloc_large(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
         let page = crate::page_size();
-        if size > self.max_size - self.footprint() || size > isize::MAX as usize - page {
+        let lead = align.saturating_sub(page);
+        let room = self.max_size - self.footprint();
+        if size > isize::MAX as usize - page || size.saturating_add(lead) > room {
             return Err(self.out_of_memory(size));
         }
-        let (p, len) = self.large.alloc(size)?;
+        let (p, len) = if align > page {
+            self.large.alloc_aligned(size, align)?
+        } else {
+            self.large.alloc(size)?
+        };
         if self.footprint() > self.max_size {
             // Page rounding took it over the limit: give it back.
             self.large.free(p.as_ptr() as usize)?;
@@ -361,10 +370,14 @@ impl HeapCore {
 impl Backend for HeapCore {
     const NAME: &'static str = "Heap";
 
+    /// Every power of two that fits the address space: past the engine's 4096, blocks are
+    /// served from their own mappings.
+    const MAX_ALIGN: usize = 1 << (usize::BITS - 2);
+
     #[inline(always)]
     fn alloc(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
-        if size >= self.mmap_threshold {
-            return self.alloc_large(size);
+        if size >= self.mmap_threshold || align > engine::MAX_ALIGN {
+            return self.alloc_large(size, align);
         }
         if let Some(p) = self.engine.alloc(size, align)? {
             self.note_peak();
@@ -479,7 +492,9 @@ impl Backend for HeapCore {
         new_size: usize,
         align: usize,
     ) -> Result<NonNull<u8>, Error> {
+        // A remapped block may move to any page: only page alignment survives that.
         let remappable = !self.is_heap_block(p)
+            && align <= crate::page_size()
             && new_size >= self.mmap_threshold
             && new_size <= self.max_size - self.footprint() + old;
         if remappable {
@@ -646,17 +661,25 @@ impl Heap {
         self.with(|c| api::alloc(c, size, 16))
     }
 
-    /// Allocates for `layout`: any power-of-two alignment up to 4096.
+    /// Allocates for `layout`: any power-of-two alignment. Up to 4096 the block comes from the
+    /// heap like any other; a larger alignment (64 KiB, 2 MiB: huge pages, DMA buffers) gets a
+    /// mapping of its own, over-mapped by the alignment, with the unused tail given back at
+    /// once.
     ///
     /// # Errors
     ///
-    /// As [`alloc`](Self::alloc), and [`Error::InvalidLayout`] for alignments above 4096.
+    /// As [`alloc`](Self::alloc); [`Error::InvalidLayout`] when size and alignment together
+    /// overflow the address space, [`Error::OutOfMemory`] when they do not fit in `max_size`.
     ///
     /// ```
     /// use core::alloc::Layout;
     /// let heap = strata_alloc::Heap::new()?;
     /// let p = heap.alloc_layout(Layout::from_size_align(10, 4096).unwrap())?;
     /// assert_eq!(p.as_ptr() as usize % 4096, 0);
+    /// let huge = heap.alloc_layout(Layout::from_size_align(100, 2 << 20).unwrap())?;
+    /// assert_eq!(huge.as_ptr() as usize % (2 << 20), 0);
+    /// // SAFETY: live, freed once.
+    /// unsafe { heap.free(huge)? };
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
     pub fn alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, Error> {
