@@ -62,6 +62,7 @@ impl fmt::Display for Snapshot {
                 BlockState::Allocated => "allocated",
                 BlockState::Free => "free",
                 BlockState::Mapped => "mapped",
+                BlockState::Quarantined => "quarantined",
             };
             writeln!(
                 f,
