@@ -1,19 +1,27 @@
-//! Out-of-band block starts: which granules begin a block, and which of those are allocated.
+//! Out-of-band block starts and block states: which granules begin a block, and what that
+//! block is.
 //!
 //! This map is what makes misuse detection certain. It lives outside the blocks, where no
 //! buffer overflow or dangling write of the program can reach it, so:
 //! - a pointer is a live block's payload if and only if its `live` bit is set (a double free,
 //!   a foreign or an interior pointer can never pass);
-//! - a header's size is only followed once the map confirms a block starts where it points.
+//! - a header's size is only followed once the map confirms a block starts where it points and
+//!   nowhere in between;
+//! - a free-list link is only followed to a block whose `free` bit says it is on a bin, so a
+//!   forged link can never reach a live, cached, lent or quarantined block.
 //!
-//! Granule `g` stands for the payload address `base + g * GRANULE`. Bits are kept in pairs of
-//! words (`starts`, `live`) per 64 granules so that one cache line answers both questions.
+//! Granule `g` stands for the payload address `base + g * GRANULE`. Each start has exactly one
+//! state: *live* (`live` bit), *binned* free (`free` bit), *quarantined* (`quarantined` bit:
+//! damaged memory set aside for good), or *cached* (none of the three: on a quick stack, or
+//! lent). Bits are kept in groups of four words (`starts`, `live`, `free`, `quarantined`) per
+//! 64 granules, 32 bytes, so that one cache line answers every question about a block.
 //!
 //! A summary level above the groups has one bit per group, so that checking that a large
 //! block has no start inside it reads a few words instead of one per KiB of the block.
 //!
 //! Invariants kept here:
-//! - `live[g]` implies `starts[g]`.
+//! - `live[g]`, `free[g]` and `quarantined[g]` each imply `starts[g]`, and at most one of them
+//!   is set.
 //! - `starts[g]` is set exactly for the payload granules of the blocks that exist now; all other
 //!   bits, including those past the end of the managed span, are clear.
 //! - Summary bit `i` is set exactly when group `i`'s `starts` word is non-zero, for every group
@@ -26,14 +34,23 @@
 pub(crate) struct Group {
     starts: u64,
     live: u64,
+    free: u64,
+    quarantined: u64,
 }
 
-static_assertions::assert_eq_size!(Group, [u64; 2]);
+static_assertions::assert_eq_size!(Group, [u64; 4]);
 
 /// Groups a map over `granules` granules holds. Two spare groups at the end let the window
 /// check in `spans_exactly` read one group past any block without a bounds branch.
 const fn group_count(granules: usize) -> usize {
     granules.div_ceil(64) + 2
+}
+
+/// Bytes at the start of a map whose groups cover the first `granules` granules (and the
+/// spare groups after them): what must stay resident for a span of that many granules. The
+/// rest of the groups read as zero and may be given back to the OS.
+pub(crate) const fn groups_bytes(granules: usize) -> usize {
+    group_count(granules) * core::mem::size_of::<Group>()
 }
 
 /// Bytes of map needed to cover `granules` granules: the groups, then the summary words (one
@@ -43,13 +60,24 @@ pub(crate) const fn map_bytes(granules: usize) -> usize {
     groups * core::mem::size_of::<Group>() + groups.div_ceil(64) * core::mem::size_of::<u64>()
 }
 
-/// The start/live bitmap over a span of granules, stored in memory the owner provides.
+/// The start and state bitmaps over a span of granules, stored in memory the owner provides.
 pub(crate) struct StartMap {
     groups: *mut Group,
     /// One bit per group, set iff that group's `starts` word is non-zero (see the module
     /// docs); stored right after the groups.
     summary: *mut u64,
     granules: usize,
+}
+
+/// What [`StartMap::counts`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MapCounts {
+    pub starts: usize,
+    pub live: usize,
+    pub binned: usize,
+    pub quarantined: usize,
+    /// Every state bit is on a start, and no start has two states.
+    pub consistent: bool,
 }
 
 /// Whether any bit in `first..=last` of the bit array whose words `word` reads is set.
@@ -74,14 +102,15 @@ impl StartMap {
     ///
     /// # Safety
     ///
-    /// `groups` must point to `map_bytes(granules)` bytes of zeroed memory, aligned for `u64`,
-    /// that nothing else accesses while the map exists.
+    /// `groups` must point to `map_bytes(granules)` bytes of zeroed memory, aligned for `u64`
+    /// (a page start in practice, so that each group sits in one cache line), that nothing
+    /// else accesses while the map exists.
     pub unsafe fn new(groups: *mut u8, granules: usize) -> StartMap {
         let groups: *mut Group = groups.cast();
         StartMap {
             groups,
             // SAFETY: the summary words start right after the groups, inside the
-            // `map_bytes(granules)` bytes promised by the caller; `Group` is two `u64`s, so the
+            // `map_bytes(granules)` bytes promised by the caller; `Group` is four `u64`s, so the
             // address stays aligned for `u64`.
             summary: unsafe { groups.add(group_count(granules)) }.cast(),
             granules,
@@ -123,11 +152,23 @@ impl StartMap {
         self.get(g).1
     }
 
-    /// Whether a free block starts at `g`.
+    /// Whether a binned free block starts at `g` (one on a free list).
     #[inline(always)]
-    pub fn is_free_start(&self, g: usize) -> bool {
-        let (s, l) = self.get(g);
-        s && !l
+    pub fn is_binned(&self, g: usize) -> bool {
+        self.group(g).free & (1u64 << (g % 64)) != 0
+    }
+
+    /// Whether a cached (quick-stack or lent) block starts at `g`.
+    #[inline(always)]
+    pub fn is_cached(&self, g: usize) -> bool {
+        let grp = self.group(g);
+        (grp.starts & !(grp.live | grp.free | grp.quarantined)) >> (g % 64) & 1 != 0
+    }
+
+    /// Whether a quarantined block starts at `g`.
+    #[inline(always)]
+    pub fn is_quarantined(&self, g: usize) -> bool {
+        self.group(g).quarantined & (1u64 << (g % 64)) != 0
     }
 
     /// Summary word `w` (groups `64 * w ..`).
@@ -147,17 +188,17 @@ impl StartMap {
         unsafe { &mut *self.summary.add(w) }
     }
 
-    /// Records a new free block at `g`, where no allocated block starts: either no block
+    /// Records a new binned free block at `g`, where no live block starts: either no block
     /// starts there yet, or a free one is cut shorter.
     #[inline(always)]
     pub fn add_free(&mut self, g: usize) {
         let bit = 1u64 << (g % 64);
         let grp = self.group_mut(g);
-        // No block or a free one starts at `g`, so (`live` implying `starts`) its live bit is
-        // clear already.
         debug_assert!(grp.live & bit == 0, "add_free over an allocated block");
         let was = grp.starts;
         grp.starts = was | bit;
+        grp.free |= bit;
+        grp.quarantined &= !bit;
         // Only a group's first start sets its summary bit; blocks freed or merged where a
         // start already was (most calls) leave the summary alone.
         if was == 0 {
@@ -173,6 +214,8 @@ impl StartMap {
         let grp = self.group_mut(g);
         grp.starts &= !bit;
         grp.live &= !bit;
+        grp.free &= !bit;
+        grp.quarantined &= !bit;
         if grp.starts == 0 {
             // That was the group's last start: its summary bit must go with it.
             let i = g / 64;
@@ -180,17 +223,40 @@ impl StartMap {
         }
     }
 
-    /// Marks the block at `g` allocated (`true`) or free (`false`).
+    /// Gives the block at `g` the state `(live, free, quarantined)` (at most one set; none is
+    /// cached).
     #[inline(always)]
-    pub fn set_live(&mut self, g: usize, live: bool) {
+    fn set_state(&mut self, g: usize, live: bool, free: bool, quarantined: bool) {
         let bit = 1u64 << (g % 64);
         let grp = self.group_mut(g);
         debug_assert!(grp.starts & bit != 0);
-        if live {
-            grp.live |= bit;
-        } else {
-            grp.live &= !bit;
-        }
+        let put = |word: &mut u64, on: bool| *word = (*word & !bit) | if on { bit } else { 0 };
+        put(&mut grp.live, live);
+        put(&mut grp.free, free);
+        put(&mut grp.quarantined, quarantined);
+    }
+
+    /// Marks the block at `g` allocated.
+    #[inline(always)]
+    pub fn mark_live(&mut self, g: usize) {
+        self.set_state(g, true, false, false);
+    }
+
+    /// Marks the block at `g` cached: free for misuse detection, allocated to its neighbours.
+    #[inline(always)]
+    pub fn mark_cached(&mut self, g: usize) {
+        self.set_state(g, false, false, false);
+    }
+
+    /// Marks the block at `g` binned free.
+    #[inline(always)]
+    pub fn mark_binned(&mut self, g: usize) {
+        self.set_state(g, false, true, false);
+    }
+
+    /// Marks the block at `g` quarantined.
+    pub fn mark_quarantined(&mut self, g: usize) {
+        self.set_state(g, false, false, true);
     }
 
     /// The `starts` word of group `i`; the spare groups past the end read as 0.
@@ -254,25 +320,36 @@ impl StartMap {
         i + 1 < end && any_bit_in(|w| self.summary_word(w), i + 1, end - 1)
     }
 
-    /// The first block start after `g`, if any (a reference for the bounded searches' tests).
-    #[cfg(test)]
+    /// The first block start after `g`, if any. Groups after `g`'s are found through the
+    /// summary, one word per 64 KiB of span searched.
     pub fn next_start_after(&self, g: usize) -> Option<usize> {
-        let mut i = g + 1;
-        if i >= self.granules {
+        let lo = g + 1;
+        if lo >= self.granules {
             return None;
         }
-        let mut word = self.group(i).starts & (!0u64 << (i % 64));
-        loop {
-            if word != 0 {
-                let found = (i & !63) + word.trailing_zeros() as usize;
-                return (found < self.granules).then_some(found);
-            }
-            i = (i & !63) + 64;
-            if i >= self.granules {
+        let i = lo / 64;
+        let word = self.starts_word(i) & (u64::MAX << (lo % 64));
+        let found = if word != 0 {
+            i * 64 + word.trailing_zeros() as usize
+        } else {
+            // The first group after `i` with a start: the lowest summary bit above bit `i`.
+            let words = group_count(self.granules).div_ceil(64);
+            let mut w = (i + 1) / 64;
+            if w >= words {
                 return None;
             }
-            word = self.group(i).starts;
-        }
+            let mut sum = self.summary_word(w) & (u64::MAX << ((i + 1) % 64));
+            while sum == 0 {
+                w += 1;
+                if w >= words {
+                    return None;
+                }
+                sum = self.summary_word(w);
+            }
+            let j = w * 64 + sum.trailing_zeros() as usize;
+            j * 64 + self.starts_word(j).trailing_zeros() as usize
+        };
+        (found < self.granules).then_some(found)
     }
 
     /// The last block start at or before `g`, if any. Groups before `g`'s are found through
@@ -309,18 +386,28 @@ impl StartMap {
         (granules.min(self.granules).div_ceil(64) + 1).min(group_count(self.granules))
     }
 
-    /// `(starts, live)` counts over the first `granules` granules and the spare groups after
-    /// them, for integrity checks. Everything past `granules` must be clear, so the caller
-    /// passes the extent in use and the map's unused tail is not read.
-    pub fn counts(&self, granules: usize) -> (usize, usize) {
-        (0..self.groups_in_use(granules)).fold((0, 0), |(s, l), i| {
+    /// Counts over the first `granules` granules and the spare groups after them, for
+    /// integrity checks: starts, live, binned and quarantined bits, and whether every state bit
+    /// sits on a start and no start has two states. Everything past `granules` must be clear,
+    /// so the caller passes the extent in use and the map's unused tail is not read.
+    pub fn counts(&self, granules: usize) -> MapCounts {
+        let mut c = MapCounts {
+            consistent: true,
+            ..MapCounts::default()
+        };
+        for i in 0..self.groups_in_use(granules) {
             // SAFETY: `i` is below `group_count(self.granules)`, the groups the map holds.
             let grp = unsafe { &*self.groups.add(i) };
-            (
-                s + grp.starts.count_ones() as usize,
-                l + grp.live.count_ones() as usize,
-            )
-        })
+            let states = grp.live | grp.free | grp.quarantined;
+            let two =
+                (grp.live & grp.free) | (grp.live & grp.quarantined) | (grp.free & grp.quarantined);
+            c.consistent &= states & !grp.starts == 0 && two == 0;
+            c.starts += grp.starts.count_ones() as usize;
+            c.live += grp.live.count_ones() as usize;
+            c.binned += grp.free.count_ones() as usize;
+            c.quarantined += grp.quarantined.count_ones() as usize;
+        }
+        c
     }
 
     /// Whether the summary bits agree with the groups (see the module docs) over the groups
@@ -352,9 +439,15 @@ mod tests {
             for g in [1, 5, 63, 64, 200, 299] {
                 m.add_free(g);
             }
-            m.set_live(64, true);
+            m.mark_live(64);
             assert_eq!(m.get(64), (true, true));
-            assert!(m.is_free_start(63) && !m.is_free_start(64));
+            assert!(m.is_binned(63) && !m.is_binned(64) && m.is_live(64));
+            m.mark_cached(5);
+            assert!(m.is_cached(5) && !m.is_binned(5) && !m.is_cached(63));
+            m.mark_quarantined(5);
+            assert!(m.is_quarantined(5) && !m.is_cached(5));
+            m.mark_binned(5);
+            assert!(m.is_binned(5) && !m.is_quarantined(5));
             assert_eq!(m.next_start_after(0), Some(1));
             assert_eq!(m.next_start_after(5), Some(63));
             assert_eq!(m.next_start_after(64), Some(200));
@@ -367,9 +460,11 @@ mod tests {
             assert_eq!(m.start_at_or_before(1000), Some(299));
             assert!(m.any_start_between(5, 64));
             assert!(!m.any_start_between(64, 200));
-            assert_eq!(m.counts(300), (6, 1));
+            let c = m.counts(300);
+            assert_eq!((c.starts, c.live, c.binned, c.consistent), (6, 1, 5, true));
             m.remove(64);
-            assert_eq!(m.counts(300), (5, 0));
+            let c = m.counts(300);
+            assert_eq!((c.starts, c.live, c.binned), (5, 0, 5));
             assert_eq!(m.start_at_or_before(199), Some(63));
         });
     }
@@ -474,6 +569,8 @@ mod tests {
                 let q = pick(&mut rng, LONG);
                 let prev = (0..=q).rev().find(|&i| model[i]);
                 assert_eq!(m.start_at_or_before(q), prev, "at or before {q}");
+                let next = (q + 1..LONG).find(|&i| model[i]);
+                assert_eq!(m.next_start_after(q), next, "after {q}");
                 // Ranges ending anywhere, and ranges ending exactly at a group boundary.
                 let mut hi = rng.range(q + 1, LONG + 1);
                 if rng.chance(1, 3) && hi & !63 > q {
@@ -518,7 +615,7 @@ mod tests {
             assert!(m.summary_agrees(LONG));
             assert!(m.any_start_between(64, LONG));
             assert_eq!(m.start_at_or_before(LONG - 1), Some(far + 5));
-            m.set_live(far + 5, true);
+            m.mark_live(far + 5);
             m.remove(far + 5);
             assert!(m.summary_agrees(LONG));
             assert!(!m.any_start_between(0, LONG));
@@ -526,7 +623,7 @@ mod tests {
             assert_eq!(m.start_at_or_before(LONG - 1), Some(0));
             m.remove(0);
             assert_eq!(m.start_at_or_before(LONG - 1), None);
-            assert_eq!(m.counts(LONG), (0, 0));
+            assert_eq!((m.counts(LONG).starts, m.counts(LONG).live), (0, 0));
         });
     }
 
