@@ -18,6 +18,10 @@ mod stats;
 mod sync;
 #[cfg(test)]
 pub(crate) mod test_rng;
+// The fuzz driver (fuzz/src/driver.rs), shared with the unit tests, names the crate as a user
+// does.
+#[cfg(test)]
+extern crate self as strata_alloc;
 
 pub use arena::Arena;
 pub use bump::{Bump, BumpBox, Checkpoint};

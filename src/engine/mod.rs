@@ -714,6 +714,11 @@ impl Engine {
             let bsize = small_block_size(size);
             self.settle();
             if let Some(b) = self.quick.lend(Quick::list_of(bsize)) {
+                // The stack is out of band, but the header is the program's: a dangling write
+                // into it would make the block unfreeable for its next owner.
+                if !block::is_allocated_header(self.read(b), bsize) {
+                    return Err(self.damaged_lent());
+                }
                 // Only the peak is noted now; the rest of the bookkeeping waits until the
                 // next operation, which is often the free of this very block (a temporary
                 // buffer) and then has nothing to record.
@@ -730,14 +735,41 @@ impl Engine {
         self.alloc_slow(size, align)
     }
 
-    /// Marks the cached block `b` of `size` bytes allocated. The quick stacks are out of the
-    /// program's reach and a cached block never changes, so there is nothing to validate.
+    /// Marks the cached block `b` of `size` bytes, just popped, allocated. The quick stacks
+    /// are out of the program's reach; only the header, which a dangling write could have
+    /// changed, is checked.
     #[inline(always)]
-    fn hand_out_cached(&mut self, b: usize, size: usize) -> NonNull<u8> {
+    fn hand_out_cached(&mut self, b: usize, size: usize) -> Result<NonNull<u8>, Error> {
+        if !block::is_allocated_header(self.read(b), size) {
+            self.quarantine_cached(b, size);
+            return Err(self.corrupted(b, "block header was overwritten"));
+        }
         self.record_cached_allocated(b, size);
         self.counters.note_in_use();
         // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
-        unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) }
+        Ok(unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) })
+    }
+
+    /// The block just lent has a damaged header: it leaves its stack and is quarantined.
+    #[cold]
+    #[inline(never)]
+    fn damaged_lent(&mut self) -> Error {
+        match self.quick.settle_loan() {
+            Some((b, size)) => {
+                self.quarantine_cached(b, size);
+                self.corrupted(b, "block header was overwritten")
+            }
+            None => self.corrupted(self.base, "block header was overwritten"),
+        }
+    }
+
+    /// Quarantines the cached block `b` of `size` bytes, off its stack already: its header is
+    /// damaged, and the stack and the map (both out of band) still say what it is.
+    #[cold]
+    fn quarantine_cached(&mut self, b: usize, size: usize) {
+        self.map.mark_quarantined(self.granule(b));
+        self.quarantined += 1;
+        self.quarantined_bytes += size;
     }
 
     /// Allocation from the bins, after the quick lists had nothing.
@@ -751,7 +783,7 @@ impl Engine {
             // A cached block that happens to be aligned enough saves a carve and the lead
             // block an aligned carve leaves behind (half of all blocks are 32-aligned).
             if let Some(b) = self.quick.pop_aligned(Quick::list_of(bsize), align) {
-                return Ok(Some(self.hand_out_cached(b, bsize)));
+                return self.hand_out_cached(b, bsize).map(Some);
             }
         }
         let first = self.fit_and_carve(bsize, align)?;
@@ -805,9 +837,7 @@ impl Engine {
         let g = self.granule(b);
         debug_assert!(self.map.is_cached(g) && self.map_confirms(g, size));
         if !block::is_allocated_header(self.read(b), size) {
-            self.map.mark_quarantined(g);
-            self.quarantined += 1;
-            self.quarantined_bytes += size;
+            self.quarantine_cached(b, size);
             return Err(self.corrupted(b, "block header was overwritten"));
         }
         let mut first_damage = None;
@@ -829,9 +859,7 @@ impl Engine {
         }
         // Not reached with the engine's own containment; should it be, the block stays out
         // of use rather than merge with damage.
-        self.map.mark_quarantined(g);
-        self.quarantined += 1;
-        self.quarantined_bytes += size;
+        self.quarantine_cached(b, size);
         first_damage.map_or(Ok(()), Err)
     }
 
@@ -1406,6 +1434,11 @@ impl Engine {
         }
         if keep > 0 {
             self.make_free(b, keep);
+        } else {
+            // The removed block's header and links stay in memory the span can grow over
+            // again (its end slot and the page it ends on): above `clean_from` they would
+            // break that mark's promise.
+            self.bury_metadata(b);
         }
         Ok(cut)
     }
