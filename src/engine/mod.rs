@@ -335,8 +335,8 @@ impl Engine {
     }
 
     #[inline(always)]
-    fn write_header(&mut self, b: usize, size: usize, flags: u64) {
-        let word = self.tagger.encode(b, size, flags);
+    fn write_allocated_header(&mut self, b: usize, size: usize) {
+        let word = self.tagger.encode(b, size, 0);
         self.write(b, word);
     }
 
@@ -687,12 +687,12 @@ impl Engine {
         self.unlink(b, h.size);
         let rest = h.size - size;
         let block = if rest >= MIN_BLOCK {
-            self.write_header(b, size, 0);
+            self.write_allocated_header(b, size);
             self.make_free(b + size, rest);
             self.counters.splits += 1;
             size
         } else {
-            self.write_header(b, h.size, 0);
+            self.write_allocated_header(b, h.size);
             h.size
         };
         let g = self.granule(b);
@@ -1222,12 +1222,12 @@ impl Engine {
             self.counters.coalesces += 1;
         }
         let block = if rest >= MIN_BLOCK {
-            self.write_header(b, want, 0);
+            self.write_allocated_header(b, want);
             self.make_free(b + want, rest);
             self.counters.splits += 1;
             want
         } else {
-            self.write_header(b, available, 0);
+            self.write_allocated_header(b, available);
             available
         };
         self.clean_from = self.clean_from.max(b + block);
@@ -1283,12 +1283,12 @@ impl Engine {
         };
         let rest = total - want;
         let block = if rest >= MIN_BLOCK {
-            self.write_header(pb, want, 0);
+            self.write_allocated_header(pb, want);
             self.make_free(pb + want, rest);
             self.counters.splits += 1;
             want
         } else {
-            self.write_header(pb, total, 0);
+            self.write_allocated_header(pb, total);
             total
         };
         let gp = self.granule(pb);

@@ -24,7 +24,9 @@
 //!   the aligned batch is carved out of it.
 //! - **Give-back.** Each class keeps at most one empty batch in reserve; a second batch that
 //!   becomes empty is given back at once (its pages released to the OS for a Region, deallocated
-//!   for an allocator), so an alloc/free pair on a batch boundary never thrashes.
+//!   for an allocator), so an alloc/free pair on a batch boundary never thrashes. A reserve is
+//!   only a cache: when the source is out of memory, the other classes' reserves are given back
+//!   and the source asked again, so a pool with a limit that was emptied serves every class.
 //!
 //! # Invariants kept here (checked by [`SlabPool::check`])
 //!
