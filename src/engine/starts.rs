@@ -223,40 +223,43 @@ impl StartMap {
         }
     }
 
-    /// Gives the block at `g` the state `(live, free, quarantined)` (at most one set; none is
-    /// cached).
-    #[inline(always)]
-    fn set_state(&mut self, g: usize, live: bool, free: bool, quarantined: bool) {
-        let bit = 1u64 << (g % 64);
-        let grp = self.group_mut(g);
-        debug_assert!(grp.starts & bit != 0);
-        let put = |word: &mut u64, on: bool| *word = (*word & !bit) | if on { bit } else { 0 };
-        put(&mut grp.live, live);
-        put(&mut grp.free, free);
-        put(&mut grp.quarantined, quarantined);
-    }
-
-    /// Marks the block at `g` allocated.
+    /// Marks the block at `g`, binned or cached until now, allocated.
     #[inline(always)]
     pub fn mark_live(&mut self, g: usize) {
-        self.set_state(g, true, false, false);
+        let bit = 1u64 << (g % 64);
+        let grp = self.group_mut(g);
+        debug_assert!(grp.starts & bit != 0 && grp.quarantined & bit == 0);
+        grp.live |= bit;
+        grp.free &= !bit;
     }
 
-    /// Marks the block at `g` cached: free for misuse detection, allocated to its neighbours.
+    /// Marks the block at `g`, live until now, cached: free for misuse detection, allocated
+    /// to its neighbours. (The hot path of `free`: one bit changes.)
     #[inline(always)]
     pub fn mark_cached(&mut self, g: usize) {
-        self.set_state(g, false, false, false);
+        let bit = 1u64 << (g % 64);
+        let grp = self.group_mut(g);
+        debug_assert!(grp.live & bit != 0 && (grp.free | grp.quarantined) & bit == 0);
+        grp.live &= !bit;
     }
 
-    /// Marks the block at `g` binned free.
+    /// Marks the block at `g`, live or cached until now, binned free.
     #[inline(always)]
     pub fn mark_binned(&mut self, g: usize) {
-        self.set_state(g, false, true, false);
+        let bit = 1u64 << (g % 64);
+        let grp = self.group_mut(g);
+        debug_assert!(grp.starts & bit != 0 && grp.quarantined & bit == 0);
+        grp.live &= !bit;
+        grp.free |= bit;
     }
 
-    /// Marks the block at `g` quarantined.
+    /// Marks the block at `g`, binned or cached until now, quarantined.
     pub fn mark_quarantined(&mut self, g: usize) {
-        self.set_state(g, false, false, true);
+        let bit = 1u64 << (g % 64);
+        let grp = self.group_mut(g);
+        debug_assert!(grp.starts & bit != 0 && grp.live & bit == 0);
+        grp.free &= !bit;
+        grp.quarantined |= bit;
     }
 
     /// The `starts` word of group `i`; the spare groups past the end read as 0.
@@ -442,11 +445,14 @@ mod tests {
             m.mark_live(64);
             assert_eq!(m.get(64), (true, true));
             assert!(m.is_binned(63) && !m.is_binned(64) && m.is_live(64));
+            m.mark_live(5);
             m.mark_cached(5);
-            assert!(m.is_cached(5) && !m.is_binned(5) && !m.is_cached(63));
-            m.mark_quarantined(5);
-            assert!(m.is_quarantined(5) && !m.is_cached(5));
+            assert!(m.is_cached(5) && !m.is_binned(5) && !m.is_live(5) && !m.is_cached(63));
             m.mark_binned(5);
+            assert!(m.is_binned(5) && !m.is_cached(5));
+            m.mark_quarantined(5);
+            assert!(m.is_quarantined(5) && !m.is_binned(5) && !m.is_cached(5));
+            m.add_free(5);
             assert!(m.is_binned(5) && !m.is_quarantined(5));
             assert_eq!(m.next_start_after(0), Some(1));
             assert_eq!(m.next_start_after(5), Some(63));
