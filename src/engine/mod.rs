@@ -305,8 +305,17 @@ impl Engine {
     #[inline(always)]
     fn map_confirms(&self, g: usize, size: usize) -> bool {
         let k = size / GRANULE;
-        let at_end = self.block_of_granule(g + k) == self.last_slot();
-        self.map.spans_exactly(g, k, at_end)
+        if self.block_of_granule(g + k) == self.last_slot() {
+            // No start after `g` means none inside the block: O(1) for the heap's top block,
+            // which may span gigabytes.
+            return self.map.last_start() == Some(g);
+        }
+        // Up to 64 KiB the range itself is read (at most four words); beyond, the block's end
+        // must be the next start, found in a few words however large the block is.
+        if k <= 64 * 64 {
+            return self.map.spans_exactly(g, k, false);
+        }
+        self.map.next_start_after(g) == Some(g + k)
     }
 
     fn corrupted(&mut self, addr: usize, what: &'static str) -> Error {
@@ -1608,6 +1617,10 @@ impl Engine {
         }
         if !self.map.summary_agrees(self.span() / GRANULE + 1) {
             return bad(self.base, "start map summary disagrees with its groups");
+        }
+        let last_start = self.map.start_at_or_before(self.span() / GRANULE);
+        if self.map.last_start() != last_start {
+            return bad(self.base, "start map's last start is not the last block's");
         }
         let mut listed = 0;
         for i in 0..bins::NUM_BINS {

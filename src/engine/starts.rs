@@ -54,10 +54,12 @@ pub(crate) const fn groups_bytes(granules: usize) -> usize {
 }
 
 /// Bytes of map needed to cover `granules` granules: the groups, then the summary words (one
-/// bit per group, so 1/128 of the groups' size).
+/// bit per group, so 1/256 of the groups' size), then the top words (one bit per summary word).
 pub(crate) const fn map_bytes(granules: usize) -> usize {
     let groups = group_count(granules);
-    groups * core::mem::size_of::<Group>() + groups.div_ceil(64) * core::mem::size_of::<u64>()
+    let summary = groups.div_ceil(64);
+    groups * core::mem::size_of::<Group>()
+        + (summary + summary.div_ceil(64)) * core::mem::size_of::<u64>()
 }
 
 /// The start and state bitmaps over a span of granules, stored in memory the owner provides.
@@ -66,7 +68,14 @@ pub(crate) struct StartMap {
     /// One bit per group, set iff that group's `starts` word is non-zero (see the module
     /// docs); stored right after the groups.
     summary: *mut u64,
+    /// One bit per summary word, set iff that word is non-zero; stored right after the
+    /// summary. With it the next start after any granule is a few words away, however far.
+    top: *mut u64,
     granules: usize,
+    /// The highest granule with a start, 0 if none (granule 0 never holds one): what confirms
+    /// in O(1) that a block reaching the end of the span has no start inside it, however
+    /// large it is (the heap's top block).
+    last: usize,
 }
 
 /// What [`StartMap::counts`] found.
@@ -107,13 +116,23 @@ impl StartMap {
     /// else accesses while the map exists.
     pub unsafe fn new(groups: *mut u8, granules: usize) -> StartMap {
         let groups: *mut Group = groups.cast();
+        // SAFETY: as for the summary below: the top words follow the summary words inside the
+        // `map_bytes(granules)` bytes promised by the caller.
+        let top = unsafe {
+            groups
+                .add(group_count(granules))
+                .cast::<u64>()
+                .add(group_count(granules).div_ceil(64))
+        };
         StartMap {
             groups,
+            top,
             // SAFETY: the summary words start right after the groups, inside the
             // `map_bytes(granules)` bytes promised by the caller; `Group` is four `u64`s, so the
             // address stays aligned for `u64`.
             summary: unsafe { groups.add(group_count(granules)) }.cast(),
             granules,
+            last: 0,
         }
     }
 
@@ -188,6 +207,22 @@ impl StartMap {
         unsafe { &mut *self.summary.add(w) }
     }
 
+    /// Top word `t` (summary words `64 * t ..`).
+    #[inline(always)]
+    fn top_word(&self, t: usize) -> u64 {
+        debug_assert!(t < group_count(self.granules).div_ceil(64).div_ceil(64));
+        // SAFETY: `map_bytes` provides a top word for every 64 summary words.
+        unsafe { *self.top.add(t) }
+    }
+
+    /// Top word `t`, for updating it.
+    #[inline(always)]
+    fn top_word_mut(&mut self, t: usize) -> &mut u64 {
+        debug_assert!(t < group_count(self.granules).div_ceil(64).div_ceil(64));
+        // SAFETY: as in `top_word`, and `&mut self` makes the access exclusive.
+        unsafe { &mut *self.top.add(t) }
+    }
+
     /// Records a new binned free block at `g`, where no live block starts: either no block
     /// starts there yet, or a free one is cut shorter.
     #[inline(always)]
@@ -203,8 +238,21 @@ impl StartMap {
         // start already was (most calls) leave the summary alone.
         if was == 0 {
             let i = g / 64;
-            *self.summary_word_mut(i / 64) |= 1u64 << (i % 64);
+            let w = i / 64;
+            let sum = self.summary_word_mut(w);
+            let was_empty = *sum == 0;
+            *sum |= 1u64 << (i % 64);
+            if was_empty {
+                *self.top_word_mut(w / 64) |= 1u64 << (w % 64);
+            }
         }
+        self.last = self.last.max(g);
+    }
+
+    /// The highest granule with a start, if any.
+    #[inline(always)]
+    pub fn last_start(&self) -> Option<usize> {
+        (self.last != 0).then_some(self.last)
     }
 
     /// Forgets the block at `g` (merged into its neighbour, or cut off the span).
@@ -217,9 +265,22 @@ impl StartMap {
         grp.free &= !bit;
         grp.quarantined &= !bit;
         if grp.starts == 0 {
-            // That was the group's last start: its summary bit must go with it.
+            // That was the group's last start: its summary bit must go with it (and the top
+            // bit, if that was the summary word's last).
             let i = g / 64;
-            *self.summary_word_mut(i / 64) &= !(1u64 << (i % 64));
+            let w = i / 64;
+            let sum = self.summary_word_mut(w);
+            *sum &= !(1u64 << (i % 64));
+            if *sum == 0 {
+                *self.top_word_mut(w / 64) &= !(1u64 << (w % 64));
+            }
+        }
+        if g == self.last {
+            // Usually the start before is close (a top block merged into the one before it).
+            self.last = g
+                .checked_sub(1)
+                .and_then(|h| self.start_at_or_before(h))
+                .unwrap_or(0);
         }
     }
 
@@ -323,8 +384,9 @@ impl StartMap {
         i + 1 < end && any_bit_in(|w| self.summary_word(w), i + 1, end - 1)
     }
 
-    /// The first block start after `g`, if any. Groups after `g`'s are found through the
-    /// summary, one word per 64 KiB of span searched.
+    /// The first block start after `g`, if any: the rest of `g`'s group, else the first group
+    /// with a start found through the summary and the top words, so a few words are read
+    /// however far away it is.
     pub fn next_start_after(&self, g: usize) -> Option<usize> {
         let lo = g + 1;
         if lo >= self.granules {
@@ -335,24 +397,40 @@ impl StartMap {
         let found = if word != 0 {
             i * 64 + word.trailing_zeros() as usize
         } else {
-            // The first group after `i` with a start: the lowest summary bit above bit `i`.
-            let words = group_count(self.granules).div_ceil(64);
-            let mut w = (i + 1) / 64;
-            if w >= words {
-                return None;
-            }
-            let mut sum = self.summary_word(w) & (u64::MAX << ((i + 1) % 64));
-            while sum == 0 {
-                w += 1;
-                if w >= words {
-                    return None;
-                }
-                sum = self.summary_word(w);
-            }
-            let j = w * 64 + sum.trailing_zeros() as usize;
+            let j = self.next_group_from(i + 1)?;
             j * 64 + self.starts_word(j).trailing_zeros() as usize
         };
         (found < self.granules).then_some(found)
+    }
+
+    /// The first group at or after `first` that holds a start.
+    fn next_group_from(&self, first: usize) -> Option<usize> {
+        let words = group_count(self.granules).div_ceil(64);
+        let w = first / 64;
+        if w >= words {
+            return None;
+        }
+        let sum = self.summary_word(w) & (u64::MAX << (first % 64));
+        if sum != 0 {
+            return Some(w * 64 + sum.trailing_zeros() as usize);
+        }
+        // The first non-empty summary word after `w`: the lowest top bit above bit `w`.
+        let (next, tops) = (w + 1, words.div_ceil(64));
+        let mut t = next / 64;
+        if t >= tops {
+            return None;
+        }
+        let mut top = self.top_word(t) & (u64::MAX << (next % 64));
+        while top == 0 {
+            t += 1;
+            if t >= tops {
+                return None;
+            }
+            top = self.top_word(t);
+        }
+        let w = t * 64 + top.trailing_zeros() as usize;
+        // The top invariant guarantees the word is non-zero.
+        Some(w * 64 + self.summary_word(w).trailing_zeros() as usize)
     }
 
     /// The last block start at or before `g`, if any. Groups before `g`'s are found through
@@ -421,7 +499,14 @@ impl StartMap {
         let marked = |i: usize| self.summary_word(i / 64) >> (i % 64) & 1 != 0;
         let last = groups - 1;
         let beyond = self.summary_word(last / 64) & !(u64::MAX >> (63 - last % 64));
-        beyond == 0 && (0..groups).all(|i| marked(i) == (self.starts_word(i) != 0))
+        let words = last / 64 + 1;
+        let topped = |w: usize| self.top_word(w / 64) >> (w % 64) & 1 != 0;
+        let last_word = words - 1;
+        let top_beyond = self.top_word(last_word / 64) & !(u64::MAX >> (63 - last_word % 64));
+        beyond == 0
+            && top_beyond == 0
+            && (0..groups).all(|i| marked(i) == (self.starts_word(i) != 0))
+            && (0..words).all(|w| topped(w) == (self.summary_word(w) != 0))
     }
 }
 
