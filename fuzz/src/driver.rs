@@ -91,6 +91,11 @@ trait Target {
     fn in_band(&self) -> bool {
         true
     }
+    /// Bytes of header before each block (the SlabPool has none: the word before a slot may
+    /// lie before its batch, outside the pool's memory).
+    fn header(&self) -> usize {
+        8
+    }
 }
 
 impl Target for Arena {
@@ -238,12 +243,17 @@ impl Target for SlabPool {
     fn in_band(&self) -> bool {
         false
     }
+    fn header(&self) -> usize {
+        0
+    }
 }
 
 /// A live block of the model: what was asked for, what the allocator says is usable, and the
 /// seed of the pattern its bytes hold.
 #[derive(Clone, Copy)]
 struct Live {
+    /// The block as handed out (every access to it goes through this pointer's provenance).
+    ptr: NonNull<u8>,
     len: usize,
     usable: usize,
     seed: u8,
@@ -253,16 +263,16 @@ fn pattern(seed: u8, i: usize) -> u8 {
     seed.wrapping_add((i as u8).wrapping_mul(29)) ^ (i >> 8) as u8
 }
 
-fn stamp(addr: usize, b: Live) {
-    let p = addr as *mut u8;
+fn stamp(b: Live) {
+    let p = b.ptr.as_ptr();
     for i in 0..b.len {
         // SAFETY: the block is live with at least `len` bytes.
         unsafe { p.add(i).write(pattern(b.seed, i)) };
     }
 }
 
-fn intact(addr: usize, b: Live, len: usize) -> bool {
-    let p = addr as *const u8;
+fn intact(b: Live, len: usize) -> bool {
+    let p = b.ptr.as_ptr();
     // SAFETY: the block is live with at least `len` bytes.
     (0..len).all(|i| unsafe { p.add(i).read() } == pattern(b.seed, i))
 }
@@ -272,9 +282,9 @@ struct Model<'t, T: Target> {
     t: &'t T,
     live: BTreeMap<usize, Live>,
     /// Freed blocks whose memory the program may still scribble on: `(payload, usable)`.
-    dangling: Vec<(usize, usize)>,
+    dangling: Vec<(NonNull<u8>, usize)>,
     /// Words read from freed memory, to be written back later: `(address, word)`.
-    recorded: Vec<(usize, u64)>,
+    recorded: Vec<(*mut u8, u64)>,
     /// Whether memory the allocator keeps was ever written by an attack.
     attacked: bool,
     /// Whether an operation reported damage (then `check()` must report it too).
@@ -335,17 +345,22 @@ impl<T: Target> Model<'_, T> {
             .unwrap_or_else(|e| panic!("{what}: usable: {e}"));
         assert!(usable >= len, "{what}: usable {usable} < {len}");
         self.assert_disjoint(addr, usable, what);
-        let b = Live { len, usable, seed };
-        stamp(addr, b);
+        let b = Live {
+            ptr: q,
+            len,
+            usable,
+            seed,
+        };
+        stamp(b);
         self.live.insert(addr, b);
     }
 
-    fn note_freed(&mut self, addr: usize, usable: usize) {
-        if self.t.attackable(addr, usable) {
+    fn note_freed(&mut self, p: NonNull<u8>, usable: usize) {
+        if self.t.attackable(p.as_ptr() as usize, usable) {
             if self.dangling.len() >= 32 {
                 self.dangling.remove(0);
             }
-            self.dangling.push((addr, usable));
+            self.dangling.push((p, usable));
         }
     }
 
@@ -415,21 +430,21 @@ impl<T: Target> Model<'_, T> {
         let Some(addr) = self.addr_of(k) else { return };
         let b = self.live[&addr];
         assert!(
-            intact(addr, b, b.len),
+            intact(b, b.len),
             "contents of {addr:#x} changed before free"
         );
-        let p = NonNull::new(addr as *mut u8).expect("non-null");
+        let p = b.ptr;
         for _ in 0..16 {
             // SAFETY: `p` is live and, once freed, no longer used but as a dangling pointer.
             match unsafe { self.t.free(p) } {
                 Ok(()) => {
                     self.live.remove(&addr);
-                    self.note_freed(addr, b.usable);
+                    self.note_freed(p, b.usable);
                     return;
                 }
                 Err(e) => {
                     self.allowed_damage(&e, "free");
-                    assert!(intact(addr, b, b.len), "a failed free changed {addr:#x}");
+                    assert!(intact(b, b.len), "a failed free changed {addr:#x}");
                 }
             }
         }
@@ -449,7 +464,7 @@ impl<T: Target> Model<'_, T> {
             _ => 1 + inp.below(max),
         }
         .min(max);
-        let p = NonNull::new(addr as *mut u8).expect("non-null");
+        let p = b.ptr;
         for _ in 0..16 {
             // SAFETY: `p` is live; on success only the returned pointer is used.
             match unsafe { self.t.realloc(p, size) } {
@@ -457,24 +472,25 @@ impl<T: Target> Model<'_, T> {
                     let qa = q.as_ptr() as usize;
                     self.live.remove(&addr);
                     let kept = Live {
+                        ptr: q,
                         len: b.len.min(size),
                         ..b
                     };
-                    assert!(intact(qa, kept, kept.len), "realloc lost contents");
+                    assert!(intact(kept, kept.len), "realloc lost contents");
                     let seed = b.seed.wrapping_add(1);
                     self.add_live(q, size, seed, "realloc");
                     if qa != addr {
-                        self.note_freed(addr, b.usable);
+                        self.note_freed(p, b.usable);
                     }
                     return;
                 }
                 Err(Error::OutOfMemory { .. }) => {
-                    assert!(intact(addr, b, b.len), "a failed realloc changed {addr:#x}");
+                    assert!(intact(b, b.len), "a failed realloc changed {addr:#x}");
                     return;
                 }
                 Err(e) => self.allowed_damage(&e, "realloc"),
             }
-            assert!(intact(addr, b, b.len), "a failed realloc changed {addr:#x}");
+            assert!(intact(b, b.len), "a failed realloc changed {addr:#x}");
         }
         panic!("realloc of {addr:#x}: still meeting damage after 16 tries");
     }
@@ -488,10 +504,10 @@ impl<T: Target> Model<'_, T> {
                 return;
             }
             let (a, w) = self.recorded[inp.below(self.recorded.len())];
-            if !self.touches_live(a, 8) {
+            if !self.touches_live(a as usize, 8) {
                 // SAFETY: `a` lies in memory the allocator keeps (a freed block, still mapped);
                 // writing there is the use after free under test.
-                unsafe { (a as *mut u64).write_unaligned(w) };
+                unsafe { a.cast::<u64>().write_unaligned(w) };
                 self.attacked = true;
             }
             return;
@@ -501,7 +517,8 @@ impl<T: Target> Model<'_, T> {
         }
         let (p, usable) = self.dangling[inp.below(self.dangling.len())];
         // Words from the header slot before the payload to the end of the block.
-        let words = usable / 8 + 1;
+        let header = self.t.header();
+        let words = (usable + header) / 8;
         let first = inp.below(words.min(8))
             + if inp.byte() % 4 == 0 {
                 inp.below(words)
@@ -511,13 +528,14 @@ impl<T: Target> Model<'_, T> {
         let n = 1 + inp.below(4);
         let read = inp.byte() % 2 == 0;
         for i in first..(first + n).min(words) {
-            let a = p - 8 + 8 * i;
-            if self.touches_live(a, 8) {
+            // Derived from the freed block's pointer: the allocator's memory, its provenance.
+            let a = p.as_ptr().wrapping_add(8 * i).wrapping_sub(header);
+            if self.touches_live(a as usize, 8) {
                 continue;
             }
             if read {
                 // SAFETY: as above; reading freed memory is what the program does.
-                let w = unsafe { (a as *const u64).read_unaligned() };
+                let w = unsafe { a.cast::<u64>().read_unaligned() };
                 if self.recorded.len() >= 64 {
                     self.recorded.remove(0);
                 }
@@ -528,10 +546,10 @@ impl<T: Target> Model<'_, T> {
                     1 => inp.u64(),
                     // Something that looks like a pointer into the allocator: another block.
                     2 => self.addr_of(inp.u16() as usize).map_or(0, |x| x as u64 - 8),
-                    _ => (p as u64).wrapping_add(inp.u16() as u64 * 16) - 8,
+                    _ => (p.as_ptr() as u64).wrapping_add(inp.u16() as u64 * 16) - 8,
                 };
                 // SAFETY: as above.
-                unsafe { (a as *mut u64).write_unaligned(w) };
+                unsafe { a.cast::<u64>().write_unaligned(w) };
                 self.attacked = true;
             }
         }
@@ -539,17 +557,22 @@ impl<T: Target> Model<'_, T> {
 
     /// Frees a pointer the program does not own: a freed one or one inside a live block.
     fn misuse(&mut self, inp: &mut Input) {
-        let addr = if inp.byte() % 2 == 0 && !self.dangling.is_empty() {
+        let p = if inp.byte() % 2 == 0 && !self.dangling.is_empty() {
             self.dangling[inp.below(self.dangling.len())].0
         } else if let Some(a) = self.addr_of(inp.u16() as usize) {
-            a + 16 * (1 + inp.below(self.live[&a].usable / 16))
+            let b = self.live[&a];
+            let inside = b
+                .ptr
+                .as_ptr()
+                .wrapping_add(16 * (1 + inp.below(b.usable / 16)));
+            NonNull::new(inside).expect("non-null")
         } else {
             return;
         };
+        let addr = p.as_ptr() as usize;
         if self.live.contains_key(&addr) {
             return; // handed out again: freeing it would be a real free
         }
-        let p = NonNull::new(addr as *mut u8).expect("non-null");
         // SAFETY: not a live block of the model; the allocator must reject it unchanged.
         match unsafe { self.t.free(p) } {
             Err(Error::DoubleFree { .. } | Error::InvalidPointer { .. }) => {}
@@ -570,7 +593,7 @@ impl<T: Target> Model<'_, T> {
             Err(e) => panic!("check(): {e}"),
         }
         for (&a, &b) in &self.live {
-            assert!(intact(a, b, b.len), "contents of {a:#x} changed");
+            assert!(intact(b, b.len), "contents of {a:#x} changed");
         }
     }
 }
