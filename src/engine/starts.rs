@@ -16,8 +16,10 @@
 //! lent). Bits are kept in groups of four words (`starts`, `live`, `free`, `quarantined`) per
 //! 64 granules, 32 bytes, so that one cache line answers every question about a block.
 //!
-//! A summary level above the groups has one bit per group, so that checking that a large
-//! block has no start inside it reads a few words instead of one per KiB of the block.
+//! A summary level above the groups has one bit per group, and a top level one bit per summary
+//! word, so that checking that a large block has no start inside it reads a few words instead
+//! of one per KiB of the block; the map also keeps its last start, which confirms the top block
+//! of a span in O(1).
 //!
 //! Invariants kept here:
 //! - `live[g]`, `free[g]` and `quarantined[g]` each imply `starts[g]`, and at most one of them
@@ -27,6 +29,8 @@
 //! - Summary bit `i` is set exactly when group `i`'s `starts` word is non-zero, for every group
 //!   the map holds (the spare ones included: they stay zero, so their bits stay clear). Only
 //!   `add_free` and `remove` change `starts`, and each updates the summary with it.
+//! - Top bit `w` is set exactly when summary word `w` is non-zero; `last` is the highest start
+//!   (0 if there is none).
 
 /// Bits for one group of 64 granules.
 #[repr(C)]
