@@ -59,6 +59,7 @@ fn collections_in_an_arena() -> Result<(), Error> {
             BlockState::Allocated => "allocated",
             BlockState::Free => "free",
             BlockState::Mapped => "mapped",
+            BlockState::Quarantined => "quarantined (damaged, never reused)",
         };
         let whose = if block.addr == vec_at {
             "  <- the Vec's buffer: 100 u64 (it grew in place, at the arena's start)"

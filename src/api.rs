@@ -152,6 +152,51 @@ pub(crate) fn alloc<B: Backend>(
     counted(b, r)
 }
 
+/// `alloc` for the paths that cannot report damage (the `Allocator` trait, `GlobalAlloc`):
+/// damage an allocation meets is contained before it is reported (quarantined, counted in
+/// `misuses_caught`, reported by `check()`), so the request is tried again on sound memory.
+#[inline(always)]
+pub(crate) fn alloc_contained(
+    b: &mut impl Backend,
+    size: usize,
+    align: usize,
+) -> Result<NonNull<u8>, Error> {
+    match alloc(b, size, align) {
+        Err(Error::Corrupted { .. }) => retry_after_damage(b, |b| alloc(b, size, align)),
+        r => r,
+    }
+}
+
+/// `f`, tried again if it met (and so contained) damage.
+#[inline(always)]
+fn contained<B: Backend, T>(
+    b: &mut B,
+    mut f: impl FnMut(&mut B) -> Result<T, Error>,
+) -> Result<T, Error> {
+    match f(b) {
+        Err(Error::Corrupted { .. }) => retry_after_damage(b, f),
+        r => r,
+    }
+}
+
+/// Tries `f` again after it met (and contained) damage; each failure contains one more
+/// damaged piece, so a few tries suffice.
+#[cold]
+#[inline(never)]
+fn retry_after_damage<B: Backend, T>(
+    b: &mut B,
+    mut f: impl FnMut(&mut B) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut r = f(b);
+    for _ in 0..3 {
+        if !matches!(r, Err(Error::Corrupted { .. })) {
+            break;
+        }
+        r = f(b);
+    }
+    r
+}
+
 /// `calloc` of the checked API.
 pub(crate) fn calloc(
     b: &mut impl Backend,
@@ -179,8 +224,10 @@ pub(crate) fn realloc(
             Err(Error::layout(0, 16, "realloc to zero bytes; use free")),
         );
     }
-    counted(b, check_layout(new_size, 16, MAX_ALIGN))?;
+    // The pointer first: a freed or foreign pointer is reported as what it is, whatever size
+    // it is asked to become.
     let old = b.usable_size(p)?;
+    counted(b, check_layout(new_size, 16, MAX_ALIGN))?;
     if let Some(q) = b.move_to_pack(p, old, new_size, 16)? {
         b.stats_mut().reallocations += 1;
         return Ok(q);
@@ -227,6 +274,10 @@ pub(crate) fn allocate<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<
     } else {
         check_layout(size, align, B::MAX_ALIGN).and_then(|()| b.alloc(size, align))
     };
+    let r = match r {
+        Err(Error::Corrupted { .. }) => retry_after_damage(b, |b| b.alloc(size, align)),
+        r => r,
+    };
     let p = counted(b, r)?;
     Ok(NonNull::slice_from_raw_parts(p, layout.size()))
 }
@@ -239,8 +290,12 @@ pub(crate) fn allocate_zeroed<B: Backend>(
     if layout.size() == 0 {
         return Ok(dangling(layout.align()));
     }
-    let r = check_layout(layout.size(), layout.align(), B::MAX_ALIGN)
-        .and_then(|()| b.alloc_zeroed(layout.size(), layout.align()));
+    let (size, align) = (layout.size(), layout.align());
+    let r = check_layout(size, align, B::MAX_ALIGN).and_then(|()| b.alloc_zeroed(size, align));
+    let r = match r {
+        Err(Error::Corrupted { .. }) => retry_after_damage(b, |b| b.alloc_zeroed(size, align)),
+        r => r,
+    };
     let p = counted(b, r)?;
     Ok(NonNull::slice_from_raw_parts(p, layout.size()))
 }
@@ -275,14 +330,18 @@ pub(crate) fn resize<B: Backend>(
         deallocate(b, p, old);
         return Ok(dangling(new.align()));
     }
-    let packed = b
-        .move_to_pack(p, old.size(), new.size(), new.align())
-        .unwrap_or_else(|e| misuse::<B>(&e));
+    // Damage met on the way (in a neighbour, on a free list) is contained before it is
+    // reported, so each step is tried again once it has been; damage that stays (the block's
+    // own header) is a misuse like a bad pointer.
+    let packed = contained(b, |b| {
+        b.move_to_pack(p, old.size(), new.size(), new.align())
+    })
+    .unwrap_or_else(|e| misuse::<B>(&e));
     let aligned = (p.as_ptr() as usize) % new.align() == 0;
     let in_place = match aligned && packed.is_none() {
-        true => b
-            .resize_in_place(p, new.size())
-            .unwrap_or_else(|e| misuse::<B>(&e)),
+        true => {
+            contained(b, |b| b.resize_in_place(p, new.size())).unwrap_or_else(|e| misuse::<B>(&e))
+        }
         false => false,
     };
     let q = if let Some(q) = packed {
@@ -292,7 +351,7 @@ pub(crate) fn resize<B: Backend>(
         p
     } else {
         check_layout(new.size(), new.align(), B::MAX_ALIGN).map_err(|_| AllocError)?;
-        match b.move_block(p, old.size(), new.size(), new.align()) {
+        match contained(b, |b| b.move_block(p, old.size(), new.size(), new.align())) {
             Ok(q) => q,
             Err(e) if e.is_misuse() => misuse::<B>(&e),
             Err(_) => {

@@ -19,6 +19,10 @@ mod stats;
 mod sync;
 #[cfg(test)]
 pub(crate) mod test_rng;
+// The fuzz driver (fuzz/src/driver.rs), shared with the unit tests, names the crate as a user
+// does.
+#[cfg(test)]
+extern crate self as strata_alloc;
 
 /// allocator-api2 0.2, the version whose `Allocator` every allocator here implements (and
 /// hashbrown 0.15-0.17 and bumpalo use): `strata_alloc::allocator_api2::vec::Vec` needs no

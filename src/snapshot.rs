@@ -73,6 +73,7 @@ impl fmt::Display for Snapshot {
                 BlockState::Allocated => "allocated",
                 BlockState::Free => "free",
                 BlockState::Mapped => "mapped",
+                BlockState::Quarantined => "quarantined",
             };
             writeln!(
                 f,

@@ -56,6 +56,11 @@ pub struct Stats {
     pub failed_requests: u64,
     /// Double frees, foreign or interior pointers and corrupted headers caught.
     pub misuses_caught: u64,
+    /// Pieces of free memory found damaged (a use after free wrote into them) and set aside
+    /// for good: never handed out, never merged, reported by `check()` and the snapshot.
+    pub quarantined_blocks: usize,
+    /// Bytes of those pieces, headers included (not counted in `free_bytes`).
+    pub quarantined_bytes: usize,
     /// Times the break was moved up to get more memory (Heap only).
     pub break_growths: u64,
     /// Times the break was moved down to give memory back (Heap only).
@@ -118,6 +123,13 @@ impl fmt::Display for Stats {
             "splits {} coalesces {} failed {} misuses {}",
             self.splits, self.coalesces, self.failed_requests, self.misuses_caught
         )?;
+        if self.quarantined_blocks > 0 {
+            write!(
+                f,
+                "   quarantined {} blocks {} B",
+                self.quarantined_blocks, self.quarantined_bytes
+            )?;
+        }
         if self.break_growths + self.break_shrinks + self.bytes_from_os > 0 {
             write!(
                 f,
@@ -153,6 +165,9 @@ pub enum BlockState {
     Free,
     /// A large block living in its own mapping (Heap only).
     Mapped,
+    /// Free memory found damaged and set aside: never handed out again (see
+    /// [`Stats::quarantined_blocks`]).
+    Quarantined,
 }
 
 /// One block as seen by a block walk (`blocks()`).
@@ -177,6 +192,6 @@ pub struct BlockInfo {
     pub size: usize,
     /// Bytes a caller may use from `addr`.
     pub usable: usize,
-    /// Allocated, free or mapped.
+    /// Allocated, free, mapped or quarantined.
     pub state: BlockState,
 }

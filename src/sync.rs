@@ -790,7 +790,7 @@ impl core::fmt::Debug for GlobalHeap {
 unsafe impl GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.with(|c| api::alloc(c, layout.size(), layout.align()))
+        self.with(|c| api::alloc_contained(c, layout.size(), layout.align()))
             .and_then(|r| r)
             .map_or(core::ptr::null_mut(), NonNull::as_ptr)
     }

@@ -1,10 +1,10 @@
-//! Block layout: the header word, the footer (boundary tag) and the size arithmetic.
+//! Block layout: the header word and the size arithmetic.
 //!
 //! ```text
 //!   B (≡ 8 mod 16)      P = B + 8 (16-aligned payload)                       B + S
 //!   | header: u64 | payload .......................................... | next header
-//!   free blocks reuse the payload:
-//!   | header      | next: *  | prev: *  | ...                 | footer  |
+//!   free blocks reuse the first two payload words:
+//!   | header      | next: *  | prev: *  | ...                                     |
 //! ```
 //!
 //! Invariants kept here:
@@ -14,10 +14,10 @@
 //!   live there. The 16-bit tag is a keyed hash of the block's address and `S | flags`: data a
 //!   program wrote over a header is recognised with probability 1 - 2^-16 from the tag alone,
 //!   and the engine's out-of-band start bitmap catches the rest before anything is followed.
-//! - A free block's last word (its footer) is a copy of its header word; the next block's
-//!   `PREV_FREE` flag says the footer is there to read. The last block of the span has no next
-//!   block, so its footer is not written. Allocated blocks have no footer: their
-//!   payload runs up to the next header.
+//! - Blocks have no footer and headers no flag about the block before: the engine's start map
+//!   says where every neighbour starts and whether it is free, so nothing the program can
+//!   overwrite decides a merge. A free block's in-band words are its header and two links,
+//!   all in its first 24 bytes.
 
 use static_assertions::const_assert;
 
@@ -37,10 +37,8 @@ const_assert!(HEADER == core::mem::size_of::<u64>());
 const_assert!(HEADER + HEADER == GRANULE);
 const_assert!(core::mem::size_of::<usize>() == 8);
 
-/// This block is free (on a free list, with a footer).
+/// This block is free (on a free list).
 pub(crate) const FREE: u64 = 1 << 0;
-/// The block before this one is free, so the word before this header is its footer.
-pub(crate) const PREV_FREE: u64 = 1 << 1;
 const FLAG_MASK: u64 = 0xF;
 const SIZE_MASK: u64 = ((1 << 48) - 1) & !FLAG_MASK;
 
@@ -49,7 +47,7 @@ const SIZE_MASK: u64 = ((1 << 48) - 1) & !FLAG_MASK;
 pub(crate) struct Header {
     /// Block size in bytes, header included.
     pub size: usize,
-    /// `FREE` and `PREV_FREE` bits.
+    /// The `FREE` bit.
     pub flags: u64,
 }
 
@@ -57,11 +55,6 @@ impl Header {
     #[inline]
     pub fn is_free(self) -> bool {
         self.flags & FREE != 0
-    }
-
-    #[inline]
-    pub fn prev_free(self) -> bool {
-        self.flags & PREV_FREE != 0
     }
 }
 
@@ -163,10 +156,10 @@ mod tests {
     #[test]
     fn headers_round_trip_and_reject_forgeries() {
         let t = Tagger::new(0x7f00_1234_5000);
-        let w = t.encode(0x1008, 4096, FREE | PREV_FREE);
+        let w = t.encode(0x1008, 4096, FREE);
         let h = t.decode(0x1008, w).unwrap();
         assert_eq!(h.size, 4096);
-        assert!(h.is_free() && h.prev_free());
+        assert!(h.is_free());
         // The same word at another address, or a changed size, does not decode.
         assert_eq!(t.decode(0x1018, w), None);
         assert_eq!(t.decode(0x1008, w ^ (1 << 12)), None);

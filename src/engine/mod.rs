@@ -11,19 +11,21 @@
 //! empty span has `end == base + 16`.
 //!
 //! Invariants (checked in full by [`Engine::check`]):
-//! 1. Blocks tile `[base + 8, end - 8)` exactly; each header decodes (its tag matches).
-//! 2. The start map has a `starts` bit at each block's payload granule and nowhere else; the
-//!    `live` bit is set exactly for allocated blocks, and a header's `FREE` flag agrees with it.
-//!    Its summary marks exactly the groups of 64 granules that hold a start ([`starts`]).
+//! 1. Blocks tile `[base + 8, end - 8)` exactly; each header decodes (its tag matches), except
+//!    a quarantined block's, which nothing reads.
+//! 2. The start map has a `starts` bit at each block's payload granule and nowhere else, and
+//!    one state per start: `live` (allocated), `free` (binned), `quarantined`, or none
+//!    (cached or lent). A header's `FREE` flag is set exactly for binned blocks. Its summary
+//!    marks exactly the groups of 64 granules that hold a start ([`starts`]).
 //! 3. No two binned free blocks are adjacent (freeing coalesces with both neighbours). Small
 //!    freed blocks may instead wait, uncoalesced, on a quick list ([`quick`]); they count as
 //!    free for misuse detection and as allocated for their neighbours.
-//! 4. A free block's footer equals its header word (except the last block's, which nothing
-//!    reads), and the next block's `PREV_FREE` flag is set exactly when the block before it is
-//!    free.
-//! 5. Every free block is on the list of its bin exactly once (see [`bins`]).
-//! 6. The counters in `stats` (live blocks, bytes in use, free blocks, free bytes) agree with
-//!    the walk.
+//! 4. Only the map says whether a neighbour is free: free blocks have no footer and headers
+//!    no flag for the block before, so nothing the program can overwrite decides a merge.
+//! 5. Every binned block is on the list of its bin exactly once (see [`bins`]); a bin's head
+//!    is always a binned block of that bin by the map.
+//! 6. The counters in `stats` (live blocks, bytes in use, free blocks, free bytes, quarantined
+//!    blocks and bytes) agree with the walk.
 //! 7. At most one block is *lent* ([`quick`]): handed out by the latest allocation but still
 //!    on its quick stack. It is allocated in every way but two: its `live` bit is still clear
 //!    and the counters leave it out. Freeing it next ends the loan with nothing else to undo;
@@ -31,9 +33,14 @@
 //!    ever meet a lent block.
 //!
 //! Misuse and damage are reported, never followed: a pointer handed back is judged by the start
-//! map alone before its header is read, and every header, footer and free-list link is checked
-//! against its tag and the start map before the engine acts on it. Each operation validates
-//! everything it will touch first and writes only after all checks passed.
+//! map alone before its header is read; a free block's size is used only once the map confirms
+//! it, and a free-list link is followed only to a block the map says is binned (the link rule
+//! in `check_links`). Each operation validates everything it will touch first and writes only
+//! after all checks passed. Damage found in free memory is *contained*
+//! (`Engine::quarantine_binned`): the damaged words are set aside for good as a quarantined
+//! block, the rest of the free block and the rest of its bin are rebuilt from the map, and the
+//! operation that found it returns [`Error::Corrupted`]; every later request is served as if
+//! the quarantined piece were allocated.
 
 pub(crate) mod bins;
 pub(crate) mod block;
@@ -44,9 +51,7 @@ use core::ptr::NonNull;
 
 use crate::{BlockInfo, BlockState, Error, Stats};
 use bins::{Bins, bin_floor, bin_is_exact, bin_of};
-use block::{
-    FREE, GRANULE, HEADER, Header, MIN_BLOCK, PREV_FREE, Tagger, block_size_for, small_block_size,
-};
+use block::{FREE, GRANULE, HEADER, Header, MIN_BLOCK, Tagger, block_size_for, small_block_size};
 use quick::Quick;
 use starts::StartMap;
 
@@ -54,7 +59,7 @@ pub(crate) use block::block_size_for as block_size;
 
 // The free fast path (`Engine::free`) relies on blocks spanning at least two granules.
 static_assertions::const_assert_eq!(MIN_BLOCK / GRANULE, 2);
-pub(crate) use starts::map_bytes;
+pub(crate) use starts::{groups_bytes, map_bytes};
 
 /// Maps the zeroed memory an engine over `limit` bytes needs for its start map: the mapping
 /// (which must outlive the engine) and the pointer to hand to [`Engine::new`].
@@ -98,6 +103,20 @@ pub(crate) struct Freed {
     pub size: usize,
 }
 
+/// A set of bins, for rebuilding the lists that damage touched.
+#[derive(Clone, Copy, Default)]
+struct Dirty([u64; bins::NUM_BINS.div_ceil(64)]);
+
+impl Dirty {
+    fn add(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn has(&self, i: usize) -> bool {
+        self.0[i / 64] >> (i % 64) & 1 != 0
+    }
+}
+
 /// The block engine. See the module docs for its layout and invariants.
 pub(crate) struct Engine {
     /// Pointer to the first byte of the span; every address the engine touches is derived
@@ -115,11 +134,14 @@ pub(crate) struct Engine {
     tagger: Tagger,
     /// Binned free blocks (quick-listed ones are counted by `quick`).
     binned: usize,
+    /// Quarantined blocks and their bytes: damaged free memory set aside for good.
+    quarantined: usize,
+    quarantined_bytes: usize,
     /// Whether `take_fit` looks further for the smallest fitting block.
     best_fit: bool,
-    /// Every byte at or above this address is zero, except the links and footers of free
-    /// blocks (the first 16 and last 8 payload bytes a block would have), which `calloc`
-    /// always clears. Memory fresh from the OS starts out zero; this mark rises as blocks are
+    /// Every byte at or above this address is zero, except the headers and links of free
+    /// blocks (the 8 bytes before and the first 16 payload bytes a block would have), which
+    /// `calloc` always clears. Memory fresh from the OS starts out zero; this mark rises as blocks are
     /// handed out, so `calloc` only writes what may be dirty.
     clean_from: usize,
     /// Counters kept on the hot paths: allocations, frees, bytes in use and its peak, splits,
@@ -157,6 +179,8 @@ impl Engine {
             quick: Quick::new(),
             tagger: Tagger::new(addr as u64),
             binned: 0,
+            quarantined: 0,
+            quarantined_bytes: 0,
             best_fit: false,
             clean_from: addr,
             counters: Stats::default(),
@@ -181,7 +205,13 @@ impl Engine {
         s.bytes_in_use = self.bytes_in_use();
         s.live_blocks = (s.allocations - s.frees) as usize;
         s.free_blocks = self.binned + self.quick.total();
-        s.free_bytes = self.span() - GRANULE - s.bytes_in_use - HEADER * s.live_blocks;
+        s.quarantined_blocks = self.quarantined;
+        s.quarantined_bytes = self.quarantined_bytes;
+        s.free_bytes = self.span()
+            - GRANULE
+            - s.bytes_in_use
+            - HEADER * s.live_blocks
+            - self.quarantined_bytes;
         s.managed_bytes = self.span();
         s
     }
@@ -215,7 +245,7 @@ impl Engine {
     #[inline(always)]
     fn record_cached_allocated(&mut self, b: usize, size: usize) {
         let g = self.granule(b);
-        self.map.set_live(g, true);
+        self.map.mark_live(g);
         let s = &mut self.counters;
         s.allocations += 1;
         s.bytes_in_use += size - HEADER;
@@ -275,8 +305,17 @@ impl Engine {
     #[inline(always)]
     fn map_confirms(&self, g: usize, size: usize) -> bool {
         let k = size / GRANULE;
-        let at_end = self.block_of_granule(g + k) == self.last_slot();
-        self.map.spans_exactly(g, k, at_end)
+        if self.block_of_granule(g + k) == self.last_slot() {
+            // No start after `g` means none inside the block: O(1) for the heap's top block,
+            // which may span gigabytes.
+            return self.map.last_start() == Some(g);
+        }
+        // Up to 64 KiB the range itself is read (at most four words); beyond, the block's end
+        // must be the next start, found in a few words however large the block is.
+        if k <= 64 * 64 {
+            return self.map.spans_exactly(g, k, false);
+        }
+        self.map.next_start_after(g) == Some(g + k)
     }
 
     fn corrupted(&mut self, addr: usize, what: &'static str) -> Error {
@@ -284,19 +323,29 @@ impl Engine {
         Error::Corrupted { addr, what }
     }
 
-    /// Decodes the header at `b`, which the start map says begins a block.
-    #[inline(always)]
-    fn header(&mut self, b: usize) -> Result<Header, Error> {
-        let word = self.read(b);
-        match self.tagger.decode(b, word) {
-            Some(h) if b + h.size <= self.last_slot() => Ok(h),
-            _ => Err(self.corrupted(b, "block header was overwritten")),
+    /// The extent of the block whose payload granule is `g`, by the start map alone: the
+    /// distance to the next start, or to the end of the span for the last block.
+    fn extent(&self, g: usize) -> usize {
+        match self.map.next_start_after(g) {
+            Some(n) => (n - g) * GRANULE,
+            None => self.last_slot() - self.block_of_granule(g),
         }
     }
 
+    /// The size in the header of the binned block `b` if the header decodes as a free block
+    /// whose size the start map confirms; `None` if it is damaged.
     #[inline(always)]
-    fn write_header(&mut self, b: usize, size: usize, flags: u64) {
-        let word = self.tagger.encode(b, size, flags);
+    fn binned_size(&self, b: usize) -> Option<usize> {
+        let h = self.tagger.decode(b, self.read(b))?;
+        let ok = h.is_free()
+            && h.size <= self.last_slot() - b
+            && self.map_confirms(self.granule(b), h.size);
+        ok.then_some(h.size)
+    }
+
+    #[inline(always)]
+    fn write_allocated_header(&mut self, b: usize, size: usize) {
+        let word = self.tagger.encode(b, size, 0);
         self.write(b, word);
     }
 
@@ -312,18 +361,18 @@ impl Engine {
         self.read(b + 2 * HEADER) as usize
     }
 
-    /// Whether `b` is the address of a free block, by the start map alone.
+    /// Whether `b` is the address of a binned free block, by the start map alone.
     #[inline(always)]
-    fn is_free_block(&self, b: usize) -> bool {
+    fn is_binned(&self, b: usize) -> bool {
         b > self.base
             && b < self.last_slot()
             && (b + HEADER - self.base) % GRANULE == 0
-            && self.map.is_free_start(self.granule(b))
+            && self.map.is_binned(self.granule(b))
     }
 
-    /// Writes a free block's header and footer, puts it on its bin and in the start map. No
-    /// allocated block may start at `b` (it is new, or a free block cut shorter), and the
-    /// block before it must be allocated (free neighbours are always merged first).
+    /// Writes a free block's header, puts it on its bin and in the start map. No allocated
+    /// block may start at `b` (it is new, or a free block cut shorter), and the blocks on
+    /// either side must not be binned (free neighbours are always merged first).
     #[inline(always)]
     fn make_free(&mut self, b: usize, size: usize) {
         self.bin_free(b, size);
@@ -336,12 +385,15 @@ impl Engine {
     fn bin_free(&mut self, b: usize, size: usize) {
         let word = self.tagger.encode(b, size, FREE);
         self.write(b, word);
-        // The footer is for the block after this one; the last block has none (and writing it
-        // would touch the far end of the heap's top block on every carve).
-        if b + size != self.last_slot() {
-            self.write(b + size - HEADER, word);
-        }
+        self.push_on_bin(b, size);
+    }
+
+    /// Links the free block `b` of `size` bytes in at the head of its bin.
+    #[inline(always)]
+    fn push_on_bin(&mut self, b: usize, size: usize) {
         let i = bin_of(size);
+        // A head is always a binned block of this bin (invariant 5), so this writes only into
+        // free memory.
         let head = self.bins.head(i);
         self.write(b + HEADER, head as u64);
         self.write(b + 2 * HEADER, 0);
@@ -352,21 +404,47 @@ impl Engine {
         self.binned += 1;
     }
 
-    /// Checks that the free block `b` (of `size` bytes) sits correctly in its list.
+    /// Checks that the binned block `b` (of `size` bytes, confirmed by the map) sits correctly
+    /// in its list, so that unlinking it writes only into binned blocks and keeps every head a
+    /// block of its own bin. The link rule:
+    /// - `prev` is 0 exactly when `b` is its bin's head; otherwise it names a binned block
+    ///   (not `b`) whose `next` is `b`;
+    /// - `next` is 0, or names a binned block (not `b`) whose `prev` is `b` and which belongs
+    ///   to the same bin by the map (it may become the head).
+    ///
+    /// A link into a live, cached, lent or quarantined block never passes: the map has no
+    /// `free` bit there.
     #[inline(always)]
     fn check_links(&mut self, b: usize, size: usize) -> Result<(), Error> {
+        let i = bin_of(size);
         let (next, prev) = (self.next_link(b), self.prev_link(b));
+        let is_head = self.bins.head(i) == b;
         let prev_ok = if prev == 0 {
-            self.bins.head(bin_of(size)) == b
+            is_head
         } else {
-            self.is_free_block(prev) && self.next_link(prev) == b
+            !is_head && prev != b && self.is_binned(prev) && self.next_link(prev) == b
         };
-        let next_ok = next == 0 || (self.is_free_block(next) && self.prev_link(next) == b);
+        let next_ok = next == 0
+            || (next != b
+                && self.is_binned(next)
+                && self.prev_link(next) == b
+                && self.of_bin(next, i));
         if prev_ok && next_ok {
             Ok(())
         } else {
-            Err(self.corrupted(b + HEADER, "free-list link was overwritten"))
+            Err(self.damaged(i, b, b + HEADER, "free-list link was overwritten"))
         }
+    }
+
+    /// Whether the binned block `n` belongs on bin `i` by the start map (its header's size is
+    /// the one the map confirms).
+    #[inline(always)]
+    fn of_bin(&self, n: usize, i: usize) -> bool {
+        let size = block::raw_header(self.read(n)).size;
+        size >= MIN_BLOCK
+            && size <= self.last_slot() - n
+            && bin_of(size) == i
+            && self.map_confirms(self.granule(n), size)
     }
 
     /// Takes the free block `b` off its list. Its links must have passed `check_links`.
@@ -384,30 +462,152 @@ impl Engine {
         self.binned -= 1;
     }
 
-    /// Validates the free block at `b` found on bin `bin` (header, map, links).
+    /// Validates the free block at `b` found on bin `bin` as one to take: map, header, size
+    /// confirmed by the map, links.
     #[inline(always)]
     fn checked_free(&mut self, b: usize, bin: usize) -> Result<Header, Error> {
         let h = self.listed_free(b, bin)?;
+        self.confirm_size(b, h.size, bin)?;
         self.check_links(b, h.size)?;
         Ok(h)
     }
 
-    /// Validates the free block at `b` found on bin `bin`, by the map and its header, without
-    /// its links: enough to read its size and follow its `next` link to the next candidate
-    /// (which is validated the same way before it is read). The block that is finally taken
-    /// off the list gets its links checked too.
+    /// Confirms by the map that the listed block `b` is `size` bytes long.
     #[inline(always)]
-    fn listed_free(&mut self, b: usize, bin: usize) -> Result<Header, Error> {
-        if !self.is_free_block(b) {
-            return Err(self.corrupted(b, "free-list entry is not a free block"));
+    fn confirm_size(&mut self, b: usize, size: usize, bin: usize) -> Result<(), Error> {
+        if self.map_confirms(self.granule(b), size) {
+            Ok(())
+        } else {
+            Err(self.damaged(bin, b, b, "free block size disagrees with the start map"))
         }
-        let h = self.header(b)?;
-        if !h.is_free() || bin_of(h.size) != bin {
-            return Err(self.corrupted(b, "free block header was overwritten"));
-        }
-        Ok(h)
     }
 
+    /// Validates the binned block at `b` found on bin `bin` by its header, without its size
+    /// or links: enough to compare its size with a request and follow its `next` link to the
+    /// next candidate (which is validated the same way before it is read). The block that is
+    /// finally taken off the list gets its size confirmed and its links checked too.
+    #[inline(always)]
+    fn listed_free(&mut self, b: usize, bin: usize) -> Result<Header, Error> {
+        debug_assert!(self.is_binned(b), "a candidate is always a binned block");
+        match self.tagger.decode(b, self.read(b)) {
+            Some(h) if h.is_free() && bin_of(h.size) == bin && h.size <= self.last_slot() - b => {
+                Ok(h)
+            }
+            _ => Err(self.damaged(bin, b, b, "free block header was overwritten")),
+        }
+    }
+
+    /// The block `next` links to from the binned block `from` on bin `bin`, checked to be
+    /// binned before anything in it is read.
+    #[inline(always)]
+    fn follow(&mut self, from: usize, bin: usize) -> Result<usize, Error> {
+        let n = self.next_link(from);
+        if n == 0 || self.is_binned(n) {
+            Ok(n)
+        } else {
+            Err(self.damaged(bin, from, from + HEADER, "free-list link was overwritten"))
+        }
+    }
+
+    // ---------------------------------------------------------------- containment
+
+    /// Reports damage found at `addr` while working on the binned block `b` of bin `bin`,
+    /// after containing it: `b` (if it is still binned) is quarantined and `bin` rebuilt from
+    /// the map, so no later request meets the damage again.
+    #[cold]
+    #[inline(never)]
+    fn damaged(&mut self, bin: usize, b: usize, addr: usize, what: &'static str) -> Error {
+        let mut dirty = Dirty::default();
+        dirty.add(bin);
+        if self.is_binned(b) {
+            let g = self.granule(b);
+            let size = self.extent(g);
+            dirty.add(bin_of(size));
+            self.quarantine_piece(b, size, &mut dirty);
+        }
+        self.rebuild_bins(&dirty);
+        self.corrupted(addr, what)
+    }
+
+    /// Damage found in the binned block `b` outside of any list walk (a neighbour, the top
+    /// block): contained as by `damaged`, in the bin the map puts it in.
+    #[cold]
+    #[inline(never)]
+    fn damaged_block(&mut self, b: usize, addr: usize, what: &'static str) -> Error {
+        let bin = bin_of(self.extent(self.granule(b)));
+        self.damaged(bin, b, addr, what)
+    }
+
+    /// Quarantines the front of the binned block `b` (`size` bytes by the map), where every
+    /// word the engine keeps in a free block lies (header and links): a block of `MIN_BLOCK`
+    /// bytes, or all of it if the rest could not be a block. The rest becomes a fresh free
+    /// block, linked now unless its bin is `dirty` (about to be rebuilt).
+    #[cold]
+    fn quarantine_piece(&mut self, b: usize, size: usize, dirty: &mut Dirty) {
+        let g = self.granule(b);
+        let piece = if size >= 2 * MIN_BLOCK {
+            MIN_BLOCK
+        } else {
+            size
+        };
+        self.map.mark_quarantined(g);
+        self.quarantined += 1;
+        self.quarantined_bytes += piece;
+        if piece < size {
+            let rest = b + piece;
+            self.map.add_free(g + piece / GRANULE);
+            let word = self.tagger.encode(rest, size - piece, FREE);
+            self.write(rest, word);
+            if !dirty.has(bin_of(size - piece)) {
+                self.push_on_bin(rest, size - piece);
+            }
+        }
+    }
+
+    /// Rebuilds the lists of the `dirty` bins from the start map: every binned block of those
+    /// bins whose header agrees with the map is linked in afresh; one whose header does not is
+    /// quarantined. The walk also recounts the binned blocks.
+    #[cold]
+    #[inline(never)]
+    fn rebuild_bins(&mut self, dirty: &Dirty) {
+        let mut dirty = *dirty;
+        for i in 0..bins::NUM_BINS {
+            if dirty.has(i) {
+                self.bins.set_head(i, 0);
+            }
+        }
+        let mut binned = 0;
+        let mut g = self.granule(self.first_block());
+        let last = self.last_slot();
+        while self.block_of_granule(g) < last {
+            if self.map.is_binned(g) {
+                let b = self.block_of_granule(g);
+                let size = self.extent(g);
+                let i = bin_of(size);
+                if dirty.has(i) {
+                    match self.tagger.decode(b, self.read(b)) {
+                        Some(h) if h.is_free() && h.size == size => {
+                            self.push_on_bin(b, size);
+                            binned += 1;
+                        }
+                        _ => {
+                            self.counters.misuses_caught += 1;
+                            // The rest, if any, is the next start: visited next, and linked
+                            // there if its bin is being rebuilt.
+                            self.quarantine_piece(b, size, &mut dirty);
+                        }
+                    }
+                } else {
+                    binned += 1;
+                }
+            }
+            match self.map.next_start_after(g) {
+                Some(n) => g = n,
+                None => break,
+            }
+        }
+        self.binned = binned;
+    }
     // ---------------------------------------------------------------- allocation
 
     /// Finds a free block of at least `size` bytes (validated, still on its list).
@@ -479,9 +679,10 @@ impl Engine {
                     break;
                 }
             }
-            b = self.next_link(b);
+            b = self.follow(b, i)?;
         }
         if let Some((b, h)) = best {
+            self.confirm_size(b, h.size, i)?;
             self.check_links(b, h.size)?;
         }
         Ok(best)
@@ -489,28 +690,22 @@ impl Engine {
 
     /// Turns the free block `b` (validated by `take_fit`, still linked) into an allocated block
     /// of `size` bytes, returning the tail to the free lists when it is large enough to be a
-    /// block. `after` is the validated header of the block following `b` (needed only when
-    /// `b` is taken whole).
+    /// block. Nothing outside `b` is written: no neighbour keeps a flag about it.
     #[inline(always)]
-    fn carve(&mut self, b: usize, h: Header, size: usize, after: Option<Header>) -> NonNull<u8> {
+    fn carve(&mut self, b: usize, h: Header, size: usize) -> NonNull<u8> {
         self.unlink(b, h.size);
-        let prev_flag = h.flags & PREV_FREE;
         let rest = h.size - size;
         let block = if rest >= MIN_BLOCK {
-            self.write_header(b, size, prev_flag);
-            // The block after the tail already has PREV_FREE set: `b` was free.
+            self.write_allocated_header(b, size);
             self.make_free(b + size, rest);
             self.counters.splits += 1;
             size
         } else {
-            self.write_header(b, h.size, prev_flag);
-            if let Some(ah) = after {
-                self.write_header(b + h.size, ah.size, ah.flags & !PREV_FREE);
-            }
+            self.write_allocated_header(b, h.size);
             h.size
         };
         let g = self.granule(b);
-        self.map.set_live(g, true);
+        self.map.mark_live(g);
         self.clean_from = self.clean_from.max(b + block);
         let s = &mut self.counters;
         s.allocations += 1;
@@ -528,6 +723,11 @@ impl Engine {
             let bsize = small_block_size(size);
             self.settle();
             if let Some(b) = self.quick.lend(Quick::list_of(bsize)) {
+                // The stack is out of band, but the header is the program's: a dangling write
+                // into it would make the block unfreeable for its next owner.
+                if !block::is_allocated_header(self.read(b), bsize) {
+                    return Err(self.damaged_lent());
+                }
                 // Only the peak is noted now; the rest of the bookkeeping waits until the
                 // next operation, which is often the free of this very block (a temporary
                 // buffer) and then has nothing to record.
@@ -544,14 +744,41 @@ impl Engine {
         self.alloc_slow(size, align)
     }
 
-    /// Marks the cached block `b` of `size` bytes allocated. The quick stacks are out of the
-    /// program's reach and a cached block never changes, so there is nothing to validate.
+    /// Marks the cached block `b` of `size` bytes, just popped, allocated. The quick stacks
+    /// are out of the program's reach; only the header, which a dangling write could have
+    /// changed, is checked.
     #[inline(always)]
-    fn hand_out_cached(&mut self, b: usize, size: usize) -> NonNull<u8> {
+    fn hand_out_cached(&mut self, b: usize, size: usize) -> Result<NonNull<u8>, Error> {
+        if !block::is_allocated_header(self.read(b), size) {
+            self.quarantine_cached(b, size);
+            return Err(self.corrupted(b, "block header was overwritten"));
+        }
         self.record_cached_allocated(b, size);
         self.counters.note_in_use();
         // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
-        unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) }
+        Ok(unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) })
+    }
+
+    /// The block just lent has a damaged header: it leaves its stack and is quarantined.
+    #[cold]
+    #[inline(never)]
+    fn damaged_lent(&mut self) -> Error {
+        match self.quick.settle_loan() {
+            Some((b, size)) => {
+                self.quarantine_cached(b, size);
+                self.corrupted(b, "block header was overwritten")
+            }
+            None => self.corrupted(self.base, "block header was overwritten"),
+        }
+    }
+
+    /// Quarantines the cached block `b` of `size` bytes, off its stack already: its header is
+    /// damaged, and the stack and the map (both out of band) still say what it is.
+    #[cold]
+    fn quarantine_cached(&mut self, b: usize, size: usize) {
+        self.map.mark_quarantined(self.granule(b));
+        self.quarantined += 1;
+        self.quarantined_bytes += size;
     }
 
     /// Allocation from the bins, after the quick lists had nothing.
@@ -565,7 +792,7 @@ impl Engine {
             // A cached block that happens to be aligned enough saves a carve and the lead
             // block an aligned carve leaves behind (half of all blocks are 32-aligned).
             if let Some(b) = self.quick.pop_aligned(Quick::list_of(bsize), align) {
-                return Ok(Some(self.hand_out_cached(b, bsize)));
+                return self.hand_out_cached(b, bsize).map(Some);
             }
         }
         let first = self.fit_and_carve(bsize, align)?;
@@ -586,14 +813,7 @@ impl Engine {
         let Some((b, h)) = self.take_fit(bsize)? else {
             return Ok(None);
         };
-        // The block after is only written when the free block is taken whole; reading its
-        // header otherwise would cost a cache miss at the far end of the free block.
-        let after = if h.size - bsize < MIN_BLOCK {
-            self.peek(b + h.size)?
-        } else {
-            None
-        };
-        Ok(Some(self.carve(b, h, bsize, after)))
+        Ok(Some(self.carve(b, h, bsize)))
     }
 
     /// Number of blocks waiting on the quick stacks (the lent one not counted).
@@ -603,47 +823,53 @@ impl Engine {
 
     /// Merges every cached block with its neighbours and puts it on its bin.
     ///
-    /// A cached block that cannot be merged safely (its header or a neighbour is damaged) is
-    /// left untouched, as a hole nobody will use; the first such damage is returned after
-    /// every other block has been flushed.
+    /// A cached block whose header was overwritten is quarantined whole (the stacks and the
+    /// map, both out of band, still say what it is); damage found in a neighbour is contained
+    /// and the merge tried again. The first damage is returned after every other block has
+    /// been flushed.
     pub fn flush_quick(&mut self) -> Result<(), Error> {
         self.settle();
         let mut first_damage = None;
         for i in 0..quick::LISTS {
             let size = Quick::size_of(i);
             while let Some(b) = self.quick.pop(i) {
-                let checked = self.checked_cached(b, size).and_then(|h| {
-                    let prev = if h.prev_free() {
-                        Some(self.free_prev(b)?)
-                    } else {
-                        None
-                    };
-                    Ok((h, prev, self.peek(b + size)?))
-                });
-                match checked {
-                    Ok((h, prev, next)) => {
-                        self.merge_and_bin(b, h, prev, next);
-                    }
-                    Err(e) => {
-                        first_damage.get_or_insert(e);
-                    }
+                if let Err(e) = self.merge_cached(b, size) {
+                    first_damage.get_or_insert(e);
                 }
             }
         }
         first_damage.map_or(Ok(()), Err)
     }
 
-    /// Validates that `b` is a cached block of `size` bytes.
-    fn checked_cached(&mut self, b: usize, size: usize) -> Result<Header, Error> {
-        if !self.is_free_block(b) {
-            return Err(self.corrupted(b, "quick-list entry is not a cached block"));
-        }
+    /// Merges the cached block `b` of `size` bytes, just popped off its stack, and bins it.
+    fn merge_cached(&mut self, b: usize, size: usize) -> Result<(), Error> {
         let g = self.granule(b);
-        let h = self.header(b)?;
-        if h.is_free() || h.size != size || !self.map_confirms(g, size) {
-            return Err(self.corrupted(b, "quick-list entry is not a cached block"));
+        debug_assert!(self.map.is_cached(g) && self.map_confirms(g, size));
+        if !block::is_allocated_header(self.read(b), size) {
+            self.quarantine_cached(b, size);
+            return Err(self.corrupted(b, "block header was overwritten"));
         }
-        Ok(h)
+        let mut first_damage = None;
+        // Each failure quarantines a damaged neighbour; there are only two of them, and the
+        // rest of a damaged one left free is rebuilt fresh, so the third try finds them sound.
+        for _ in 0..3 {
+            let neighbours = self
+                .free_before(b)
+                .and_then(|prev| Ok((prev, self.free_after(b + size)?)));
+            match neighbours {
+                Ok((prev, next)) => {
+                    self.merge_and_bin(b, size, prev, next);
+                    return first_damage.map_or(Ok(()), Err);
+                }
+                Err(e) => {
+                    first_damage.get_or_insert(e);
+                }
+            }
+        }
+        // Not reached with the engine's own containment; should it be, the block stays out
+        // of use rather than merge with damage.
+        self.quarantine_cached(b, size);
+        first_damage.map_or(Ok(()), Err)
     }
 
     #[cold]
@@ -654,10 +880,9 @@ impl Engine {
         let Some((b, h)) = self.take_fit(need)? else {
             return Ok(None);
         };
-        let after = self.peek(b + h.size)?;
         let p = b + HEADER;
         if p % align == 0 {
-            return Ok(Some(self.carve(b, h, bsize, after)));
+            return Ok(Some(self.carve(b, h, bsize)));
         }
         // Cut a free lead block off the front so the payload lands on the alignment. The
         // remainder is put on a list only so that `carve` can take it off again uniformly.
@@ -670,9 +895,9 @@ impl Engine {
         self.counters.splits += 1;
         let h2 = Header {
             size: h.size - lead,
-            flags: FREE | PREV_FREE,
+            flags: FREE,
         };
-        Ok(Some(self.carve(b2, h2, bsize, after)))
+        Ok(Some(self.carve(b2, h2, bsize)))
     }
 
     // ---------------------------------------------------------------- validation of user pointers
@@ -699,7 +924,14 @@ impl Engine {
                 addr,
                 reason: "it points into the middle of an allocated block",
             },
-            Some(_) => Error::DoubleFree { addr },
+            // A free (cached, binned or quarantined) block starts exactly here: it was handed
+            // out and freed. (The start of a block merged away since cannot be told from any
+            // other address inside free memory.)
+            Some(s) if s == g => Error::DoubleFree { addr },
+            Some(_) => Error::InvalidPointer {
+                addr,
+                reason: "it points into free memory, not at the start of a block",
+            },
             None => Error::InvalidPointer {
                 addr,
                 reason: "it does not point at a block",
@@ -751,53 +983,54 @@ impl Engine {
         self.live_block(p).map(|(_, h)| h.size - HEADER)
     }
 
-    /// The free block before `b` (whose header says `PREV_FREE`), validated through its footer.
+    /// The binned block right before block `b`, if there is one, found by the start map (no
+    /// footer is read): its address and size, its header confirmed and its links checked.
     #[inline(always)]
-    fn free_prev(&mut self, b: usize) -> Result<(usize, Header), Error> {
-        let footer = self.read(b - HEADER);
-        let size = (footer as usize) & ((1 << 48) - 1) & !(GRANULE - 1);
-        let pb = b.wrapping_sub(size);
-        let ok = size >= MIN_BLOCK
-            && pb > self.base
-            && self.is_free_block(pb)
-            && self.read(pb) == footer
-            && self
-                .tagger
-                .decode(pb, footer)
-                .is_some_and(|h| h.is_free() && h.size == size);
-        if !ok {
-            return Err(self.corrupted(b - HEADER, "free block footer was overwritten"));
-        }
-        self.check_links(pb, size)?;
-        Ok((pb, Header { size, flags: FREE }))
-    }
-
-    /// The block at `n` (the neighbour after some block), validated against the start map,
-    /// with its links checked if it is free; `None` at the end of the span.
-    #[inline(always)]
-    fn peek(&mut self, n: usize) -> Result<Option<Header>, Error> {
-        let nh = self.peek_header(n)?;
-        if let Some(h) = nh.filter(|h| h.is_free()) {
-            self.check_links(n, h.size)?;
-        }
-        Ok(nh)
-    }
-
-    /// As [`peek`](Self::peek), without checking a free block's links: for callers that may
-    /// not unlink it, and check the links themselves before they do (reading them costs a
-    /// cache miss in each of the two blocks they point at).
-    #[inline(always)]
-    fn peek_header(&mut self, n: usize) -> Result<Option<Header>, Error> {
-        if n >= self.last_slot() {
+    fn free_before(&mut self, b: usize) -> Result<Option<(usize, usize)>, Error> {
+        // Granule 0 never holds a start, so the first block (granule 1) finds none.
+        let Some(gp) = self.map.start_at_or_before(self.granule(b) - 1) else {
+            return Ok(None);
+        };
+        if !self.map.is_binned(gp) {
             return Ok(None);
         }
-        let nh = self.header(n)?;
-        let g = self.granule(n);
-        // A free header needs a free start; an allocated-looking one may be live or cached.
-        if !self.map.is_start(g) || (nh.is_free() && !self.map.is_free_start(g)) {
-            return Err(self.corrupted(n, "block header disagrees with the start map"));
+        let pb = self.block_of_granule(gp);
+        // No start lies between `gp` and `b`'s granule, so the map says the block is `b - pb`
+        // bytes long; its header must say the same.
+        let size = b - pb;
+        match self.tagger.decode(pb, self.read(pb)) {
+            Some(h) if h.is_free() && h.size == size => {}
+            _ => return Err(self.damaged_block(pb, pb, "free block header was overwritten")),
         }
-        Ok(Some(nh))
+        self.check_links(pb, size)?;
+        Ok(Some((pb, size)))
+    }
+
+    /// The size of the binned block at `n` (the neighbour after some block), its header
+    /// confirmed by the map and its links checked; `None` if `n` is not a binned block or is
+    /// the end of the span.
+    #[inline(always)]
+    fn free_after(&mut self, n: usize) -> Result<Option<usize>, Error> {
+        let size = self.binned_after(n)?;
+        if let Some(size) = size {
+            self.check_links(n, size)?;
+        }
+        Ok(size)
+    }
+
+    /// As [`free_after`](Self::free_after), without checking the links: for callers that may
+    /// not unlink it, and check the links themselves before they do (reading them costs a
+    /// cache miss in each of the two blocks they point at). Only a binned neighbour's header is
+    /// read: whatever else follows is none of the caller's business.
+    #[inline(always)]
+    fn binned_after(&mut self, n: usize) -> Result<Option<usize>, Error> {
+        if n >= self.last_slot() || !self.map.is_binned(self.granule(n)) {
+            return Ok(None);
+        }
+        match self.binned_size(n) {
+            Some(size) => Ok(Some(size)),
+            None => Err(self.damaged_block(n, n, "free block header was overwritten")),
+        }
     }
 
     // ---------------------------------------------------------------- free
@@ -841,7 +1074,7 @@ impl Engine {
     /// pushed on its quick stack.
     #[inline(always)]
     fn record_cached_free(&mut self, g: usize, size: usize) -> Freed {
-        self.map.set_live(g, false);
+        self.map.mark_cached(g);
         let s = &mut self.counters;
         s.frees += 1;
         s.bytes_in_use -= size - HEADER;
@@ -873,65 +1106,52 @@ impl Engine {
     /// Frees the validated live block `b` by merging it with its free neighbours.
     #[inline(never)]
     fn free_slow(&mut self, b: usize, h: Header) -> Result<Freed, Error> {
-        let g = self.granule(b);
-        let prev = if h.prev_free() {
-            Some(self.free_prev(b)?)
-        } else {
-            None
-        };
-        let next = self.peek(b + h.size)?;
+        let prev = self.free_before(b)?;
+        let next = self.free_after(b + h.size)?;
         // Everything this free touches is validated; from here on nothing can fail.
-        self.map.set_live(g, false);
         let s = &mut self.counters;
         s.frees += 1;
         s.bytes_in_use -= h.size - HEADER;
-        Ok(self.merge_and_bin(b, h, prev, next))
+        Ok(self.merge_and_bin(b, h.size, prev, next))
     }
 
-    /// Merges the block at `b` (no longer live, validated, with its validated neighbours
-    /// `prev` and `next`) with the free ones and puts the result on its bin.
+    /// Merges the block at `b` of `size` bytes (live or cached until now, validated) with its
+    /// validated binned neighbours `prev` (address and size) and `next` (size), and puts the
+    /// result on its bin.
     fn merge_and_bin(
         &mut self,
         b: usize,
-        h: Header,
-        prev: Option<(usize, Header)>,
-        next: Option<Header>,
+        size: usize,
+        prev: Option<(usize, usize)>,
+        next: Option<usize>,
     ) -> Freed {
         let g = self.granule(b);
-        let (mut start, mut size) = (b, h.size);
+        let (mut start, mut total) = (b, size);
         // The merged block starts at `b` or at the free block before it, where a start is
-        // recorded already: `b`'s start is removed or marked free, and no start is added.
-        if let Some((pb, ph)) = prev {
-            self.unlink(pb, ph.size);
+        // recorded already: `b`'s start is removed or marked binned, and no start is added.
+        if let Some((pb, psize)) = prev {
+            self.unlink(pb, psize);
             self.map.remove(g);
             start = pb;
-            size += ph.size;
+            total += psize;
             self.counters.coalesces += 1;
         } else {
-            self.map.set_live(g, false);
+            self.map.mark_binned(g);
         }
-        match next {
-            Some(nh) if nh.is_free() => {
-                let n = b + h.size;
-                self.unlink(n, nh.size);
-                let gn = self.granule(n);
-                self.map.remove(gn);
-                self.bury_metadata(n);
-                size += nh.size;
-                self.counters.coalesces += 1;
-                // The block after `n` already has PREV_FREE set.
-            }
-            Some(nh) => {
-                let n = b + h.size;
-                self.write_header(n, nh.size, nh.flags | PREV_FREE);
-            }
-            None => {}
+        if let Some(nsize) = next {
+            let n = b + size;
+            self.unlink(n, nsize);
+            let gn = self.granule(n);
+            self.map.remove(gn);
+            self.bury_metadata(n);
+            total += nsize;
+            self.counters.coalesces += 1;
         }
-        self.bin_free(start, size);
+        self.bin_free(start, total);
         Freed {
-            at_top: start + size == self.last_slot(),
+            at_top: start + total == self.last_slot(),
             binned: true,
-            size,
+            size: total,
         }
     }
 
@@ -948,25 +1168,14 @@ impl Engine {
     }
 
     /// Clears what may be dirty of the first `size` bytes of the block just allocated at `p`:
-    /// everything below `clean_before` (the mark before this allocation), the first 16 bytes
-    /// (free-list links) and the block's last 8 bytes (a footer), which is all a block taken
-    /// from clean memory can hold.
+    /// everything below `clean_before` (the mark before this allocation) and the first 16
+    /// bytes (free-list links), which is all a block taken from clean memory can hold. Nothing
+    /// about the block is read: its header may be the program's damage already.
     pub fn clear_for_calloc(&mut self, p: NonNull<u8>, size: usize, clean_before: usize) {
-        self.settle();
         let addr = p.as_ptr() as usize;
-        let usable = block::raw_header(self.read(addr - HEADER)).size - HEADER;
         let prefix = clean_before.saturating_sub(addr).max(2 * HEADER).min(size);
-        // SAFETY: `p` is a live block of `usable >= size` bytes that the caller just allocated.
+        // SAFETY: `p` is a live block of at least `size` bytes that the caller just allocated.
         unsafe { p.as_ptr().write_bytes(0, prefix) };
-        let footer = usable - HEADER;
-        if footer < size && footer >= prefix {
-            // SAFETY: as above; `footer + 8 <= usable`, clipped to `size`.
-            unsafe {
-                p.as_ptr()
-                    .add(footer)
-                    .write_bytes(0, (size - footer).min(HEADER))
-            };
-        }
     }
 
     /// The current clean mark (see the field).
@@ -991,9 +1200,8 @@ impl Engine {
         let (b, h) = self.live_block(p)?;
         let n = b + h.size;
         // A free neighbour's links are checked only once it is certain to be taken.
-        let next = self.peek_header(n)?;
-        let next_free = next.filter(|nh| nh.is_free());
-        let available = h.size + next_free.map_or(0, |nh| nh.size);
+        let next_free = self.binned_after(n)?;
+        let available = h.size + next_free.unwrap_or(0);
         let want = match block_size_for(new_size) {
             Some(want) if want <= available => want,
             _ => {
@@ -1009,41 +1217,26 @@ impl Engine {
         if want == h.size || (want < h.size && h.size - want < MIN_BLOCK && next_free.is_none()) {
             return Ok(Resize::Done);
         }
-        if let Some(nh) = next_free {
-            self.check_links(n, nh.size)?;
+        if let Some(nsize) = next_free {
+            self.check_links(n, nsize)?;
         }
         let rest = available - want;
-        // The block after everything we may take: its PREV_FREE flag changes when the tail
-        // left free appears (shrinking next to an allocated block) or disappears (the free
-        // neighbour taken whole). Growing into part of a free neighbour leaves it as it is
-        // (still after a free block), so it is not read: a cache miss saved.
-        let beyond = match next_free {
-            Some(_) if rest < MIN_BLOCK => self.peek(b + available)?,
-            Some(_) => None,
-            None => next,
-        };
-        // Validated; now write.
-        if let Some(nh) = next_free {
-            self.unlink(n, nh.size);
+        // Validated; now write. Nothing after `b + available` is touched: no neighbour keeps a
+        // flag about the blocks before it.
+        if let Some(nsize) = next_free {
+            self.unlink(n, nsize);
             let gn = self.granule(n);
             self.map.remove(gn);
             self.bury_metadata(n);
             self.counters.coalesces += 1;
         }
-        let prev_flag = h.flags & PREV_FREE;
         let block = if rest >= MIN_BLOCK {
-            self.write_header(b, want, prev_flag);
+            self.write_allocated_header(b, want);
             self.make_free(b + want, rest);
-            if let Some(ah) = beyond {
-                self.write_header(b + available, ah.size, ah.flags | PREV_FREE);
-            }
             self.counters.splits += 1;
             want
         } else {
-            self.write_header(b, available, prev_flag);
-            if let Some(ah) = beyond {
-                self.write_header(b + available, ah.size, ah.flags & !PREV_FREE);
-            }
+            self.write_allocated_header(b, available);
             available
         };
         self.clean_from = self.clean_from.max(b + block);
@@ -1067,23 +1260,21 @@ impl Engine {
         let Some(want) = block_size_for(new_size) else {
             return Ok(None);
         };
-        if !h.prev_free() {
+        let Some((pb, psize)) = self.free_before(b)? else {
             return Ok(None);
-        }
-        let (pb, ph) = self.free_prev(b)?;
+        };
         let n = b + h.size;
-        let next_free = self.peek(n)?.filter(|nh| nh.is_free());
-        let total = ph.size + h.size + next_free.map_or(0, |nh| nh.size);
+        let next_free = self.free_after(n)?;
+        let total = psize + h.size + next_free.unwrap_or(0);
         if want > total || keep > h.size - HEADER {
             return Ok(None);
         }
-        let beyond = self.peek(pb + total)?;
         // Validated; unlink the neighbours before their memory is overwritten by the move.
-        self.unlink(pb, ph.size);
+        self.unlink(pb, psize);
         let g = self.granule(b);
         self.map.remove(g);
-        if let Some(nh) = next_free {
-            self.unlink(n, nh.size);
+        if let Some(nsize) = next_free {
+            self.unlink(n, nsize);
             let gn = self.granule(n);
             self.map.remove(gn);
             self.bury_metadata(n);
@@ -1099,25 +1290,18 @@ impl Engine {
                 keep,
             )
         };
-        // The block before `pb` is allocated (free blocks never touch).
         let rest = total - want;
         let block = if rest >= MIN_BLOCK {
-            self.write_header(pb, want, 0);
+            self.write_allocated_header(pb, want);
             self.make_free(pb + want, rest);
-            if let Some(ah) = beyond {
-                self.write_header(pb + total, ah.size, ah.flags | PREV_FREE);
-            }
             self.counters.splits += 1;
             want
         } else {
-            self.write_header(pb, total, 0);
-            if let Some(ah) = beyond {
-                self.write_header(pb + total, ah.size, ah.flags & !PREV_FREE);
-            }
+            self.write_allocated_header(pb, total);
             total
         };
         let gp = self.granule(pb);
-        self.map.set_live(gp, true);
+        self.map.mark_live(gp);
         self.clean_from = self.clean_from.max(pb + block);
         let s = &mut self.counters;
         s.bytes_in_use = s.bytes_in_use + block - h.size;
@@ -1146,17 +1330,10 @@ impl Engine {
         let Some(want) = block_size_for(new_size) else {
             return Ok(false);
         };
-        let prev = if h.prev_free() {
-            Some(self.free_prev(b)?)
-        } else {
-            None
-        };
+        let prev = self.free_before(b)?;
         let n = b + h.size;
-        let next = self
-            .peek(n)?
-            .filter(|nh| nh.is_free())
-            .map_or(0, |nh| nh.size);
-        let before = prev.map_or(0, |(_, ph)| ph.size);
+        let next = self.free_after(n)?.unwrap_or(0);
+        let before = prev.map_or(0, |(_, psize)| psize);
         let here = h.size + next;
         if want > here {
             return Ok(false);
@@ -1196,18 +1373,16 @@ impl Engine {
         let Some(g) = self.map.start_at_or_before(g_max) else {
             return Ok(None);
         };
-        if self.map.is_live(g) {
+        // Live, cached (free, but not merged yet) or quarantined: nothing to trim or grow into.
+        if !self.map.is_binned(g) {
             return Ok(None);
         }
         let b = self.block_of_granule(g);
-        let h = self.header(b)?;
-        if !h.is_free() && b + h.size == self.last_slot() {
-            return Ok(None); // a cached block: free, but not merged yet
+        let size = self.last_slot() - b;
+        match self.tagger.decode(b, self.read(b)) {
+            Some(h) if h.is_free() && h.size == size => Ok(Some((b, size))),
+            _ => Err(self.damaged_block(b, b, "last block's header disagrees with the start map")),
         }
-        if !h.is_free() || b + h.size != self.last_slot() {
-            return Err(self.corrupted(b, "last block's header disagrees with the start map"));
-        }
-        Ok(Some((b, h.size)))
     }
 
     /// Adds `[end, new_end)` to the span as free memory, merged with a free last block.
@@ -1224,11 +1399,6 @@ impl Engine {
                 self.unlink(b, s);
                 let g = self.granule(b);
                 self.map.remove(g);
-                // The old footer ends up inside the grown block.
-                let footer = b + s - HEADER;
-                if footer >= self.clean_from {
-                    self.write(footer, 0);
-                }
                 (b, s + added)
             }
             None => (self.last_slot(), added),
@@ -1273,6 +1443,11 @@ impl Engine {
         }
         if keep > 0 {
             self.make_free(b, keep);
+        } else {
+            // The removed block's header and links stay in memory the span can grow over
+            // again (its end slot and the page it ends on): above `clean_from` they would
+            // break that mark's promise.
+            self.bury_metadata(b);
         }
         Ok(cut)
     }
@@ -1286,30 +1461,43 @@ impl Engine {
         self.settled_block_at(b)
     }
 
-    /// [`block_at`](Self::block_at), once the loan is settled.
+    /// [`block_at`](Self::block_at), once the loan is settled. The extent comes from the map;
+    /// a header that disagrees with it stops the walk, except a quarantined block's, which is
+    /// the program's damage and not read.
     fn settled_block_at(&self, b: usize) -> Option<(BlockInfo, usize)> {
         debug_assert_eq!(self.quick.lent(), 0);
-        if b < self.base + HEADER || b >= self.last_slot() {
+        if b < self.base + HEADER
+            || b >= self.last_slot()
+            || (b + HEADER - self.base) % GRANULE != 0
+        {
             return None;
         }
         let g = self.granule(b);
-        let (start, live) = self.map.get(g);
-        let h = self.tagger.decode(b, self.read(b))?;
-        if !start || b + h.size > self.last_slot() || (h.is_free() && live) {
+        if !self.map.is_start(g) {
             return None;
         }
-        let info = BlockInfo {
-            addr: b + HEADER,
-            offset: b - self.base,
-            size: h.size,
-            usable: h.size - HEADER,
-            state: if live {
+        let size = self.extent(g);
+        let state = if self.map.is_quarantined(g) {
+            BlockState::Quarantined
+        } else {
+            let h = self.tagger.decode(b, self.read(b))?;
+            if h.size != size || h.is_free() != self.map.is_binned(g) {
+                return None;
+            }
+            if self.map.is_live(g) {
                 BlockState::Allocated
             } else {
                 BlockState::Free
-            },
+            }
         };
-        Some((info, b + h.size))
+        let info = BlockInfo {
+            addr: b + HEADER,
+            offset: b - self.base,
+            size,
+            usable: size - HEADER,
+            state,
+        };
+        Some((info, b + size))
     }
 
     /// Address of the first block (where a walk starts).
@@ -1322,7 +1510,7 @@ impl Engine {
         let mut b = self.bins.head(i);
         let mut steps = 0usize;
         core::iter::from_fn(move || {
-            if b == 0 || !self.is_free_block(b) || steps > self.binned {
+            if b == 0 || !self.is_binned(b) || steps > self.binned {
                 return None;
             }
             let h = self.tagger.decode(b, self.read(b))?;
@@ -1333,66 +1521,106 @@ impl Engine {
         })
     }
 
-    /// Verifies every invariant in the module docs by walking all blocks and all bins.
+    /// Verifies every invariant in the module docs by walking all blocks and all bins, then
+    /// reports quarantined damage if there is any: an `Err` whose `what` names the quarantine
+    /// means everything else is sound.
     pub fn check(&mut self) -> Result<(), Error> {
+        self.check_structure()?;
+        self.check_quarantine()
+    }
+
+    /// The quarantine report of [`check`](Self::check) alone: `Err` naming the first
+    /// quarantined block if damage was ever found and set aside.
+    pub fn check_quarantine(&self) -> Result<(), Error> {
+        if self.quarantined == 0 {
+            return Ok(());
+        }
+        let mut g = self.granule(self.first_block());
+        while !self.map.is_quarantined(g) {
+            match self.map.next_start_after(g) {
+                Some(n) => g = n,
+                None => break,
+            }
+        }
+        Err(Error::Corrupted {
+            addr: self.block_of_granule(g),
+            what: "damaged free memory was found and is quarantined (never handed out again)",
+        })
+    }
+
+    /// Every invariant of the module docs, quarantined blocks counted as what they are.
+    pub fn check_structure(&mut self) -> Result<(), Error> {
         self.settle();
         let bad = |addr, what| Err(Error::Corrupted { addr, what });
-        let (mut b, last) = (self.first_block(), self.last_slot());
+        let last = self.last_slot();
+        let counts = self.map.counts(self.span() / GRANULE + 1);
+        if !counts.consistent {
+            return bad(
+                self.base,
+                "start map has a state bit without a start, or two states",
+            );
+        }
+        let mut b = self.first_block();
+        if b < last && !self.map.is_start(self.granule(b)) {
+            return bad(b, "a block starts where the start map has none");
+        }
         let (mut blocks, mut live, mut in_use, mut free, mut free_bytes) = (0, 0, 0, 0, 0);
-        let (mut cached, mut cached_bytes) = (0, 0);
-        let mut prev_free = false;
+        let (mut cached, mut cached_bytes, mut quarantined, mut quarantined_bytes) = (0, 0, 0, 0);
+        let mut prev_binned = false;
+        // The map gives every extent, so the walk tiles the span by construction; each header
+        // must agree with it.
         while b < last {
             let g = self.granule(b);
-            let (start, is_live) = self.map.get(g);
-            if !start {
-                return bad(b, "a block starts where the start map has none");
+            let size = self.extent(g);
+            let (is_live, binned) = (self.map.is_live(g), self.map.is_binned(g));
+            blocks += 1;
+            if self.map.is_quarantined(g) {
+                quarantined += 1;
+                quarantined_bytes += size;
+                prev_binned = false;
+                b += size;
+                continue;
             }
             let Some(h) = self.tagger.decode(b, self.read(b)) else {
                 return bad(b, "block header was overwritten");
             };
-            if b + h.size > last {
-                return bad(b, "block runs past the end of the span");
-            }
-            if self.map.any_start_between(g, g + h.size / GRANULE) {
+            if h.size != size {
                 return bad(b, "block size does not end on a block boundary");
             }
-            if h.prev_free() != prev_free {
-                return bad(b, "PREV_FREE flag disagrees with the previous block");
-            }
-            if h.is_free() && is_live {
+            if h.is_free() != binned {
                 return bad(b, "block state disagrees with the start map");
             }
-            if h.is_free() {
-                if prev_free {
+            if binned {
+                if prev_binned {
                     return bad(b, "two free blocks are adjacent");
                 }
-                if b + h.size != last && self.read(b + h.size - HEADER) != self.read(b) {
-                    return bad(
-                        b + h.size - HEADER,
-                        "free block footer differs from its header",
-                    );
-                }
                 free += 1;
-                free_bytes += h.size;
+                free_bytes += size;
             } else if is_live {
                 live += 1;
-                in_use += h.size - HEADER;
+                in_use += size - HEADER;
             } else {
                 cached += 1;
-                cached_bytes += h.size;
+                cached_bytes += size;
             }
-            blocks += 1;
-            prev_free = h.is_free();
-            b += h.size;
+            prev_binned = binned;
+            b += size;
         }
-        if b != last {
-            return bad(b, "blocks do not tile the span");
-        }
-        if self.map.counts(self.span() / GRANULE + 1) != (blocks, live) {
+        if (
+            counts.starts,
+            counts.live,
+            counts.binned,
+            counts.quarantined,
+        ) != (blocks, live, free, quarantined)
+        {
             return bad(self.base, "start map has bits for blocks that do not exist");
         }
         if !self.map.summary_agrees(self.span() / GRANULE + 1) {
             return bad(self.base, "start map summary disagrees with its groups");
+        }
+        let last_start = self.map.start_at_or_before(self.span() / GRANULE);
+        if self.map.last_start() != last_start {
+            return bad(self.base, "start map's last start is not the last block's");
         }
         let mut listed = 0;
         for i in 0..bins::NUM_BINS {
@@ -1405,13 +1633,12 @@ impl Engine {
             let mut prev = 0;
             let mut n = self.bins.head(i);
             while n != 0 {
-                if !self.is_free_block(n) || listed > free {
+                if !self.is_binned(n) || listed > free {
                     return bad(n, "free list points at something that is not a free block");
                 }
-                let Some(h) = self.tagger.decode(n, self.read(n)) else {
-                    return bad(n, "free block header was overwritten");
-                };
-                if bin_of(h.size) != i || h.size < bin_floor(i) {
+                // The walk confirmed every binned header against the map.
+                let size = block::raw_header(self.read(n)).size;
+                if bin_of(size) != i || size < bin_floor(i) {
                     return bad(n, "free block is on the wrong bin");
                 }
                 if self.prev_link(n) != prev {
@@ -1428,11 +1655,10 @@ impl Engine {
         let mut quick_listed = 0;
         for i in 0..quick::LISTS {
             for &n in self.quick.entries(i) {
-                let ok = self.is_free_block(n)
-                    && self
-                        .tagger
-                        .decode(n, self.read(n))
-                        .is_some_and(|h| !h.is_free() && h.size == Quick::size_of(i));
+                let ok = n > self.base
+                    && n < last
+                    && self.map.is_cached(self.granule(n))
+                    && block::raw_header(self.read(n)).size == Quick::size_of(i);
                 if !ok {
                     return bad(n, "quick stack holds something that is not a cached block");
                 }
@@ -1445,6 +1671,8 @@ impl Engine {
         let s = self.stats();
         if (s.live_blocks, s.bytes_in_use, s.free_blocks, s.free_bytes)
             != (live, in_use, free + cached, free_bytes + cached_bytes)
+            || (self.binned, self.quarantined, self.quarantined_bytes)
+                != (free, quarantined, quarantined_bytes)
         {
             return bad(self.base, "block counters disagree with the blocks");
         }

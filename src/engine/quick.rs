@@ -19,14 +19,16 @@
 //! it as allocated.
 //!
 //! Invariants kept here:
-//! - A cached block has its `starts` bit set and its `live` bit clear, a header *without* the
-//!   `FREE` flag (neighbours treat it as allocated and never merge with it), and the block
-//!   after it does not have `PREV_FREE` set on its account.
+//! - A cached block has its `starts` bit set and no state bit (neither `live` nor `free` nor
+//!   `quarantined`), and a header *without* the `FREE` flag: neighbours treat it as allocated
+//!   and never merge with it.
 //! - Every cached block is on exactly one stack, the one of its exact size; `counts[i]`
 //!   entries of `slots[i]` are in use.
 //! - At most one block is lent, and it is the top of stack `lent_list`. While it is, no block
-//!   is pushed or popped (every such method asserts it), so it stays the top until the loan
-//!   ends or is settled. To everyone else a lent block is allocated: it is not counted in
+//!   is pushed or popped (the engine settles first; every such method checks it in debug
+//!   builds and, in release builds, refuses rather than disturb the stack: `lend`, `pop` and
+//!   `pop_aligned` find nothing, `push` reports the stack full), so it stays the top until the
+//!   loan ends or is settled. To everyone else a lent block is allocated: it is not counted in
 //!   [`Quick::total`], and the engine counts it as live.
 
 use super::block::{GRANULE, HEADER, MIN_BLOCK};
@@ -98,7 +100,10 @@ impl Quick {
     /// [`settle_loan`](Self::settle_loan). Nothing may be lent already.
     #[inline(always)]
     pub fn lend(&mut self, i: usize) -> Option<usize> {
-        assert!(self.lent == 0);
+        debug_assert!(self.lent == 0);
+        if self.lent != 0 {
+            return None;
+        }
         let b = self.top(i)?;
         self.lent = b + HEADER;
         self.lent_list = i;
@@ -136,15 +141,18 @@ impl Quick {
         // (both assert it). Only the count needs to go down.
         debug_assert_eq!(self.top(i), Some(b));
         let n = self.counts[i];
-        assert!(n > 0, "the lent block left its stack");
-        self.counts[i] = n - 1;
+        debug_assert!(n > 0, "the lent block left its stack");
+        self.counts[i] = n.saturating_sub(1);
         Some((b, Self::size_of(i)))
     }
 
     /// Takes the most recently cached block of stack `i`, if any.
     #[inline(always)]
     pub fn pop(&mut self, i: usize) -> Option<usize> {
-        assert!(self.lent == 0);
+        debug_assert!(self.lent == 0);
+        if self.lent != 0 {
+            return None;
+        }
         let b = self.top(i)?;
         self.counts[i] -= 1;
         Some(b)
@@ -153,22 +161,26 @@ impl Quick {
     /// The most recently cached block of stack `i`, if any, left where it is.
     #[inline(always)]
     fn top(&self, i: usize) -> Option<usize> {
-        assert!(i < LISTS);
-        let n = self.counts[i] as usize;
+        debug_assert!(i < LISTS);
+        let n = *self.counts.get(i)? as usize;
         if n == 0 {
             return None;
         }
-        // SAFETY: `0 < n <= LIMIT` (counts only grow through `push`, which stops at LIMIT).
-        Some(unsafe { *self.slots[i].get_unchecked(n - 1) })
+        // SAFETY: `i < LISTS` (the `get` above) and `0 < n <= LIMIT` (counts only grow
+        // through `push`, which stops at LIMIT).
+        Some(unsafe { *self.slots.get_unchecked(i).get_unchecked(n - 1) })
     }
 
     /// Takes the most recently cached block of stack `i` whose payload (`b + 8`) is aligned to
     /// `align`, if any: an over-aligned request served without carving.
     #[inline]
     pub fn pop_aligned(&mut self, i: usize, align: usize) -> Option<usize> {
-        assert!(i < LISTS && self.lent == 0);
-        let n = self.counts[i] as usize;
-        let stack = &mut self.slots[i][..n];
+        debug_assert!(i < LISTS && self.lent == 0);
+        if self.lent != 0 {
+            return None;
+        }
+        let n = *self.counts.get(i)? as usize;
+        let stack = self.slots.get_mut(i)?.get_mut(..n)?;
         let at = stack
             .iter()
             .rposition(|&b| (b + super::block::HEADER) & (align - 1) == 0)?;
@@ -183,21 +195,25 @@ impl Quick {
     /// Caches block `b` on stack `i`; `false` if the stack is full or caching is off.
     #[inline(always)]
     pub fn push(&mut self, i: usize, b: usize) -> bool {
-        assert!(i < LISTS && self.lent == 0);
-        let n = self.counts[i] as usize;
-        if n >= self.depth as usize {
+        debug_assert!(i < LISTS && self.lent == 0);
+        let Some(&n) = self.counts.get(i) else {
+            return false;
+        };
+        let n = n as usize;
+        if n >= self.depth as usize || self.lent != 0 {
             return false;
         }
-        // SAFETY: `n < depth <= LIMIT` was just checked.
-        unsafe { *self.slots[i].get_unchecked_mut(n) = b };
+        // SAFETY: `i < LISTS` (the `get` above) and `n < depth <= LIMIT` was just checked.
+        unsafe { *self.slots.get_unchecked_mut(i).get_unchecked_mut(n) = b };
         self.counts[i] = (n + 1) as u8;
         true
     }
 
     /// The blocks cached on stack `i`, oldest first (none may be lent).
     pub fn entries(&self, i: usize) -> &[usize] {
-        assert!(self.lent == 0);
-        &self.slots[i][..self.counts[i] as usize]
+        debug_assert!(self.lent == 0);
+        let n = self.counts.get(i).map_or(0, |&n| n as usize);
+        self.slots.get(i).map_or(&[], |s| &s[..n])
     }
 }
 
@@ -256,11 +272,14 @@ mod tests {
     }
 
     #[test]
-    #[should_panic]
-    fn pushing_while_a_block_is_lent_panics() {
+    #[cfg_attr(debug_assertions, should_panic)]
+    fn pushing_while_a_block_is_lent_is_caught_or_refused() {
         let mut q = Quick::new();
         assert!(q.push(0, 0x1008));
         q.lend(0);
-        q.push(0, 0x2008);
+        // Debug builds stop here; release builds refuse and leave the lent block on top.
+        assert!(!q.push(0, 0x2008));
+        assert_eq!(q.pop(0), None);
+        assert_eq!(q.settle_loan(), Some((0x1008, Quick::size_of(0))));
     }
 }

@@ -1,24 +1,36 @@
-//! Out-of-band block starts: which granules begin a block, and which of those are allocated.
+//! Out-of-band block starts and block states: which granules begin a block, and what that
+//! block is.
 //!
 //! This map is what makes misuse detection certain. It lives outside the blocks, where no
 //! buffer overflow or dangling write of the program can reach it, so:
 //! - a pointer is a live block's payload if and only if its `live` bit is set (a double free,
 //!   a foreign or an interior pointer can never pass);
-//! - a header's size is only followed once the map confirms a block starts where it points.
+//! - a header's size is only followed once the map confirms a block starts where it points and
+//!   nowhere in between;
+//! - a free-list link is only followed to a block whose `free` bit says it is on a bin, so a
+//!   forged link can never reach a live, cached, lent or quarantined block.
 //!
-//! Granule `g` stands for the payload address `base + g * GRANULE`. Bits are kept in pairs of
-//! words (`starts`, `live`) per 64 granules so that one cache line answers both questions.
+//! Granule `g` stands for the payload address `base + g * GRANULE`. Each start has exactly one
+//! state: *live* (`live` bit), *binned* free (`free` bit), *quarantined* (`quarantined` bit:
+//! damaged memory set aside for good), or *cached* (none of the three: on a quick stack, or
+//! lent). Bits are kept in groups of four words (`starts`, `live`, `free`, `quarantined`) per
+//! 64 granules, 32 bytes, so that one cache line answers every question about a block.
 //!
-//! A summary level above the groups has one bit per group, so that checking that a large
-//! block has no start inside it reads a few words instead of one per KiB of the block.
+//! A summary level above the groups has one bit per group, and a top level one bit per summary
+//! word, so that checking that a large block has no start inside it reads a few words instead
+//! of one per KiB of the block; the map also keeps its last start, which confirms the top block
+//! of a span in O(1).
 //!
 //! Invariants kept here:
-//! - `live[g]` implies `starts[g]`.
+//! - `live[g]`, `free[g]` and `quarantined[g]` each imply `starts[g]`, and at most one of them
+//!   is set.
 //! - `starts[g]` is set exactly for the payload granules of the blocks that exist now; all other
 //!   bits, including those past the end of the managed span, are clear.
 //! - Summary bit `i` is set exactly when group `i`'s `starts` word is non-zero, for every group
 //!   the map holds (the spare ones included: they stay zero, so their bits stay clear). Only
 //!   `add_free` and `remove` change `starts`, and each updates the summary with it.
+//! - Top bit `w` is set exactly when summary word `w` is non-zero; `last` is the highest start
+//!   (0 if there is none).
 
 /// Bits for one group of 64 granules.
 #[repr(C)]
@@ -26,9 +38,11 @@
 pub(crate) struct Group {
     starts: u64,
     live: u64,
+    free: u64,
+    quarantined: u64,
 }
 
-static_assertions::assert_eq_size!(Group, [u64; 2]);
+static_assertions::assert_eq_size!(Group, [u64; 4]);
 
 /// Groups a map over `granules` granules holds. Two spare groups at the end let the window
 /// check in `spans_exactly` read one group past any block without a bounds branch.
@@ -36,20 +50,47 @@ const fn group_count(granules: usize) -> usize {
     granules.div_ceil(64) + 2
 }
 
-/// Bytes of map needed to cover `granules` granules: the groups, then the summary words (one
-/// bit per group, so 1/128 of the groups' size).
-pub(crate) const fn map_bytes(granules: usize) -> usize {
-    let groups = group_count(granules);
-    groups * core::mem::size_of::<Group>() + groups.div_ceil(64) * core::mem::size_of::<u64>()
+/// Bytes at the start of a map whose groups cover the first `granules` granules (and the
+/// spare groups after them): what must stay resident for a span of that many granules. The
+/// rest of the groups read as zero and may be given back to the OS.
+pub(crate) const fn groups_bytes(granules: usize) -> usize {
+    group_count(granules) * core::mem::size_of::<Group>()
 }
 
-/// The start/live bitmap over a span of granules, stored in memory the owner provides.
+/// Bytes of map needed to cover `granules` granules: the groups, then the summary words (one
+/// bit per group, so 1/256 of the groups' size), then the top words (one bit per summary word).
+pub(crate) const fn map_bytes(granules: usize) -> usize {
+    let groups = group_count(granules);
+    let summary = groups.div_ceil(64);
+    groups * core::mem::size_of::<Group>()
+        + (summary + summary.div_ceil(64)) * core::mem::size_of::<u64>()
+}
+
+/// The start and state bitmaps over a span of granules, stored in memory the owner provides.
 pub(crate) struct StartMap {
     groups: *mut Group,
     /// One bit per group, set iff that group's `starts` word is non-zero (see the module
     /// docs); stored right after the groups.
     summary: *mut u64,
+    /// One bit per summary word, set iff that word is non-zero; stored right after the
+    /// summary. With it the next start after any granule is a few words away, however far.
+    top: *mut u64,
     granules: usize,
+    /// The highest granule with a start, 0 if none (granule 0 never holds one): what confirms
+    /// in O(1) that a block reaching the end of the span has no start inside it, however
+    /// large it is (the heap's top block).
+    last: usize,
+}
+
+/// What [`StartMap::counts`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MapCounts {
+    pub starts: usize,
+    pub live: usize,
+    pub binned: usize,
+    pub quarantined: usize,
+    /// Every state bit is on a start, and no start has two states.
+    pub consistent: bool,
 }
 
 /// Whether any bit in `first..=last` of the bit array whose words `word` reads is set.
@@ -74,17 +115,28 @@ impl StartMap {
     ///
     /// # Safety
     ///
-    /// `groups` must point to `map_bytes(granules)` bytes of zeroed memory, aligned for `u64`,
-    /// that nothing else accesses while the map exists.
+    /// `groups` must point to `map_bytes(granules)` bytes of zeroed memory, aligned for `u64`
+    /// (a page start in practice, so that each group sits in one cache line), that nothing
+    /// else accesses while the map exists.
     pub unsafe fn new(groups: *mut u8, granules: usize) -> StartMap {
         let groups: *mut Group = groups.cast();
+        // SAFETY: as for the summary below: the top words follow the summary words inside the
+        // `map_bytes(granules)` bytes promised by the caller.
+        let top = unsafe {
+            groups
+                .add(group_count(granules))
+                .cast::<u64>()
+                .add(group_count(granules).div_ceil(64))
+        };
         StartMap {
             groups,
+            top,
             // SAFETY: the summary words start right after the groups, inside the
-            // `map_bytes(granules)` bytes promised by the caller; `Group` is two `u64`s, so the
+            // `map_bytes(granules)` bytes promised by the caller; `Group` is four `u64`s, so the
             // address stays aligned for `u64`.
             summary: unsafe { groups.add(group_count(granules)) }.cast(),
             granules,
+            last: 0,
         }
     }
 
@@ -123,11 +175,23 @@ impl StartMap {
         self.get(g).1
     }
 
-    /// Whether a free block starts at `g`.
+    /// Whether a binned free block starts at `g` (one on a free list).
     #[inline(always)]
-    pub fn is_free_start(&self, g: usize) -> bool {
-        let (s, l) = self.get(g);
-        s && !l
+    pub fn is_binned(&self, g: usize) -> bool {
+        self.group(g).free & (1u64 << (g % 64)) != 0
+    }
+
+    /// Whether a cached (quick-stack or lent) block starts at `g`.
+    #[inline(always)]
+    pub fn is_cached(&self, g: usize) -> bool {
+        let grp = self.group(g);
+        (grp.starts & !(grp.live | grp.free | grp.quarantined)) >> (g % 64) & 1 != 0
+    }
+
+    /// Whether a quarantined block starts at `g`.
+    #[inline(always)]
+    pub fn is_quarantined(&self, g: usize) -> bool {
+        self.group(g).quarantined & (1u64 << (g % 64)) != 0
     }
 
     /// Summary word `w` (groups `64 * w ..`).
@@ -147,23 +211,52 @@ impl StartMap {
         unsafe { &mut *self.summary.add(w) }
     }
 
-    /// Records a new free block at `g`, where no allocated block starts: either no block
+    /// Top word `t` (summary words `64 * t ..`).
+    #[inline(always)]
+    fn top_word(&self, t: usize) -> u64 {
+        debug_assert!(t < group_count(self.granules).div_ceil(64).div_ceil(64));
+        // SAFETY: `map_bytes` provides a top word for every 64 summary words.
+        unsafe { *self.top.add(t) }
+    }
+
+    /// Top word `t`, for updating it.
+    #[inline(always)]
+    fn top_word_mut(&mut self, t: usize) -> &mut u64 {
+        debug_assert!(t < group_count(self.granules).div_ceil(64).div_ceil(64));
+        // SAFETY: as in `top_word`, and `&mut self` makes the access exclusive.
+        unsafe { &mut *self.top.add(t) }
+    }
+
+    /// Records a new binned free block at `g`, where no live block starts: either no block
     /// starts there yet, or a free one is cut shorter.
     #[inline(always)]
     pub fn add_free(&mut self, g: usize) {
         let bit = 1u64 << (g % 64);
         let grp = self.group_mut(g);
-        // No block or a free one starts at `g`, so (`live` implying `starts`) its live bit is
-        // clear already.
         debug_assert!(grp.live & bit == 0, "add_free over an allocated block");
         let was = grp.starts;
         grp.starts = was | bit;
+        grp.free |= bit;
+        grp.quarantined &= !bit;
         // Only a group's first start sets its summary bit; blocks freed or merged where a
         // start already was (most calls) leave the summary alone.
         if was == 0 {
             let i = g / 64;
-            *self.summary_word_mut(i / 64) |= 1u64 << (i % 64);
+            let w = i / 64;
+            let sum = self.summary_word_mut(w);
+            let was_empty = *sum == 0;
+            *sum |= 1u64 << (i % 64);
+            if was_empty {
+                *self.top_word_mut(w / 64) |= 1u64 << (w % 64);
+            }
         }
+        self.last = self.last.max(g);
+    }
+
+    /// The highest granule with a start, if any.
+    #[inline(always)]
+    pub fn last_start(&self) -> Option<usize> {
+        (self.last != 0).then_some(self.last)
     }
 
     /// Forgets the block at `g` (merged into its neighbour, or cut off the span).
@@ -173,24 +266,65 @@ impl StartMap {
         let grp = self.group_mut(g);
         grp.starts &= !bit;
         grp.live &= !bit;
+        grp.free &= !bit;
+        grp.quarantined &= !bit;
         if grp.starts == 0 {
-            // That was the group's last start: its summary bit must go with it.
+            // That was the group's last start: its summary bit must go with it (and the top
+            // bit, if that was the summary word's last).
             let i = g / 64;
-            *self.summary_word_mut(i / 64) &= !(1u64 << (i % 64));
+            let w = i / 64;
+            let sum = self.summary_word_mut(w);
+            *sum &= !(1u64 << (i % 64));
+            if *sum == 0 {
+                *self.top_word_mut(w / 64) &= !(1u64 << (w % 64));
+            }
+        }
+        if g == self.last {
+            // Usually the start before is close (a top block merged into the one before it).
+            self.last = g
+                .checked_sub(1)
+                .and_then(|h| self.start_at_or_before(h))
+                .unwrap_or(0);
         }
     }
 
-    /// Marks the block at `g` allocated (`true`) or free (`false`).
+    /// Marks the block at `g`, binned or cached until now, allocated.
     #[inline(always)]
-    pub fn set_live(&mut self, g: usize, live: bool) {
+    pub fn mark_live(&mut self, g: usize) {
         let bit = 1u64 << (g % 64);
         let grp = self.group_mut(g);
-        debug_assert!(grp.starts & bit != 0);
-        if live {
-            grp.live |= bit;
-        } else {
-            grp.live &= !bit;
-        }
+        debug_assert!(grp.starts & bit != 0 && grp.quarantined & bit == 0);
+        grp.live |= bit;
+        grp.free &= !bit;
+    }
+
+    /// Marks the block at `g`, live until now, cached: free for misuse detection, allocated
+    /// to its neighbours. (The hot path of `free`: one bit changes.)
+    #[inline(always)]
+    pub fn mark_cached(&mut self, g: usize) {
+        let bit = 1u64 << (g % 64);
+        let grp = self.group_mut(g);
+        debug_assert!(grp.live & bit != 0 && (grp.free | grp.quarantined) & bit == 0);
+        grp.live &= !bit;
+    }
+
+    /// Marks the block at `g`, live or cached until now, binned free.
+    #[inline(always)]
+    pub fn mark_binned(&mut self, g: usize) {
+        let bit = 1u64 << (g % 64);
+        let grp = self.group_mut(g);
+        debug_assert!(grp.starts & bit != 0 && grp.quarantined & bit == 0);
+        grp.live &= !bit;
+        grp.free |= bit;
+    }
+
+    /// Marks the block at `g`, binned or cached until now, quarantined.
+    pub fn mark_quarantined(&mut self, g: usize) {
+        let bit = 1u64 << (g % 64);
+        let grp = self.group_mut(g);
+        debug_assert!(grp.starts & bit != 0 && grp.live & bit == 0);
+        grp.free &= !bit;
+        grp.quarantined |= bit;
     }
 
     /// The `starts` word of group `i`; the spare groups past the end read as 0.
@@ -254,25 +388,53 @@ impl StartMap {
         i + 1 < end && any_bit_in(|w| self.summary_word(w), i + 1, end - 1)
     }
 
-    /// The first block start after `g`, if any (a reference for the bounded searches' tests).
-    #[cfg(test)]
+    /// The first block start after `g`, if any: the rest of `g`'s group, else the first group
+    /// with a start found through the summary and the top words, so a few words are read
+    /// however far away it is.
     pub fn next_start_after(&self, g: usize) -> Option<usize> {
-        let mut i = g + 1;
-        if i >= self.granules {
+        let lo = g + 1;
+        if lo >= self.granules {
             return None;
         }
-        let mut word = self.group(i).starts & (!0u64 << (i % 64));
-        loop {
-            if word != 0 {
-                let found = (i & !63) + word.trailing_zeros() as usize;
-                return (found < self.granules).then_some(found);
-            }
-            i = (i & !63) + 64;
-            if i >= self.granules {
+        let i = lo / 64;
+        let word = self.starts_word(i) & (u64::MAX << (lo % 64));
+        let found = if word != 0 {
+            i * 64 + word.trailing_zeros() as usize
+        } else {
+            let j = self.next_group_from(i + 1)?;
+            j * 64 + self.starts_word(j).trailing_zeros() as usize
+        };
+        (found < self.granules).then_some(found)
+    }
+
+    /// The first group at or after `first` that holds a start.
+    fn next_group_from(&self, first: usize) -> Option<usize> {
+        let words = group_count(self.granules).div_ceil(64);
+        let w = first / 64;
+        if w >= words {
+            return None;
+        }
+        let sum = self.summary_word(w) & (u64::MAX << (first % 64));
+        if sum != 0 {
+            return Some(w * 64 + sum.trailing_zeros() as usize);
+        }
+        // The first non-empty summary word after `w`: the lowest top bit above bit `w`.
+        let (next, tops) = (w + 1, words.div_ceil(64));
+        let mut t = next / 64;
+        if t >= tops {
+            return None;
+        }
+        let mut top = self.top_word(t) & (u64::MAX << (next % 64));
+        while top == 0 {
+            t += 1;
+            if t >= tops {
                 return None;
             }
-            word = self.group(i).starts;
+            top = self.top_word(t);
         }
+        let w = t * 64 + top.trailing_zeros() as usize;
+        // The top invariant guarantees the word is non-zero.
+        Some(w * 64 + self.summary_word(w).trailing_zeros() as usize)
     }
 
     /// The last block start at or before `g`, if any. Groups before `g`'s are found through
@@ -309,18 +471,28 @@ impl StartMap {
         (granules.min(self.granules).div_ceil(64) + 1).min(group_count(self.granules))
     }
 
-    /// `(starts, live)` counts over the first `granules` granules and the spare groups after
-    /// them, for integrity checks. Everything past `granules` must be clear, so the caller
-    /// passes the extent in use and the map's unused tail is not read.
-    pub fn counts(&self, granules: usize) -> (usize, usize) {
-        (0..self.groups_in_use(granules)).fold((0, 0), |(s, l), i| {
+    /// Counts over the first `granules` granules and the spare groups after them, for
+    /// integrity checks: starts, live, binned and quarantined bits, and whether every state bit
+    /// sits on a start and no start has two states. Everything past `granules` must be clear,
+    /// so the caller passes the extent in use and the map's unused tail is not read.
+    pub fn counts(&self, granules: usize) -> MapCounts {
+        let mut c = MapCounts {
+            consistent: true,
+            ..MapCounts::default()
+        };
+        for i in 0..self.groups_in_use(granules) {
             // SAFETY: `i` is below `group_count(self.granules)`, the groups the map holds.
             let grp = unsafe { &*self.groups.add(i) };
-            (
-                s + grp.starts.count_ones() as usize,
-                l + grp.live.count_ones() as usize,
-            )
-        })
+            let states = grp.live | grp.free | grp.quarantined;
+            let two =
+                (grp.live & grp.free) | (grp.live & grp.quarantined) | (grp.free & grp.quarantined);
+            c.consistent &= states & !grp.starts == 0 && two == 0;
+            c.starts += grp.starts.count_ones() as usize;
+            c.live += grp.live.count_ones() as usize;
+            c.binned += grp.free.count_ones() as usize;
+            c.quarantined += grp.quarantined.count_ones() as usize;
+        }
+        c
     }
 
     /// Whether the summary bits agree with the groups (see the module docs) over the groups
@@ -331,7 +503,14 @@ impl StartMap {
         let marked = |i: usize| self.summary_word(i / 64) >> (i % 64) & 1 != 0;
         let last = groups - 1;
         let beyond = self.summary_word(last / 64) & !(u64::MAX >> (63 - last % 64));
-        beyond == 0 && (0..groups).all(|i| marked(i) == (self.starts_word(i) != 0))
+        let words = last / 64 + 1;
+        let topped = |w: usize| self.top_word(w / 64) >> (w % 64) & 1 != 0;
+        let last_word = words - 1;
+        let top_beyond = self.top_word(last_word / 64) & !(u64::MAX >> (63 - last_word % 64));
+        beyond == 0
+            && top_beyond == 0
+            && (0..groups).all(|i| marked(i) == (self.starts_word(i) != 0))
+            && (0..words).all(|w| topped(w) == (self.summary_word(w) != 0))
     }
 }
 
@@ -352,9 +531,18 @@ mod tests {
             for g in [1, 5, 63, 64, 200, 299] {
                 m.add_free(g);
             }
-            m.set_live(64, true);
+            m.mark_live(64);
             assert_eq!(m.get(64), (true, true));
-            assert!(m.is_free_start(63) && !m.is_free_start(64));
+            assert!(m.is_binned(63) && !m.is_binned(64) && m.is_live(64));
+            m.mark_live(5);
+            m.mark_cached(5);
+            assert!(m.is_cached(5) && !m.is_binned(5) && !m.is_live(5) && !m.is_cached(63));
+            m.mark_binned(5);
+            assert!(m.is_binned(5) && !m.is_cached(5));
+            m.mark_quarantined(5);
+            assert!(m.is_quarantined(5) && !m.is_binned(5) && !m.is_cached(5));
+            m.add_free(5);
+            assert!(m.is_binned(5) && !m.is_quarantined(5));
             assert_eq!(m.next_start_after(0), Some(1));
             assert_eq!(m.next_start_after(5), Some(63));
             assert_eq!(m.next_start_after(64), Some(200));
@@ -367,9 +555,11 @@ mod tests {
             assert_eq!(m.start_at_or_before(1000), Some(299));
             assert!(m.any_start_between(5, 64));
             assert!(!m.any_start_between(64, 200));
-            assert_eq!(m.counts(300), (6, 1));
+            let c = m.counts(300);
+            assert_eq!((c.starts, c.live, c.binned, c.consistent), (6, 1, 5, true));
             m.remove(64);
-            assert_eq!(m.counts(300), (5, 0));
+            let c = m.counts(300);
+            assert_eq!((c.starts, c.live, c.binned), (5, 0, 5));
             assert_eq!(m.start_at_or_before(199), Some(63));
         });
     }
@@ -474,6 +664,8 @@ mod tests {
                 let q = pick(&mut rng, LONG);
                 let prev = (0..=q).rev().find(|&i| model[i]);
                 assert_eq!(m.start_at_or_before(q), prev, "at or before {q}");
+                let next = (q + 1..LONG).find(|&i| model[i]);
+                assert_eq!(m.next_start_after(q), next, "after {q}");
                 // Ranges ending anywhere, and ranges ending exactly at a group boundary.
                 let mut hi = rng.range(q + 1, LONG + 1);
                 if rng.chance(1, 3) && hi & !63 > q {
@@ -518,7 +710,7 @@ mod tests {
             assert!(m.summary_agrees(LONG));
             assert!(m.any_start_between(64, LONG));
             assert_eq!(m.start_at_or_before(LONG - 1), Some(far + 5));
-            m.set_live(far + 5, true);
+            m.mark_live(far + 5);
             m.remove(far + 5);
             assert!(m.summary_agrees(LONG));
             assert!(!m.any_start_between(0, LONG));
@@ -526,7 +718,7 @@ mod tests {
             assert_eq!(m.start_at_or_before(LONG - 1), Some(0));
             m.remove(0);
             assert_eq!(m.start_at_or_before(LONG - 1), None);
-            assert_eq!(m.counts(LONG), (0, 0));
+            assert_eq!((m.counts(LONG).starts, m.counts(LONG).live), (0, 0));
         });
     }
 

@@ -264,9 +264,12 @@ impl LargeBlocks {
                 reason: "it points into the middle of a mapped block",
             }
         } else {
+            // The table forgets a mapping once it is unmapped (it remembers the last few), so
+            // this may be a double free of a block unmapped long ago.
             Error::InvalidPointer {
                 addr,
-                reason: "it does not point into this allocator",
+                reason: "it is neither in the heap nor a live mapped block (a mapped block is \
+                         forgotten once unmapped, so this may be a double free of one)",
             }
         }
     }

@@ -85,7 +85,7 @@ pub(crate) struct HeapCore {
     packed_at: usize,
     // The engine points into these; they are dropped after it.
     blocks: Region,
-    _map: Region,
+    map: Region,
 }
 
 // SAFETY: a HeapCore exclusively owns its mappings; the engine's raw pointers point only into
@@ -133,7 +133,7 @@ impl HeapCore {
             tight: false,
             packed_at: 0,
             blocks,
-            _map: map,
+            map,
         })
     }
 
@@ -280,20 +280,39 @@ impl HeapCore {
         if size < keep + crate::page_size() {
             return Ok(0);
         }
+        let old_span = self.engine.span();
         let cut = self.engine.truncate_top(b + 8 + keep)?;
         let released = self.blocks.shrink(cut)?;
+        self.release_map_tail(old_span);
         self.counters.break_shrinks += 1;
         self.counters.bytes_to_os += released as u64;
         self.choose_fit();
         Ok(released)
     }
 
-    pub(crate) fn trim(&mut self) -> usize {
-        // Cached small blocks may sit at the top; merge them first.
-        if self.engine.flush_quick().is_err() {
-            return 0;
+    /// Gives back the pages of start map that covered the span cut off since it was
+    /// `old_span` bytes: their bits are clear (nothing starts past the span), so they read the
+    /// same as fresh pages. The summary words at the map's end stay.
+    fn release_map_tail(&mut self, old_span: usize) {
+        let page = crate::page_size();
+        let keep = engine::groups_bytes(self.engine.span() / 16 + 1).next_multiple_of(page);
+        let summary = engine::groups_bytes(self.max_size / 16) & !(page - 1);
+        let to = engine::groups_bytes(old_span / 16 + 1)
+            .next_multiple_of(page)
+            .min(summary);
+        if to > keep {
+            // A refused release only leaves the pages resident.
+            // SAFETY: the range covers map groups past the span's end, whose bits are all
+            // clear; the engine reads them as zero, which is what released pages read as.
+            let _ = unsafe { self.map.release(keep, to - keep) };
         }
-        self.trim_top(0).unwrap_or(0)
+    }
+
+    pub(crate) fn trim(&mut self) -> usize {
+        // Cached small blocks may sit at the top; merge them first. Damage the flush or the
+        // top block meets is contained (quarantined, counted), so trimming goes on after it.
+        let _ = self.engine.flush_quick();
+        self.trim_top(0).or_else(|_| self.trim_top(0)).unwrap_or(0)
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -315,7 +334,7 @@ impl HeapCore {
     }
 
     pub(crate) fn check(&mut self) -> Result<(), Error> {
-        self.engine.check()?;
+        self.engine.check_structure()?;
         self.large.check()?;
         if self.blocks.brk() != self.engine.span() || self.footprint() > self.max_size {
             return Err(Error::Corrupted {
@@ -323,7 +342,8 @@ impl HeapCore {
                 what: "heap break disagrees with the block span",
             });
         }
-        Ok(())
+        // Quarantined damage last: that error means everything else is sound.
+        self.engine.check_quarantine()
     }
 
     pub(crate) fn first_block(&self) -> usize {
@@ -413,7 +433,9 @@ impl Backend for HeapCore {
             if freed.binned {
                 let (brk, in_use) = (self.blocks.brk(), self.engine.bytes_in_use());
                 if freed.at_top || (in_use < brk / 4 && brk > 4 * self.trim_threshold) {
-                    self.give_back(freed, in_use)?;
+                    // The free is done whatever happens here: damage found on the way to the
+                    // top is contained (and counted), and only the trim is skipped.
+                    let _ = self.give_back(freed, in_use);
                 }
             }
             return Ok(());

@@ -25,7 +25,9 @@
 //!   the aligned batch is carved out of it.
 //! - **Give-back.** Each class keeps at most one empty batch in reserve; a second batch that
 //!   becomes empty is given back at once (its pages released to the OS for a Region, deallocated
-//!   for an allocator), so an alloc/free pair on a batch boundary never thrashes.
+//!   for an allocator), so an alloc/free pair on a batch boundary never thrashes. A reserve is
+//!   only a cache: when the source is out of memory, the other classes' reserves are given back
+//!   and the source asked again, so a pool with a limit that was emptied serves every class.
 //!
 //! # Invariants kept here (checked by [`SlabPool::check`])
 //!
@@ -492,33 +494,15 @@ impl<A: Allocator> SlabPool<A> {
     #[cold]
     #[inline(never)]
     fn new_batch(&self, class: usize, size: usize) -> Result<(), Error> {
-        let (base, raw, source) = match &self.source {
-            Some(a) => {
-                // No borrow of Inner is live while the source runs, so a source that calls
-                // back into this pool cannot alias it.
-                match carve(a) {
-                    Some(found) => found,
-                    None => return Err(self.fail(Error::oom(size, 0))),
-                }
-            }
-            None => {
-                // SAFETY: the only live borrow of Inner; Region calls no user code.
-                let inner = unsafe { self.inner() };
-                let Some(frames) = inner.frames.as_mut() else {
-                    return Err(self.fail(Error::Corrupted {
-                        addr: 0,
-                        what: "a pool with no source allocator has no Region",
-                    }));
-                };
-                match frames.take() {
-                    Ok(p) => {
-                        inner.stats.bytes_from_os += BATCH_SIZE as u64;
-                        (p, p, 0)
-                    }
-                    Err(Error::OutOfMemory { .. }) => return Err(self.fail(Error::oom(size, 0))),
-                    Err(e) => return Err(self.fail(e)),
-                }
-            }
+        // Out of memory, the empty batches other classes keep in reserve are given back and
+        // the source asked once more: an emptied pool serves every class again.
+        let (base, raw, source) = match self.take_frame()? {
+            Some(found) => found,
+            None if self.give_back_reserves(class) => match self.take_frame()? {
+                Some(found) => found,
+                None => return Err(self.fail(Error::oom(size, 0))),
+            },
+            None => return Err(self.fail(Error::oom(size, 0))),
         };
         // SAFETY: the only live borrow of Inner.
         let inner = unsafe { self.inner() };
@@ -539,6 +523,48 @@ impl<A: Allocator> SlabPool<A> {
             }
         }
         Err(self.fail(err))
+    }
+
+    /// A batch frame from the source: the batch, the block it was carved from and the index of
+    /// the block's layout; `None` if the source is out of memory.
+    fn take_frame(&self) -> Result<Option<Frame>, Error> {
+        if let Some(a) = &self.source {
+            // No borrow of Inner is live while the source runs, so a source that calls back
+            // into this pool cannot alias it.
+            return Ok(carve(a));
+        }
+        // SAFETY: the only live borrow of Inner; Region calls no user code.
+        let inner = unsafe { self.inner() };
+        let Some(frames) = inner.frames.as_mut() else {
+            return Err(self.fail(Error::Corrupted {
+                addr: 0,
+                what: "a pool with no source allocator has no Region",
+            }));
+        };
+        match frames.take() {
+            Ok(p) => {
+                inner.stats.bytes_from_os += BATCH_SIZE as u64;
+                Ok(Some((p, p, 0)))
+            }
+            Err(Error::OutOfMemory { .. }) => Ok(None),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Gives back the empty batches that classes other than `class` keep in reserve (to the
+    /// Region's free frames, or to the source allocator). Returns whether there was any.
+    #[cold]
+    fn give_back_reserves(&self, class: usize) -> bool {
+        // SAFETY: the only live borrow of Inner; it ends before the source runs.
+        let (retired, blocks) = unsafe { self.inner() }.retire_reserves(class);
+        if let Some(a) = &self.source {
+            for (raw, layout) in blocks {
+                // SAFETY: `raw` was allocated by `a` with `layout`; its batch was empty and has
+                // been unlinked and unregistered, so nothing of it is handed out again.
+                unsafe { a.deallocate(raw, layout) };
+            }
+        }
+        retired > 0
     }
 
     /// Counts a failed request and passes its error on.
@@ -946,6 +972,25 @@ impl Inner {
         true
     }
 
+    /// Retires every empty batch of the classes other than `class` (each class keeps one in
+    /// reserve). Returns how many, and the source blocks that must go back to the source
+    /// allocator (none for Region frames, which are given back here).
+    #[cold]
+    fn retire_reserves(&mut self, class: usize) -> (usize, Vec<(NonNull<u8>, Layout)>) {
+        let (mut retired, mut blocks) = (0, Vec::new());
+        for b in 0..self.batches.len() as u32 {
+            let batch = &self.batches[b as usize];
+            let c = batch.class as usize;
+            if batch.class == VACANT || c == class || batch.used != 0 {
+                continue;
+            }
+            self.classes[c].empty -= 1;
+            retired += 1;
+            blocks.extend(self.retire(b));
+        }
+        (retired, blocks)
+    }
+
     /// Unlinks an empty batch, unregisters it and makes its entry vacant. Returns its source
     /// block if it must go back to the source allocator; Region frames are given back here.
     #[cold]
@@ -1150,10 +1195,14 @@ impl Inner {
     }
 }
 
+/// A batch frame from a source: the batch, the block it was carved from, and the index in
+/// `SOURCE_LAYOUTS` of that block's layout.
+type Frame = (NonNull<u8>, NonNull<u8>, u8);
+
 /// Gets a block from `a` that holds a `BATCH_SIZE`-aligned batch, trying `SOURCE_LAYOUTS` in
 /// order. Returns the batch, the block and the index of its layout.
 #[cold]
-fn carve<A: Allocator>(a: &A) -> Option<(NonNull<u8>, NonNull<u8>, u8)> {
+fn carve<A: Allocator>(a: &A) -> Option<Frame> {
     for (i, layout) in SOURCE_LAYOUTS.iter().enumerate() {
         let Ok(block) = a.allocate(*layout) else {
             continue;
