@@ -8,8 +8,8 @@ use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
-use crate::api::{self, Backend};
 use crate::engine::{self, Engine};
+use crate::facade::{self as api, Backend};
 use crate::{BlockInfo, Error, Region, Snapshot, Stats};
 
 /// A fixed-size arena with `alloc`, `free` and `realloc`, split and coalesce, and certain

@@ -41,7 +41,7 @@ impl Bump {
                 addr,
                 reason: "not a block in use in this Bump",
             };
-            crate::abort::misuse("Bump", &err);
+            crate::os::abort::misuse("Bump", &err);
         }
     }
 

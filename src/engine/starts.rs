@@ -642,7 +642,7 @@ mod tests {
         with_map(LONG, |m| {
             let mut model = vec![false; LONG];
             let mut set: Vec<usize> = Vec::new();
-            for step in 0..if cfg!(miri) { 60 } else { 6000 } {
+            for step in 0..if cfg!(miri) { 15 } else { 6000 } {
                 // Few starts over many groups, so most groups are empty, most removals take a
                 // group's last start, and long ranges often hold no start at all. The target
                 // count drifts so that both sparse and busier maps are seen.

@@ -1275,7 +1275,7 @@ unsafe impl<A: Allocator> Allocator for &SlabPool<A> {
         // SAFETY: the caller gives up `ptr` (Allocator::deallocate contract); bad pointers are
         // rejected by `free` without effect.
         if let Err(err) = unsafe { self.free(ptr) } {
-            crate::abort::misuse("SlabPool", &err);
+            crate::os::abort::misuse("SlabPool", &err);
         }
     }
 
@@ -1341,14 +1341,14 @@ impl<A: Allocator> SlabPool<A> {
     fn usable_or_abort(&self, ptr: NonNull<u8>, layout: Layout) -> usize {
         match self.usable_size(ptr) {
             Ok(n) if n >= layout.size() => n,
-            Ok(_) => crate::abort::misuse(
+            Ok(_) => crate::os::abort::misuse(
                 "SlabPool",
                 &Error::InvalidPointer {
                     addr: ptr.as_ptr().addr(),
                     reason: "the layout is larger than the block",
                 },
             ),
-            Err(err) => crate::abort::misuse("SlabPool", &err),
+            Err(err) => crate::os::abort::misuse("SlabPool", &err),
         }
     }
 
@@ -1408,7 +1408,7 @@ unsafe fn moved<A: Allocator>(pool: &SlabPool<A>, old: NonNull<u8>, new: NonNull
     unsafe { core::ptr::copy_nonoverlapping(old.as_ptr(), new.cast::<u8>().as_ptr(), n) };
     // SAFETY: `old` was validated by the caller and is given up; `free` re-validates it anyway.
     if let Err(err) = unsafe { pool.free(old) } {
-        crate::abort::misuse("SlabPool", &err);
+        crate::os::abort::misuse("SlabPool", &err);
     }
     pool.note_realloc(false);
 }

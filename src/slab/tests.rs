@@ -378,7 +378,7 @@ fn small_model_with_check_after_every_op() {
     let mut rng = Rng::new(0x51ab);
     let pool = SlabPool::new();
     let mut live: BTreeMap<usize, (NonNull<u8>, usize, u8)> = BTreeMap::new();
-    let ops = if cfg!(miri) { 60 } else { 5_000 };
+    let ops = if cfg!(miri) { 25 } else { 5_000 };
     for _ in 0..ops {
         if live.is_empty() || rng.chance(3, 5) {
             let size = rng.range(0, 1025);

@@ -102,7 +102,7 @@ impl Drop for Owner {
 
 #[test]
 fn random_allocations_never_overlap_and_keep_their_contents() {
-    let steps = if cfg!(miri) { 400 } else { 40_000 };
+    let steps = if cfg!(miri) { 120 } else { 40_000 };
     let mut rng = Rng::new(11);
     let mut o = Owner::new(8);
     let mut live: Vec<(*mut u8, usize, u8)> = Vec::new();

@@ -268,8 +268,8 @@ impl LargeBlocks {
             // this may be a double free of a block unmapped long ago.
             Error::InvalidPointer {
                 addr,
-                reason: "it is neither in the heap nor a live mapped block (a mapped block is \
-                         forgotten once unmapped, so this may be a double free of one)",
+                reason: "it does not point into this allocator (a mapped block is forgotten \
+                         once unmapped, so this may also be a double free of one)",
             }
         }
     }

@@ -257,7 +257,7 @@ fn dangling(align: usize) -> NonNull<[u8]> {
 #[cold]
 #[inline(never)]
 fn misuse<B: Backend>(e: &Error) -> ! {
-    crate::abort::misuse(B::NAME, e)
+    crate::os::abort::misuse(B::NAME, e)
 }
 
 /// `Allocator::allocate`.
@@ -376,7 +376,7 @@ pub(crate) fn resize<B: Backend>(
 /// `fn with<R>(&self, f: impl FnOnce(&mut Backend) -> R) -> R`.
 macro_rules! impl_allocator {
     ($ty:ty) => {
-        // Every method forwards to the shared logic in `crate::api`, which keeps contents across
+        // Every method forwards to the shared logic in `crate::facade`, which keeps contents across
         // grow/shrink and aborts instead of writing when given a pointer it did not hand out.
         // SAFETY: blocks stay valid until freed through this allocator and are never handed out
         // twice.
@@ -386,7 +386,7 @@ macro_rules! impl_allocator {
                 &self,
                 layout: core::alloc::Layout,
             ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-                self.with(|b| $crate::api::allocate(b, layout))
+                self.with(|b| $crate::facade::allocate(b, layout))
             }
 
             #[inline]
@@ -394,12 +394,12 @@ macro_rules! impl_allocator {
                 &self,
                 layout: core::alloc::Layout,
             ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-                self.with(|b| $crate::api::allocate_zeroed(b, layout))
+                self.with(|b| $crate::facade::allocate_zeroed(b, layout))
             }
 
             #[inline]
             unsafe fn deallocate(&self, ptr: core::ptr::NonNull<u8>, layout: core::alloc::Layout) {
-                self.with(|b| $crate::api::deallocate(b, ptr, layout))
+                self.with(|b| $crate::facade::deallocate(b, ptr, layout))
             }
 
             #[inline]
@@ -409,7 +409,7 @@ macro_rules! impl_allocator {
                 old: core::alloc::Layout,
                 new: core::alloc::Layout,
             ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-                self.with(|b| $crate::api::resize(b, ptr, old, new, false))
+                self.with(|b| $crate::facade::resize(b, ptr, old, new, false))
             }
 
             #[inline]
@@ -419,7 +419,7 @@ macro_rules! impl_allocator {
                 old: core::alloc::Layout,
                 new: core::alloc::Layout,
             ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-                self.with(|b| $crate::api::resize(b, ptr, old, new, true))
+                self.with(|b| $crate::facade::resize(b, ptr, old, new, true))
             }
 
             #[inline]
@@ -429,7 +429,7 @@ macro_rules! impl_allocator {
                 old: core::alloc::Layout,
                 new: core::alloc::Layout,
             ) -> Result<core::ptr::NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-                self.with(|b| $crate::api::resize(b, ptr, old, new, false))
+                self.with(|b| $crate::facade::resize(b, ptr, old, new, false))
             }
         }
     };

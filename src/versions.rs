@@ -2,7 +2,7 @@
 //! `allocator-api2-04`) and `core::alloc::Allocator` (feature `nightly`).
 //!
 //! Each allocator implements allocator-api2 0.2's trait in its own module (the block allocators
-//! through the shared logic in `crate::api`, the Bump and the SlabPool by their own methods).
+//! through the shared logic in `crate::facade`, the Bump and the SlabPool by their own methods).
 //! The other traits have the same methods with the same contracts, so each is one macro that
 //! forwards every method to the 0.2 impl of the same type, invoked once per allocator type. The
 //! forwarding is inlined: the other versions cost nothing over 0.2.

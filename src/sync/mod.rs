@@ -15,7 +15,7 @@ use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
-use crate::api::{self, Backend};
+use crate::facade::{self as api, Backend};
 use crate::heap::HeapCore;
 use crate::{BlockInfo, Error, Heap, HeapConfig, Region, Snapshot, Stats};
 
@@ -810,7 +810,7 @@ unsafe impl GlobalAlloc for GlobalHeap {
             .with_existing(|c| api::deallocate(c, p, layout))
             .is_none()
         {
-            crate::abort::misuse(HeapCore::NAME, &not_set_up(p));
+            crate::os::abort::misuse(HeapCore::NAME, &not_set_up(p));
         }
     }
 
