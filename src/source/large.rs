@@ -580,7 +580,7 @@ mod tests {
                 p.as_ptr().write(i as u8);
                 p.as_ptr().add(len - 1).write(!(i as u8));
             }
-            live.push((p.as_ptr() as usize, i as u8));
+            live.push((p, i as u8));
             if grown.last() != Some(&t.slots()) {
                 grown.push(t.slots());
             }
@@ -598,15 +598,17 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(reason(t.len_of(foreign).unwrap_err()).contains("does not point into"));
-        assert!(reason(t.free(live[7].0 + page).unwrap_err()).contains("middle of a mapped"));
-        assert!(reason(t.free(live[7].0 + 16).unwrap_err()).contains("middle of a mapped"));
+        let a7 = live[7].0.as_ptr() as usize;
+        assert!(reason(t.free(a7 + page).unwrap_err()).contains("middle of a mapped"));
+        assert!(reason(t.free(a7 + 16).unwrap_err()).contains("middle of a mapped"));
         // Free all but every 16th block, in an order that mixes probe runs.
         let mut kept = Vec::new();
-        for (k, (a, byte)) in live.into_iter().enumerate() {
+        for (k, (p, byte)) in live.into_iter().enumerate() {
             if k % 16 == 0 {
-                kept.push((a, byte));
+                kept.push((p, byte));
                 continue;
             }
+            let a = p.as_ptr() as usize;
             assert_eq!(t.free(a).unwrap(), 2 * page);
             assert_eq!(t.free(a).unwrap_err(), Error::DoubleFree { addr: a });
             assert!(t.count() * 2 <= t.slots());
@@ -614,16 +616,16 @@ mod tests {
         assert!(t.slots() < want_top || want_top == MIN_SLOTS);
         assert!(t.slots() <= (kept.len() * 8).next_power_of_two().max(MIN_SLOTS));
         t.check().unwrap();
-        for &(a, byte) in &kept {
-            assert_eq!(t.len_of(a).unwrap(), 2 * page);
+        for &(p, byte) in &kept {
+            assert_eq!(t.len_of(p.as_ptr() as usize).unwrap(), 2 * page);
             // SAFETY: the block is live, `2 * page` bytes long.
             unsafe {
-                assert_eq!((a as *const u8).read(), byte);
-                assert_eq!((a as *const u8).add(2 * page - 1).read(), !byte);
+                assert_eq!(p.as_ptr().read(), byte);
+                assert_eq!(p.as_ptr().add(2 * page - 1).read(), !byte);
             }
         }
-        for (a, _) in kept {
-            t.free(a).unwrap();
+        for (p, _) in kept {
+            t.free(p.as_ptr() as usize).unwrap();
         }
         assert_eq!((t.count(), t.bytes(), t.slots()), (0, 0, MIN_SLOTS));
         assert!(reason(t.len_of(foreign).unwrap_err()).contains("does not point into"));
