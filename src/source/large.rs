@@ -21,7 +21,7 @@
 //! Invariants kept here:
 //! - Every live large block has exactly one entry; `count` is the number of entries.
 //! - `slots` is 0 or a power of two of at least [`MIN_SLOTS`], with storage for that many
-//!   entries, and `2 * count <= slots`.
+//!   entries followed by the ring of [`RECENT`] freed addresses, and `2 * count <= slots`.
 //! - An entry's `addr` is non-zero and the entry sits in the probe run starting at
 //!   `home(addr)`, with no empty slot between.
 //! - An entry's `addr` lies in its mapping's first `max(align, page)` bytes, page aligned.
@@ -45,11 +45,16 @@ struct Entry {
 }
 
 /// Addresses of recently freed large blocks, to tell a double free from a foreign pointer.
+/// They are kept in the table's storage, after the slots: only a table that has held a block
+/// can have freed one, and an empty heap stays small.
 const RECENT: usize = 64;
 
-/// The smallest table once one exists: its storage fits one 4 KiB page.
+/// The smallest table once one exists: its storage (slots and recent frees) fits one 4 KiB
+/// page.
 pub(crate) const MIN_SLOTS: usize = 128;
-static_assertions::const_assert!(MIN_SLOTS * core::mem::size_of::<Entry>() <= 4096);
+static_assertions::const_assert!(
+    MIN_SLOTS * core::mem::size_of::<Entry>() + RECENT * core::mem::size_of::<usize>() <= 4096
+);
 
 /// The table of large blocks.
 pub(crate) struct LargeBlocks {
@@ -61,7 +66,8 @@ pub(crate) struct LargeBlocks {
     shift: u32,
     count: usize,
     bytes: usize,
-    recent: [usize; RECENT],
+    /// How many addresses were ever put in the recent-frees ring (in the storage, after the
+    /// slots); the next goes at `recent_at % RECENT`.
     recent_at: usize,
     /// The lowest payload address and the highest mapping end of the blocks mapped since the
     /// table was last empty: a pointer outside them is inside no block.
@@ -84,7 +90,6 @@ impl LargeBlocks {
             shift: 64,
             count: 0,
             bytes: 0,
-            recent: [0; RECENT],
             recent_at: 0,
             low: usize::MAX,
             high: 0,
@@ -106,6 +111,26 @@ impl LargeBlocks {
     #[cfg(test)]
     pub fn slots(&self) -> usize {
         self.slots
+    }
+
+    /// The recent-frees ring: empty before the table has storage.
+    fn recent(&self) -> &[usize] {
+        if self.slots == 0 {
+            return &[];
+        }
+        // SAFETY: the storage holds `slots` entries and then `RECENT` words (zero until
+        // written), 8-aligned since an entry is; nothing else refers to them while `&self`
+        // is borrowed.
+        unsafe { core::slice::from_raw_parts(self.table.add(self.slots).cast::<usize>(), RECENT) }
+    }
+
+    /// The recent-frees ring, to write; `None` before the table has storage.
+    fn recent_mut(&mut self) -> Option<&mut [usize; RECENT]> {
+        if self.slots == 0 {
+            return None;
+        }
+        // SAFETY: as in `recent`; `&mut self` makes this the only reference.
+        Some(unsafe { &mut *self.table.add(self.slots).cast::<[usize; RECENT]>() })
     }
 
     /// The slot at index `i` modulo the table size. Only called while `slots != 0`.
@@ -173,6 +198,7 @@ impl LargeBlocks {
         debug_assert!(slots.is_power_of_two() && slots >= MIN_SLOTS && self.count * 2 <= slots);
         let bytes = slots
             .checked_mul(core::mem::size_of::<Entry>())
+            .and_then(|b| b.checked_add(RECENT * core::mem::size_of::<usize>()))
             .ok_or(Error::oom(slots, 0))?;
         let mut storage = Region::reserve(bytes)?;
         let base = storage.grow(storage.capacity())?;
@@ -184,7 +210,6 @@ impl LargeBlocks {
                 shift: 64 - slots.trailing_zeros(),
                 count: 0,
                 bytes: self.bytes,
-                recent: self.recent,
                 recent_at: self.recent_at,
                 low: self.low,
                 high: self.high,
@@ -202,6 +227,12 @@ impl LargeBlocks {
                     (*e).addr = 0;
                     self.insert(addr, map);
                 }
+            }
+        }
+        if let Some(ring) = self.recent_mut() {
+            // A table without storage yet has no ring: the new one stays zero.
+            for (to, &from) in ring.iter_mut().zip(old.recent()) {
+                *to = from;
             }
         }
         // `old` now lists nothing: dropping it only unmaps the old slot array.
@@ -356,7 +387,7 @@ impl LargeBlocks {
     }
 
     fn reject(&self, addr: usize) -> Error {
-        if addr != 0 && self.recent.contains(&addr) {
+        if addr != 0 && self.recent().contains(&addr) {
             Error::DoubleFree { addr }
         } else if self.inside_any(addr) {
             Error::InvalidPointer {
@@ -381,7 +412,10 @@ impl LargeBlocks {
         let len = map.len();
         drop(map);
         self.bytes -= len;
-        self.recent[self.recent_at % RECENT] = addr;
+        let at = self.recent_at % RECENT;
+        if let Some(ring) = self.recent_mut() {
+            ring[at] = addr;
+        }
         self.recent_at = self.recent_at.wrapping_add(1);
         if self.count == 0 {
             (self.low, self.high) = (usize::MAX, 0);
