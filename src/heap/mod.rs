@@ -28,6 +28,7 @@ use core::ptr::NonNull;
 
 use crate::engine::{self, Engine, Resize};
 use crate::facade::{self as api, Backend};
+use crate::os::region::reserve_halving;
 use crate::source::large::LargeBlocks;
 use crate::{BlockInfo, BlockState, Error, Region, Snapshot, Stats};
 pub use config::HeapConfig;
@@ -140,28 +141,6 @@ impl Drop for SpaceBox {
         // the stack, and dropped there: the engine first, then the break's reservation, then
         // `meta`, the mapping it was read from.
         drop(unsafe { self.0.as_ptr().read() });
-    }
-}
-
-/// Reserves with `reserve`, first `want` bytes, then, while the OS refuses
-/// ([`Error::Os`]), half as much (whole pages), down to `floor`. Returns what was reserved and
-/// its size; any other error, or a refusal at the floor, is returned as is.
-fn reserve_halving<T>(
-    want: usize,
-    floor: usize,
-    mut reserve: impl FnMut(usize) -> Result<T, Error>,
-) -> Result<(T, usize), Error> {
-    let page = crate::page_size();
-    let floor = floor.min(want);
-    let mut size = want;
-    loop {
-        match reserve(size) {
-            Ok(got) => return Ok((got, size)),
-            Err(Error::Os { .. }) if size > floor => {
-                size = ((size / 2) & !(page - 1)).max(floor);
-            }
-            Err(e) => return Err(e),
-        }
     }
 }
 

@@ -373,6 +373,29 @@ pub(crate) fn page_ceil(n: usize, page: usize) -> usize {
     (n + page - 1) & !(page - 1)
 }
 
+/// Reserves with `reserve`, first `want` bytes, then, while the OS refuses
+/// ([`Error::Os`]), half as much (whole pages), down to `floor`: under an address-space limit
+/// an allocator then works within what it could get instead of failing outright. Returns what was reserved and
+/// its size; any other error, or a refusal at the floor, is returned as is.
+pub(crate) fn reserve_halving<T>(
+    want: usize,
+    floor: usize,
+    mut reserve: impl FnMut(usize) -> Result<T, Error>,
+) -> Result<(T, usize), Error> {
+    let page = page_size();
+    let floor = floor.min(want);
+    let mut size = want;
+    loop {
+        match reserve(size) {
+            Ok(got) => return Ok((got, size)),
+            Err(Error::Os { .. }) if size > floor => {
+                size = ((size / 2) & !(page - 1)).max(floor);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
