@@ -73,6 +73,10 @@ pub struct Stats {
     pub bytes_from_os: u64,
     /// Bytes ever given back to the OS: pages released on shrink or trim, plus unmapped blocks.
     pub bytes_to_os: u64,
+    /// The most the heap may hold, break and mapped blocks together: its configured
+    /// `max_size`, or less once the OS refused to reserve that much address space and the
+    /// heap settled for what it could reserve (Heap only; 0 elsewhere).
+    pub max_size: usize,
 }
 
 impl Stats {

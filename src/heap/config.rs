@@ -22,8 +22,8 @@ pub struct HeapConfig {
 }
 
 impl HeapConfig {
-    /// The defaults: 64 GiB of address space, 64 KiB growth steps, a 128 KiB mmap threshold and
-    /// a 256 KiB trim threshold.
+    /// The defaults: at most 64 GiB (address space reserved on the first allocation), 64 KiB
+    /// growth steps, a 128 KiB mmap threshold and a 256 KiB trim threshold.
     ///
     /// ```
     /// use strata_alloc::{Heap, HeapConfig};
@@ -40,6 +40,13 @@ impl HeapConfig {
 
     /// The most memory the heap may hold at once, break and mapped blocks together (rounded
     /// up to whole pages). Requests beyond it fail with `OutOfMemory`.
+    ///
+    /// The heap reserves this much address space for its break (not memory: the pages are
+    /// committed as they are touched) when its first block below `mmap_threshold` is
+    /// allocated, not when it is made. If the OS refuses that much (an address-space limit
+    /// such as `ulimit -v`), the heap retries with half as much, down to 16 MiB, and works
+    /// within what it got; [`Stats::max_size`](crate::Stats::max_size) then reports the lower
+    /// ceiling.
     ///
     /// ```
     /// let heap = strata_alloc::Heap::with_config(

@@ -1,14 +1,21 @@
 //! `Heap`: the block engine over a growable break, plus mapped large blocks.
 //!
-//! The heap reserves its whole address space once (`max_size`, 64 GiB by default, with
-//! `MAP_NORESERVE`) and moves its break forward in `growth_increment` steps only when no free
-//! block fits. Requests at or above `mmap_threshold` get their own mapping
-//! ([`large`](crate::source::large)). When the free block at the top grows past `trim_threshold`, the break moves
-//! back and the pages go to the OS.
+//! A heap reserves nothing when it is made: until its break first moves it has no engine and
+//! no mapping (`HeapCore::space` is `None`), so creating, checking, walking and dropping an
+//! empty heap, and rejecting a pointer it never gave out, are a few field reads. The first
+//! break move reserves `max_size` of break (with `MAP_NORESERVE`) and a mapping that holds the
+//! engine and its start map. When the OS refuses that much address space (an address-space
+//! limit), the reservation is retried at half the size, down to [`RESERVE_FLOOR`], and the
+//! heap's `max_size` becomes what it got (`Stats::max_size` says so). From then on the break
+//! moves forward in `growth_increment` steps only when no free block fits. Requests at or
+//! above `mmap_threshold` get their own mapping ([`large`](crate::source::large)), which needs
+//! no reservation, and the table that finds them grows with their number. When the free block
+//! at the top grows past `trim_threshold`, the break moves back and the pages go to the OS.
 //!
 //! Invariants kept here (beyond the engine's and the large table's):
-//! - The region's break equals the engine's span: `blocks.brk() == engine.span()`.
-//! - `blocks.brk() + large.bytes() <= max_size`.
+//! - With a reservation, the region's break equals the engine's span:
+//!   `blocks.brk() == engine.span()`; without one, the break is 0.
+//! - `span + large.bytes() <= max_size`, and the break never passes the reservation.
 
 mod config;
 
@@ -20,6 +27,7 @@ use core::ptr::NonNull;
 
 use crate::backend::Backend;
 use crate::engine::{self, Engine, Resize};
+use crate::os::region::reserve_halving;
 use crate::source::large::LargeBlocks;
 use crate::{BlockInfo, BlockState, Error, Region, Snapshot, Stats};
 pub use config::HeapConfig;
@@ -27,6 +35,113 @@ pub use config::HeapConfig;
 /// The heap packs (best fit, no caching) once less than `max_size / TIGHT_FRACTION` is left
 /// to grow into (see `HeapCore::choose_fit`).
 const TIGHT_FRACTION: usize = 2;
+
+/// The smallest reservation a refused one is retried down to (or `max_size`, if smaller):
+/// below it a heap is better told that the OS has no address space for it.
+pub(crate) const RESERVE_FLOOR: usize = 16 << 20;
+
+/// The reservation behind a heap's break and the engine over it. The value lives at the start
+/// of its own metadata mapping, the start map right after it, so an empty heap carries none
+/// of the engine's bins and stacks.
+struct Space {
+    engine: Engine,
+    /// The break's reservation; the engine's span is its first `brk` bytes.
+    blocks: Region,
+    /// Bytes reserved for the break (the engine's limit).
+    reserved: usize,
+    /// Offset of the start map in `meta` (past this value, a whole number of pages).
+    map_at: usize,
+    /// The mapping this value and the start map live in. The value is moved out of it before
+    /// it is dropped (see `SpaceBox`'s drop), so unmapping it last is sound.
+    meta: Region,
+}
+
+/// Owns a [`Space`] in its own mapping.
+struct SpaceBox(NonNull<Space>);
+
+impl Space {
+    /// Reserves `bytes` (a whole number of pages) of break, and the mapping for the engine
+    /// and its start map covering them.
+    fn reserve(bytes: usize) -> Result<SpaceBox, Error> {
+        let page = crate::page_size();
+        let mut blocks = Region::reserve(bytes)?;
+        let map_at = core::mem::size_of::<Space>().next_multiple_of(page);
+        let map_len = engine::map_bytes(bytes / engine::block::GRANULE);
+        let meta_len = map_at.checked_add(map_len).ok_or(Error::layout(
+            bytes,
+            page,
+            "heap reservation overflows",
+        ))?;
+        let mut meta = Region::reserve(meta_len)?;
+        let meta_base = meta.grow(meta.capacity())?;
+        // SAFETY: `map_at < meta_len`, inside the fresh mapping.
+        let map_ptr = unsafe { NonNull::new_unchecked(meta_base.as_ptr().add(map_at)) };
+        // SAFETY: `blocks` is a fresh page-aligned reservation of `bytes` bytes that only this
+        // engine touches; `map_ptr` starts `map_bytes` zeroed bytes of `meta` that nothing
+        // else uses. Both mappings are owned by the Space the engine is moved into, and are
+        // dropped after it.
+        let engine = unsafe { Engine::new(blocks.base(), bytes, map_ptr) };
+        // The engine's empty span is one granule; keep the break equal to it.
+        blocks.grow(engine.span())?;
+        let at = meta_base.cast::<Space>();
+        // SAFETY: `at` is the page-aligned start of `meta`, with `map_at >= size_of::<Space>()`
+        // bytes free before the start map; nothing else refers to them. The value written
+        // owns `meta` from now on.
+        unsafe {
+            at.as_ptr().write(Space {
+                engine,
+                blocks,
+                reserved: bytes,
+                map_at,
+                meta,
+            })
+        };
+        Ok(SpaceBox(at))
+    }
+
+    /// Gives back the pages of start map that covered the span cut off since it was
+    /// `old_span` bytes: their bits are clear (nothing starts past the span), so they read the
+    /// same as fresh pages. The summary words at the map's end stay.
+    fn release_map_tail(&self, old_span: usize) {
+        let page = crate::page_size();
+        let keep = engine::groups_bytes(self.engine.span() / 16 + 1).next_multiple_of(page);
+        let summary = engine::groups_bytes(self.reserved / 16) & !(page - 1);
+        let to = engine::groups_bytes(old_span / 16 + 1)
+            .next_multiple_of(page)
+            .min(summary);
+        if to > keep {
+            // A refused release only leaves the pages resident.
+            // SAFETY: the range covers map groups past the span's end, whose bits are all
+            // clear; the engine reads them as zero, which is what released pages read as.
+            let _ = unsafe { self.meta.release(self.map_at + keep, to - keep) };
+        }
+    }
+}
+
+impl core::ops::Deref for SpaceBox {
+    type Target = Space;
+    fn deref(&self) -> &Space {
+        // SAFETY: the pointer is to the live Space written by `Space::reserve`, owned by this
+        // box alone; `&self` keeps it from being dropped meanwhile.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl core::ops::DerefMut for SpaceBox {
+    fn deref_mut(&mut self) -> &mut Space {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference.
+        unsafe { self.0.as_mut() }
+    }
+}
+
+impl Drop for SpaceBox {
+    fn drop(&mut self) {
+        // SAFETY: the Space is live and owned by this box; it is moved out exactly once, onto
+        // the stack, and dropped there: the engine first, then the break's reservation, then
+        // `meta`, the mapping it was read from.
+        drop(unsafe { self.0.as_ptr().read() });
+    }
+}
 
 /// A growable heap: segregated free lists with coalescing over an sbrk-style break, large
 /// blocks in their own mappings, in-place `realloc`, and memory given back to the OS.
@@ -66,9 +181,13 @@ struct HeapCounters {
 
 /// Everything a heap is; `Heap`, `LockedHeap` and `GlobalHeap` reach it through a cell or a lock.
 pub(crate) struct HeapCore {
-    engine: Engine,
+    /// The break's reservation and the engine over it; `None` until the break first moves.
+    space: Option<SpaceBox>,
     large: LargeBlocks,
     counters: HeapCounters,
+    /// The engine's counters while there is no engine (what the façade counts on an empty
+    /// heap: failed requests, misuse caught); they move into the engine with the reservation.
+    empty_counters: Stats,
     max_size: usize,
     increment: usize,
     mmap_threshold: usize,
@@ -78,9 +197,6 @@ pub(crate) struct HeapCore {
     /// The break when `give_back` last merged the quick stacks, so that a heap that stays
     /// mostly free without being able to trim merges them once, not on every free.
     packed_at: usize,
-    // The engine points into these; they are dropped after it.
-    blocks: Region,
-    map: Region,
 }
 
 // SAFETY: a HeapCore exclusively owns its mappings; the engine's raw pointers point only into
@@ -97,44 +213,78 @@ impl HeapCore {
         if config.max_size == 0 {
             return Err(Error::layout(0, page, "a heap needs a max_size above zero"));
         }
-        let max_size = round(config.max_size).ok_or(Error::layout(
-            config.max_size,
-            page,
-            "max_size overflows",
-        ))?;
+        let max_size = round(config.max_size)
+            .filter(|&m| m <= isize::MAX as usize)
+            .ok_or(Error::layout(config.max_size, page, "max_size overflows"))?;
         let increment = round(config.growth_increment.max(page)).ok_or(Error::layout(
             config.growth_increment,
             page,
             "growth_increment overflows",
         ))?;
-        let mut blocks = Region::reserve(max_size)?;
-        let (map, map_ptr) = engine::reserve_map(max_size)?;
-        // SAFETY: `blocks` is a fresh page-aligned reservation of `max_size` bytes that only
-        // this engine touches; `map` is a fresh zeroed mapping large enough for its start map.
-        // Both are owned by this HeapCore and dropped after the engine.
-        let engine = unsafe { Engine::new(blocks.base(), max_size, map_ptr) };
-        // The engine's empty span is 16 bytes; keep the break equal to it.
-        blocks.grow(16)?;
-        let mmap_threshold = config.mmap_threshold.max(1);
-        let large = LargeBlocks::new(max_size / mmap_threshold.max(page) + 16)?;
         Ok(HeapCore {
-            engine,
-            large,
+            space: None,
+            large: LargeBlocks::new(),
             counters: HeapCounters::default(),
+            empty_counters: Stats::default(),
             max_size,
             increment,
-            mmap_threshold,
+            mmap_threshold: config.mmap_threshold.max(1),
             trim_threshold: config.trim_threshold.max(increment),
             tight: false,
             packed_at: 0,
-            blocks,
-            map,
         })
+    }
+
+    /// Reserves the heap's space on its first break move (see the module docs).
+    #[cold]
+    #[inline(never)]
+    fn reserve_space(&mut self) -> Result<(), Error> {
+        let floor = RESERVE_FLOOR.max(self.increment);
+        self.reserve_space_with(floor, Space::reserve)
+    }
+
+    /// As `reserve_space`, reserving through `reserve` (tests refuse sizes through it).
+    fn reserve_space_with(
+        &mut self,
+        floor: usize,
+        reserve: impl FnMut(usize) -> Result<SpaceBox, Error>,
+    ) -> Result<(), Error> {
+        debug_assert!(self.space.is_none());
+        let (mut space, got) = reserve_halving(self.max_size, floor, reserve)?;
+        space.engine.counters = self.empty_counters;
+        self.space = Some(space);
+        // A smaller reservation lowers the ceiling to it, plus what is mapped already.
+        self.max_size = got.saturating_add(self.large.bytes()).min(self.max_size);
+        Ok(())
+    }
+
+    /// The engine, if the heap has one and `p` lies in its span.
+    #[inline(always)]
+    fn heap_engine(&mut self, p: NonNull<u8>) -> Option<&mut Engine> {
+        match self.space.as_deref_mut() {
+            Some(space) if space.engine.contains(p.as_ptr() as usize) => Some(&mut space.engine),
+            _ => None,
+        }
+    }
+
+    /// Bytes of break: the engine's span, 0 before the first reservation.
+    #[inline(always)]
+    fn span(&self) -> usize {
+        self.space.as_ref().map_or(0, |s| s.engine.span())
     }
 
     /// Bytes taken from the OS and not given back: the break plus mapped blocks.
     fn footprint(&self) -> usize {
-        self.blocks.brk() + self.large.bytes()
+        self.span() + self.large.bytes()
+    }
+
+    /// Bytes the break may still move up: within `max_size` and the reservation.
+    fn break_room(&self) -> usize {
+        let room = self.max_size.saturating_sub(self.footprint());
+        match &self.space {
+            Some(space) => room.min(space.blocks.remaining()),
+            None => room,
+        }
     }
 
     #[inline(always)]
@@ -143,7 +293,8 @@ impl HeapCore {
         // `stats` takes the larger of the two.
         let large = self.large.bytes();
         if large != 0 {
-            let now = self.engine.bytes_in_use() + large;
+            let heap = self.space.as_ref().map_or(0, |s| s.engine.bytes_in_use());
+            let now = heap + large;
             if now > self.counters.peak {
                 self.counters.peak = now;
             }
@@ -151,20 +302,28 @@ impl HeapCore {
     }
 
     fn out_of_memory(&self, size: usize) -> Error {
-        let room = self.max_size - self.footprint();
-        Error::oom(size, room.max(self.engine.largest_free()))
+        let room = self.max_size.saturating_sub(self.footprint());
+        let largest = self.space.as_ref().map_or(0, |s| s.engine.largest_free());
+        Error::oom(size, room.max(largest))
     }
 
-    /// Moves the break up so that a block of `bsize` bytes fits at the top.
+    /// Moves the break up so that a block of `bsize` bytes fits at the top, reserving the
+    /// heap's space first if it has none.
     #[cold]
     fn grow_break(&mut self, bsize: usize, at_least: usize) -> Result<(), Error> {
-        let top = self.engine.free_top()?.map_or(0, |(_, s)| s);
+        if self.space.is_none() {
+            self.reserve_space()?;
+        }
         let page = crate::page_size();
+        let room = self.break_room() & !15;
+        let Some(space) = self.space.as_deref_mut() else {
+            return Err(self.out_of_memory(bsize));
+        };
+        let top = space.engine.free_top()?.map_or(0, |(_, s)| s);
         // Grow geometrically (an eighth of the heap, at least one increment): a heap that
         // keeps growing moves its break a few dozen times, not once per increment.
         // Near `max_size` the step shrinks to what is left: only the request itself must fit.
-        let step = self.increment.max(self.blocks.brk() / 8);
-        let room = (self.max_size - self.footprint()) & !15;
+        let step = self.increment.max(space.engine.span() / 8);
         let need = bsize.saturating_sub(top).max(at_least).next_multiple_of(16);
         if need > room {
             return Err(self.out_of_memory(bsize));
@@ -177,9 +336,9 @@ impl HeapCore {
         if grow > room {
             return Err(self.out_of_memory(bsize));
         }
-        self.blocks.grow(grow)?;
-        let end = self.blocks.base().as_ptr() as usize + self.blocks.brk();
-        self.engine.extend(end)?;
+        space.blocks.grow(grow)?;
+        let end = space.blocks.base().as_ptr() as usize + space.blocks.brk();
+        space.engine.extend(end)?;
         self.counters.break_growths += 1;
         self.counters.bytes_from_os += grow as u64;
         self.choose_fit();
@@ -196,13 +355,15 @@ impl HeapCore {
     /// (docs/BENCHMARKS.md, heap efficiency). Called whenever the break moves; only a switch
     /// off flushes the quick stacks.
     fn choose_fit(&mut self) {
-        let room = self.max_size - self.footprint();
+        let room = self.max_size.saturating_sub(self.footprint());
         let tight = room < self.max_size / TIGHT_FRACTION;
         self.tight = tight;
-        self.engine.set_best_fit(tight);
-        // A damaged cached block the flush meets is left in place; `check` and the next free
-        // near it report it, as after any flush.
-        let _ = self.engine.set_caching(!tight);
+        if let Some(space) = self.space.as_deref_mut() {
+            space.engine.set_best_fit(tight);
+            // A damaged cached block the flush meets is left in place; `check` and the next
+            // free near it report it, as after any flush.
+            let _ = space.engine.set_caching(!tight);
+        }
     }
 
     /// A block in its own mapping: every request of `mmap_threshold` bytes or more, and every
@@ -211,7 +372,7 @@ impl HeapCore {
     fn alloc_large(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
         let page = crate::page_size();
         let lead = align.saturating_sub(page);
-        let room = self.max_size - self.footprint();
+        let room = self.max_size.saturating_sub(self.footprint());
         if size > isize::MAX as usize - page || size.saturating_add(lead) > room {
             return Err(self.out_of_memory(size));
         }
@@ -244,16 +405,19 @@ impl HeapCore {
     fn give_back(&mut self, freed: engine::Freed, in_use: usize) -> Result<(), Error> {
         let threshold = self.trim_threshold.max(in_use / 4);
         let mut top = if freed.at_top { freed.size } else { 0 };
-        let brk = self.blocks.brk();
+        let brk = self.span();
+        let Some(space) = self.space.as_deref_mut() else {
+            return Ok(());
+        };
         if top < threshold
             && in_use < brk / 4
             && brk != self.packed_at
-            && self.engine.cached_blocks() != 0
+            && space.engine.cached_blocks() != 0
         {
             self.packed_at = brk;
             // A damaged cached block stays where it is; `check` reports it.
-            let _ = self.engine.flush_quick();
-            top = self.engine.free_top()?.map_or(0, |(_, size)| size);
+            let _ = space.engine.flush_quick();
+            top = space.engine.free_top()?.map_or(0, |(_, size)| size);
         }
         if top >= threshold {
             self.trim_top(self.increment.max(in_use / 8))?;
@@ -263,7 +427,10 @@ impl HeapCore {
 
     /// Cuts the free top block down to `keep` bytes (0: remove it) and gives the pages back.
     fn trim_top(&mut self, keep: usize) -> Result<usize, Error> {
-        let Some((b, size)) = self.engine.free_top()? else {
+        let Some(space) = self.space.as_deref_mut() else {
+            return Ok(0);
+        };
+        let Some((b, size)) = space.engine.free_top()? else {
             return Ok(0);
         };
         // What is kept must be a block of its own, or nothing.
@@ -275,43 +442,31 @@ impl HeapCore {
         if size < keep + crate::page_size() {
             return Ok(0);
         }
-        let old_span = self.engine.span();
-        let cut = self.engine.truncate_top(b + 8 + keep)?;
-        let released = self.blocks.shrink(cut)?;
-        self.release_map_tail(old_span);
+        let old_span = space.engine.span();
+        let cut = space.engine.truncate_top(b + 8 + keep)?;
+        let released = space.blocks.shrink(cut)?;
+        space.release_map_tail(old_span);
         self.counters.break_shrinks += 1;
         self.counters.bytes_to_os += released as u64;
         self.choose_fit();
         Ok(released)
     }
 
-    /// Gives back the pages of start map that covered the span cut off since it was
-    /// `old_span` bytes: their bits are clear (nothing starts past the span), so they read the
-    /// same as fresh pages. The summary words at the map's end stay.
-    fn release_map_tail(&mut self, old_span: usize) {
-        let page = crate::page_size();
-        let keep = engine::groups_bytes(self.engine.span() / 16 + 1).next_multiple_of(page);
-        let summary = engine::groups_bytes(self.max_size / 16) & !(page - 1);
-        let to = engine::groups_bytes(old_span / 16 + 1)
-            .next_multiple_of(page)
-            .min(summary);
-        if to > keep {
-            // A refused release only leaves the pages resident.
-            // SAFETY: the range covers map groups past the span's end, whose bits are all
-            // clear; the engine reads them as zero, which is what released pages read as.
-            let _ = unsafe { self.map.release(keep, to - keep) };
-        }
-    }
-
     pub(crate) fn trim(&mut self) -> usize {
+        let Some(space) = self.space.as_deref_mut() else {
+            return 0;
+        };
         // Cached small blocks may sit at the top; merge them first. Damage the flush or the
         // top block meets is contained (quarantined, counted), so trimming goes on after it.
-        let _ = self.engine.flush_quick();
+        let _ = space.engine.flush_quick();
         self.trim_top(0).or_else(|_| self.trim_top(0)).unwrap_or(0)
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        let mut s = self.engine.stats();
+        let mut s = match &self.space {
+            Some(space) => space.engine.stats(),
+            None => self.empty_counters,
+        };
         let c = &self.counters;
         s.allocations += c.large_allocations;
         s.frees += c.large_frees;
@@ -325,32 +480,45 @@ impl HeapCore {
         s.mapped_bytes = self.large.bytes();
         s.bytes_from_os = c.bytes_from_os;
         s.bytes_to_os = c.bytes_to_os;
+        s.max_size = self.max_size;
         s
     }
 
+    /// O(1) for an empty heap: no engine to walk, and a large-block table that has no slots.
     pub(crate) fn check(&mut self) -> Result<(), Error> {
-        self.engine.check_structure()?;
+        if let Some(space) = self.space.as_deref_mut() {
+            space.engine.check_structure()?;
+        }
         self.large.check()?;
-        if self.blocks.brk() != self.engine.span() || self.footprint() > self.max_size {
+        let break_agrees = self.space.as_ref().is_none_or(|space| {
+            space.blocks.brk() == space.engine.span()
+                && space.blocks.base().as_ptr() as usize == space.engine.base()
+                && space.blocks.capacity() == space.reserved
+        });
+        if !break_agrees || self.footprint() > self.max_size {
             return Err(Error::Corrupted {
-                addr: self.engine.base(),
+                addr: self.space.as_ref().map_or(0, |s| s.engine.base()),
                 what: "heap break disagrees with the block span",
             });
         }
         // Quarantined damage last: that error means everything else is sound.
-        self.engine.check_quarantine()
+        match self.space.as_deref_mut() {
+            Some(space) => space.engine.check_quarantine(),
+            None => Ok(()),
+        }
     }
 
+    /// Where the walk starts; a heap with no engine has no block, so any start finds none.
     pub(crate) fn first_block(&self) -> usize {
-        self.engine.first_block()
+        self.space.as_ref().map_or(0, |s| s.engine.first_block())
     }
 
     pub(crate) fn block_at(&mut self, b: usize) -> Option<(BlockInfo, usize)> {
-        self.engine.block_at(b)
+        self.space.as_deref_mut()?.engine.block_at(b)
     }
 
     pub(crate) fn mapped_blocks(&self) -> Vec<BlockInfo> {
-        let base = self.engine.base();
+        let base = self.space.as_ref().map_or(0, |s| s.engine.base());
         self.large
             .iter()
             .map(|(addr, len)| BlockInfo {
@@ -365,18 +533,30 @@ impl HeapCore {
 
     pub(crate) fn snapshot(&mut self, title: &'static str) -> Snapshot {
         let stats = self.stats();
-        let mut snap = self.engine.snapshot(title, stats);
+        let mut snap = match self.space.as_deref_mut() {
+            Some(space) => space.engine.snapshot(title, stats),
+            None => Snapshot {
+                title,
+                stats,
+                blocks: Vec::new(),
+                free_lists: Vec::new(),
+                quick_lists: Vec::new(),
+                damaged_at: None,
+            },
+        };
         snap.blocks.extend(self.mapped_blocks());
         snap
     }
 
     fn is_heap_block(&self, p: NonNull<u8>) -> bool {
-        self.engine.contains(p.as_ptr() as usize)
+        self.space
+            .as_ref()
+            .is_some_and(|s| s.engine.contains(p.as_ptr() as usize))
     }
 
     fn count_misuse<T>(&mut self, r: Result<T, Error>) -> Result<T, Error> {
         if r.as_ref().is_err_and(Error::is_misuse) {
-            self.engine.counters.misuses_caught += 1;
+            self.stats_mut().misuses_caught += 1;
         }
         r
     }
@@ -394,39 +574,44 @@ impl Backend for HeapCore {
         if size >= self.mmap_threshold || align > engine::MAX_ALIGN {
             return self.alloc_large(size, align);
         }
-        if let Some(p) = self.engine.alloc(size, align)? {
-            self.note_peak();
-            return Ok(p);
+        if let Some(space) = self.space.as_deref_mut() {
+            if let Some(p) = space.engine.alloc(size, align)? {
+                self.note_peak();
+                return Ok(p);
+            }
         }
         let slack = if align > 16 { align + 32 } else { 0 };
         let bsize = engine::block_size(size).ok_or_else(|| self.out_of_memory(size))? + slack;
         self.grow_break(bsize, 0)?;
-        let p = self
-            .engine
-            .alloc(size, align)?
-            .ok_or_else(|| self.out_of_memory(size))?;
+        let p = match self.space.as_deref_mut() {
+            Some(space) => space.engine.alloc(size, align)?,
+            None => None,
+        };
+        let p = p.ok_or_else(|| self.out_of_memory(size))?;
         self.note_peak();
         Ok(p)
     }
 
     fn alloc_zeroed(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
-        let clean = self.engine.clean_mark();
+        // Before the first reservation every byte the heap will hand out is fresh: nothing
+        // below address 0 is dirty.
+        let clean = self.space.as_ref().map_or(0, |s| s.engine.clean_mark());
         let p = self.alloc(size, align)?;
         // Mapped blocks are fresh pages, already zero; heap blocks are cleared where dirty.
-        if self.is_heap_block(p) {
-            self.engine.clear_for_calloc(p, size, clean);
+        if let Some(engine) = self.heap_engine(p) {
+            engine.clear_for_calloc(p, size, clean);
         }
         Ok(p)
     }
 
     #[inline(always)]
     fn free(&mut self, p: NonNull<u8>) -> Result<(), Error> {
-        if self.is_heap_block(p) {
-            let freed = self.engine.free(p)?;
+        if let Some(engine) = self.heap_engine(p) {
+            let freed = engine.free(p)?;
             // A cached free or an ended loan changes nothing below the top, and is the hot path:
             // only a merged free can let the heap give memory back.
             if freed.binned {
-                let (brk, in_use) = (self.blocks.brk(), self.engine.bytes_in_use());
+                let (brk, in_use) = (engine.span(), engine.bytes_in_use());
                 if freed.at_top || (in_use < brk / 4 && brk > 4 * self.trim_threshold) {
                     // The free is done whatever happens here: damage found on the way to the
                     // top is contained (and counted), and only the trim is skipped.
@@ -443,16 +628,16 @@ impl Backend for HeapCore {
     }
 
     fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error> {
-        if self.is_heap_block(p) {
-            return self.engine.usable_size(p);
+        if let Some(engine) = self.heap_engine(p) {
+            return engine.usable_size(p);
         }
         let r = self.large.len_of(p.as_ptr() as usize);
         self.count_misuse(r)
     }
 
     fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
-        if self.is_heap_block(p) {
-            let reach = match self.engine.resize(p, new_size)? {
+        if let Some(engine) = self.heap_engine(p) {
+            let reach = match engine.resize(p, new_size)? {
                 Resize::Done => {
                     self.note_peak();
                     return Ok(true);
@@ -468,7 +653,10 @@ impl Backend for HeapCore {
             if self.grow_break(want, need).is_err() {
                 return Ok(false);
             }
-            let grown = self.engine.resize_in_place(p, new_size)?;
+            let grown = match self.heap_engine(p) {
+                Some(engine) => engine.resize_in_place(p, new_size)?,
+                None => false,
+            };
             self.note_peak();
             return Ok(grown);
         }
@@ -486,7 +674,7 @@ impl Backend for HeapCore {
             }
             return Ok(true);
         }
-        if new_size > self.max_size - self.footprint() + len
+        if new_size > self.max_size.saturating_sub(self.footprint()) + len
             || new_size > isize::MAX as usize - page
         {
             return Ok(false);
@@ -513,7 +701,7 @@ impl Backend for HeapCore {
         let remappable = !self.is_heap_block(p)
             && align <= crate::page_size()
             && new_size >= self.mmap_threshold
-            && new_size <= self.max_size - self.footprint() + old;
+            && new_size <= self.max_size.saturating_sub(self.footprint()) + old;
         if remappable {
             let addr = p.as_ptr() as usize;
             let target = self.grown_len(self.large.len_of(addr)?, new_size);
@@ -534,13 +722,11 @@ impl Backend for HeapCore {
             Err(Error::OutOfMemory { .. }) if self.is_heap_block(p) && align <= 16 => {
                 // Nothing free elsewhere is large enough; the block's own free neighbours
                 // merged with it may be.
-                match self
-                    .engine
-                    .resize_backward(p, new_size, old.min(new_size))?
-                {
-                    Some(q) => return Ok(q),
-                    None => return Err(self.out_of_memory(new_size)),
-                }
+                let moved = match self.heap_engine(p) {
+                    Some(engine) => engine.resize_backward(p, new_size, old.min(new_size))?,
+                    None => None,
+                };
+                return moved.ok_or_else(|| self.out_of_memory(new_size));
             }
             Err(e) => return Err(e),
         };
@@ -572,7 +758,10 @@ impl Backend for HeapCore {
     }
 
     fn stats_mut(&mut self) -> &mut Stats {
-        &mut self.engine.counters
+        match self.space.as_deref_mut() {
+            Some(space) => &mut space.engine.counters,
+            None => &mut self.empty_counters,
+        }
     }
 }
 
@@ -593,16 +782,18 @@ impl HeapCore {
     ) -> Result<Option<NonNull<u8>>, Error> {
         // The engine's fit search ignores alignment, so only blocks that need none beyond the
         // granule are considered.
-        if align > 16
-            || new_size >= self.mmap_threshold
-            || !self.is_heap_block(p)
-            || !self.engine.better_moved(p, new_size)?
-        {
+        if align > 16 || new_size >= self.mmap_threshold {
+            return Ok(None);
+        }
+        let Some(engine) = self.heap_engine(p) else {
+            return Ok(None);
+        };
+        if !engine.better_moved(p, new_size)? {
             return Ok(None);
         }
         // `better_moved` found a free block that fits, so this succeeds; should it not,
         // resizing in place still can.
-        let Some(q) = self.engine.alloc(new_size, align)? else {
+        let Some(q) = engine.alloc(new_size, align)? else {
             return Ok(None);
         };
         self.note_peak();
@@ -614,7 +805,10 @@ impl HeapCore {
     /// times, not on every push. Pages of the headroom are not touched, so they cost address
     /// space, not memory; `usable_size` reports them.
     fn grown_len(&self, len: usize, new_size: usize) -> usize {
-        let room = (self.max_size - self.footprint()).saturating_add(len);
+        let room = self
+            .max_size
+            .saturating_sub(self.footprint())
+            .saturating_add(len);
         new_size.max(len + len / 2).min(room).max(new_size)
     }
 }
@@ -830,5 +1024,268 @@ mod tests {
         }
         heap.check().unwrap();
         assert_eq!(heap.stats().live_blocks, 0);
+    }
+
+    fn reason(e: Error) -> &'static str {
+        match e {
+            Error::InvalidPointer { reason, .. } => reason,
+            other => panic!("expected InvalidPointer, got {other:?}"),
+        }
+    }
+
+    fn has_space(heap: &Heap) -> bool {
+        heap.with(|c| c.space.is_some())
+    }
+
+    #[test]
+    fn an_empty_heap_reserves_nothing_and_answers_everything() {
+        // Miri cannot hold the default 64 GiB reservation the first block makes.
+        let config = if cfg!(miri) {
+            HeapConfig::default().max_size(1 << 20)
+        } else {
+            HeapConfig::default()
+        };
+        let heap = Heap::with_config(config).unwrap();
+        assert!(!has_space(&heap));
+        assert!(
+            core::mem::size_of::<Heap>() <= 1024,
+            "an empty heap carries no engine"
+        );
+        heap.check().unwrap();
+        let s = heap.stats();
+        assert_eq!(
+            (
+                s.live_blocks,
+                s.managed_bytes,
+                s.bytes_from_os,
+                s.mapped_blocks
+            ),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(s.max_size, config.max_size);
+        assert_eq!(heap.blocks().count(), 0);
+        let snap = heap.snapshot();
+        assert!(snap.blocks.is_empty() && snap.free_lists.is_empty());
+        assert!(snap.to_string().contains("Heap"));
+        assert_eq!(heap.trim(), 0);
+        let local = 0u64;
+        let foreign = NonNull::from(&local).cast::<u8>();
+        assert!(reason(heap.usable_size(foreign).unwrap_err()).contains("does not point into"));
+        // SAFETY: misuse under test: the heap validates before it writes.
+        let e = unsafe { heap.free(foreign) }.unwrap_err();
+        assert!(reason(e).contains("does not point into this allocator"));
+        // SAFETY: as above.
+        assert!(unsafe { heap.realloc(foreign, 10) }.is_err());
+        assert_eq!(local, 0);
+        assert!(heap.alloc(0).is_err());
+        let s = heap.stats();
+        assert_eq!((s.misuses_caught, s.failed_requests), (3, 1));
+        assert!(!has_space(&heap), "nothing above reserved any space");
+        heap.check().unwrap();
+
+        // The first block reserves; what the empty heap counted carries over.
+        let p = heap.calloc(10, 10).unwrap();
+        assert!(has_space(&heap));
+        // SAFETY: 100 zeroed bytes were allocated.
+        assert!(
+            unsafe { core::slice::from_raw_parts(p.as_ptr(), 100) }
+                .iter()
+                .all(|&b| b == 0)
+        );
+        let s = heap.stats();
+        assert_eq!((s.misuses_caught, s.failed_requests), (3, 1));
+        assert_eq!((s.live_blocks, s.break_growths), (1, 1));
+        heap.check().unwrap();
+        // SAFETY: live, freed once.
+        unsafe { heap.free(p) }.unwrap();
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn a_heap_whose_first_block_is_mapped_reserves_no_break() {
+        let heap = small_heap();
+        let big = heap.alloc(40 << 10).unwrap();
+        assert!(!has_space(&heap));
+        // SAFETY: the block is 40 KiB.
+        unsafe { big.as_ptr().write_bytes(5, 40 << 10) };
+        assert_eq!(heap.blocks().count(), 1);
+        assert!(heap.usable_size(big).unwrap() >= 40 << 10);
+        assert!(
+            reason(
+                heap.usable_size(NonNull::new(big.as_ptr().wrapping_add(64)).unwrap())
+                    .unwrap_err()
+            )
+            .contains("middle")
+        );
+        heap.check().unwrap();
+        let small = heap.alloc(100).unwrap();
+        assert!(has_space(&heap));
+        // SAFETY: both live, freed once each; `big` kept its contents.
+        unsafe {
+            assert_eq!(big.as_ptr().add((40 << 10) - 1).read(), 5);
+            heap.free(big).unwrap();
+            heap.free(small).unwrap();
+        }
+        heap.check().unwrap();
+    }
+
+    #[test]
+    fn many_empty_heaps_alive_at_once_each_usable() {
+        let n = if cfg!(miri) { 40 } else { 100_000 };
+        let config = if cfg!(miri) {
+            HeapConfig::default().max_size(1 << 20)
+        } else {
+            HeapConfig::default()
+        };
+        let mut heaps: Vec<Heap> = (0..n).map(|_| Heap::with_config(config).unwrap()).collect();
+        assert!(heaps.iter().all(|h| !has_space(h)));
+        // A few of them, spread out, serve blocks; the rest stay empty.
+        let used: Vec<usize> = (0..n).step_by(n / 8).collect();
+        let mut blocks = Vec::new();
+        for &i in &used {
+            let p = heaps[i].alloc(1000).unwrap();
+            // SAFETY: 1000 bytes are ours.
+            unsafe { p.as_ptr().write_bytes(i as u8, 1000) };
+            blocks.push((i, p));
+        }
+        let mut addrs: Vec<usize> = blocks.iter().map(|(_, p)| p.as_ptr() as usize).collect();
+        addrs.sort_unstable();
+        assert!(
+            addrs.windows(2).all(|w| w[1] - w[0] >= 1000),
+            "blocks overlap"
+        );
+        for (i, p) in blocks {
+            // SAFETY: live; written above.
+            assert_eq!(unsafe { p.as_ptr().add(999).read() }, i as u8);
+            // A pointer of one heap is foreign to every other.
+            let other = &heaps[(i + 1) % n];
+            assert!(reason(other.usable_size(p).unwrap_err()).contains("does not point into"));
+            // SAFETY: live in heap `i`, freed once.
+            unsafe { heaps[i].free(p) }.unwrap();
+            heaps[i].check().unwrap();
+        }
+        for h in heaps.iter().step_by(97) {
+            h.check().unwrap();
+            assert_eq!(h.stats().live_blocks, 0);
+        }
+        heaps.truncate(1);
+    }
+
+    #[test]
+    fn a_heap_refused_its_max_size_works_within_what_it_got() {
+        let config = HeapConfig::default()
+            .max_size(1 << 20)
+            .growth_increment(16 << 10)
+            .mmap_threshold(512 << 10);
+        let mut core = HeapCore::new(config).unwrap();
+        let mut tried = Vec::new();
+        core.reserve_space_with(64 << 10, |size| {
+            tried.push(size);
+            if size > 256 << 10 {
+                Err(Error::Os {
+                    op: "map",
+                    bytes: size,
+                    code: libc::ENOMEM,
+                })
+            } else {
+                Space::reserve(size)
+            }
+        })
+        .unwrap();
+        assert_eq!(tried, [1 << 20, 512 << 10, 256 << 10]);
+        let heap = Heap {
+            core: UnsafeCell::new(core),
+        };
+        assert_eq!(heap.stats().max_size, 256 << 10);
+        let mut live = Vec::new();
+        let err = loop {
+            match heap.alloc(3000) {
+                Ok(p) => {
+                    // SAFETY: 3000 bytes are ours.
+                    unsafe { p.as_ptr().write_bytes(live.len() as u8, 3000) };
+                    live.push(p);
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, Error::OutOfMemory { .. }), "{err:?}");
+        let s = heap.stats();
+        assert!(
+            s.managed_bytes <= 256 << 10 && live.len() * 3000 > 200 << 10,
+            "{s:?}"
+        );
+        heap.check().unwrap();
+        for (i, p) in live.into_iter().enumerate() {
+            // SAFETY: live, written above, freed once.
+            unsafe {
+                assert_eq!(p.as_ptr().add(2999).read(), i as u8);
+                heap.free(p).unwrap();
+            }
+        }
+        heap.check().unwrap();
+        assert_eq!(heap.stats().live_blocks, 0);
+    }
+
+    /// Many mapped blocks grow the large-block table through the heap; pointers into them,
+    /// beside them and freed ones are told apart as it grows and shrinks.
+    #[test]
+    fn many_mapped_blocks_and_misuse_among_them() {
+        let page = crate::page_size();
+        let n = if cfg!(miri) { 70 } else { 700 };
+        let heap = Heap::with_config(
+            HeapConfig::default()
+                .max_size(64 << 20)
+                .mmap_threshold(2 * page),
+        )
+        .unwrap();
+        let mut live: Vec<(NonNull<u8>, u8)> = Vec::new();
+        for i in 0..n {
+            let p = heap.alloc(2 * page + i % 100).unwrap();
+            // SAFETY: the block has at least `2 * page` bytes.
+            unsafe {
+                p.as_ptr().write(i as u8);
+                p.as_ptr().add(2 * page - 1).write(i as u8);
+            }
+            live.push((p, i as u8));
+        }
+        assert_eq!(heap.stats().mapped_blocks, n);
+        assert!(heap.with(|c| c.large.slots()) >= 2 * n);
+        heap.check().unwrap();
+        let (p0, _) = live[n / 2];
+        let interior = NonNull::new(p0.as_ptr().wrapping_add(page)).unwrap();
+        // SAFETY: misuse under test: rejected before anything is written.
+        assert!(reason(unsafe { heap.free(interior) }.unwrap_err()).contains("middle"));
+        let local = 0u8;
+        // SAFETY: as above.
+        let e = unsafe { heap.free(NonNull::from(&local)) }.unwrap_err();
+        assert!(reason(e).contains("does not point into this allocator"));
+        let mut freed = Vec::new();
+        for k in (0..n).rev() {
+            if k % 10 != 0 {
+                let (p, _) = live.swap_remove(k);
+                // SAFETY: live, freed once.
+                unsafe { heap.free(p) }.unwrap();
+                freed.push(p);
+            }
+        }
+        let last = *freed.last().unwrap();
+        // SAFETY: misuse under test: `last` was just freed.
+        assert!(matches!(
+            unsafe { heap.free(last) },
+            Err(Error::DoubleFree { .. })
+        ));
+        assert!(heap.with(|c| c.large.slots()) <= (8 * live.len()).next_power_of_two().max(128));
+        heap.check().unwrap();
+        for (p, byte) in live {
+            // SAFETY: live and written above; freed once.
+            unsafe {
+                assert_eq!(p.as_ptr().read(), byte);
+                assert_eq!(p.as_ptr().add(2 * page - 1).read(), byte);
+                heap.free(p).unwrap();
+            }
+        }
+        let s = heap.stats();
+        assert_eq!((s.mapped_blocks, s.mapped_bytes, s.live_blocks), (0, 0, 0));
+        heap.check().unwrap();
     }
 }

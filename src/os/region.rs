@@ -373,6 +373,29 @@ pub(crate) fn page_ceil(n: usize, page: usize) -> usize {
     (n + page - 1) & !(page - 1)
 }
 
+/// Reserves with `reserve`, first `want` bytes, then, while the OS refuses
+/// ([`Error::Os`]), half as much (whole pages), down to `floor`: under an address-space limit
+/// an allocator then works within what it could get instead of failing outright. Returns what was reserved and
+/// its size; any other error, or a refusal at the floor, is returned as is.
+pub(crate) fn reserve_halving<T>(
+    want: usize,
+    floor: usize,
+    mut reserve: impl FnMut(usize) -> Result<T, Error>,
+) -> Result<(T, usize), Error> {
+    let page = page_size();
+    let floor = floor.min(want);
+    let mut size = want;
+    loop {
+        match reserve(size) {
+            Ok(got) => return Ok((got, size)),
+            Err(Error::Os { .. }) if size > floor => {
+                size = ((size / 2) & !(page - 1)).max(floor);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,5 +479,49 @@ mod tests {
         let p = r.grow(1 << 20).unwrap();
         // SAFETY: the first MiB is ours.
         unsafe { p.as_ptr().write_bytes(3, 1 << 20) };
+    }
+
+    #[test]
+    fn reservations_are_halved_down_to_the_floor_while_refused() {
+        let page = page_size();
+        let refuse_above = |limit: usize| {
+            move |size: usize| -> Result<usize, Error> {
+                if size > limit {
+                    Err(Error::Os {
+                        op: "map",
+                        bytes: size,
+                        code: libc::ENOMEM,
+                    })
+                } else {
+                    Ok(size)
+                }
+            }
+        };
+        let mut tried = Vec::new();
+        let (got, size) = reserve_halving(64 << 20, 1 << 20, |s| {
+            tried.push(s);
+            refuse_above(5 << 20)(s)
+        })
+        .unwrap();
+        assert_eq!((got, size), (4 << 20, 4 << 20));
+        assert_eq!(tried, [64 << 20, 32 << 20, 16 << 20, 8 << 20, 4 << 20]);
+        // Odd sizes halve to whole pages; the floor is the last try.
+        let mut tried = Vec::new();
+        let e = reserve_halving(10 * page + page, 3 * page, |s| {
+            tried.push(s);
+            refuse_above(0)(s)
+        })
+        .unwrap_err();
+        assert!(matches!(e, Error::Os { .. }));
+        assert_eq!(tried, [11 * page, 5 * page, 3 * page]);
+        // Any error other than a refusal by the OS is not retried.
+        let mut tries = 0;
+        let e = reserve_halving(64 << 20, 1 << 20, |_| -> Result<(), Error> {
+            tries += 1;
+            Err(Error::layout(1, 1, "test"))
+        })
+        .unwrap_err();
+        assert!(matches!(e, Error::InvalidLayout { .. }));
+        assert_eq!(tries, 1);
     }
 }

@@ -53,6 +53,7 @@ use static_assertions::const_assert;
 
 pub use snapshot::SlabSnapshot;
 
+use crate::os::region::reserve_halving;
 use crate::{Error, Region, Stats};
 use batch::{Batch, VACANT};
 use registry::Registry;
@@ -76,6 +77,8 @@ const EMPTY_RESERVE: u32 = 1;
 /// Address space the default pool reserves (lazily, with `MAP_NORESERVE`): it costs nothing
 /// until batches are touched. Miri materialises mappings, so it gets a small one.
 const DEFAULT_RESERVE: usize = if cfg!(miri) { 2 << 20 } else { 4 << 30 };
+/// The smallest reservation a refused one is retried down to (or the limit, if smaller).
+const RESERVE_FLOOR: usize = 16 << 20;
 
 const_assert!(STEP == 1 << STEP_SHIFT);
 const_assert!(CLASSES <= VACANT as usize);
@@ -176,7 +179,12 @@ impl Frames {
             None => {
                 // Reserved on first use, so `new()` can stay infallible and an unused pool
                 // costs no mapping. The padding puts the first frame on a batch boundary.
-                let mut region = Region::reserve(self.limit + BATCH_SIZE)?;
+                // Under an address-space limit the pool settles for a smaller reservation
+                // (and limit) rather than failing every request.
+                let floor = self.limit.min(RESERVE_FLOOR) + BATCH_SIZE;
+                let (mut region, got) =
+                    reserve_halving(self.limit + BATCH_SIZE, floor, Region::reserve)?;
+                self.limit = got - BATCH_SIZE;
                 let base = region.base().as_ptr().addr();
                 region.grow(base.wrapping_neg() & (BATCH_SIZE - 1))?;
                 self.region.insert(region)
