@@ -109,7 +109,7 @@ impl HeapCore {
             "growth_increment overflows",
         ))?;
         let mut blocks = Region::reserve(max_size)?;
-        let (map, map_ptr) = engine::reserve_map(max_size)?;
+        let (map, map_ptr) = crate::source::map::reserve_map(max_size)?;
         // SAFETY: `blocks` is a fresh page-aligned reservation of `max_size` bytes that only
         // this engine touches; `map` is a fresh zeroed mapping large enough for its start map.
         // Both are owned by this HeapCore and dropped after the engine.
@@ -277,7 +277,7 @@ impl HeapCore {
             return Ok(0);
         }
         let old_span = self.engine.span();
-        let cut = self.engine.truncate_top(b + 8 + keep)?;
+        let cut = self.engine.truncate_top(b + 8 + keep, crate::page_size())?;
         let released = self.blocks.shrink(cut)?;
         self.release_map_tail(old_span);
         self.counters.break_shrinks += 1;
@@ -571,7 +571,7 @@ impl Backend for HeapCore {
 
 impl HeapCore {
     /// Moves the block at `p` that is being resized to `new_size` bytes if the engine finds
-    /// that the free memory ends up in larger pieces that way ([`Engine::better_moved`]).
+    /// that the free memory ends up in larger pieces that way ([`Engine::move_to_pack`]).
     /// Near the limit, every realloc then doubles as a chance to undo fragmentation: the place
     /// the block leaves merges with its free neighbours. Requests that cannot stay in place
     /// are left to `move_block`.
@@ -589,11 +589,11 @@ impl HeapCore {
         if align > 16
             || new_size >= self.mmap_threshold
             || !self.is_heap_block(p)
-            || !self.engine.better_moved(p, new_size)?
+            || !self.engine.move_to_pack(p, new_size)?
         {
             return Ok(None);
         }
-        // `better_moved` found a free block that fits, so this succeeds; should it not,
+        // `Engine::move_to_pack` found a free block that fits, so this succeeds; should it not,
         // resizing in place still can.
         let Some(q) = self.engine.alloc(new_size, align)? else {
             return Ok(None);
