@@ -258,6 +258,97 @@ fn a_cached_block_handed_out_again_is_recorded_and_checked_like_any_other() {
 }
 
 #[test]
+fn one_check_makes_a_live_token_that_the_live_methods_trust() {
+    let mut h = Harness::new(16384);
+    let small = h.alloc(100);
+    let big = h.alloc(3000);
+    let _guard = h.alloc(16);
+    fill(small, 100, 0x11);
+    fill(big, 3000, 0x22);
+
+    // The token carries what the check found: the payload and its usable size, for a block
+    // measured by one window of the map and for one confirmed the general way.
+    let ts = h.engine.live(small).unwrap();
+    let tb = h.engine.live(big).unwrap();
+    assert_eq!((ts.ptr(), ts.usable()), (small, 104));
+    assert_eq!((tb.ptr(), tb.usable()), (big, 3000));
+    assert_eq!(ts.usable(), h.engine.usable_size(small).unwrap());
+
+    // Every bad pointer is refused by the check itself, with the right error and nothing
+    // written.
+    let misuses = h.engine.stats().misuses_caught;
+    // SAFETY: 16 bytes into the live 104-byte block.
+    let interior = unsafe { small.add(16) };
+    assert!(matches!(
+        h.engine.live(interior),
+        Err(Error::InvalidPointer { .. })
+    ));
+    let mut local = 0u64;
+    let foreign = NonNull::from(&mut local).cast::<u8>();
+    assert!(matches!(
+        h.engine.live(foreign),
+        Err(Error::InvalidPointer { .. })
+    ));
+    assert_eq!(h.engine.stats().misuses_caught, misuses + 2);
+    h.engine.check().unwrap();
+
+    // Asking whether moving packs better writes nothing, so the token stays good for the
+    // resize that follows; growing into the free memory after `big` keeps its contents.
+    // SAFETY: made by this engine; nothing changed blocks since.
+    let moved = unsafe { h.engine.move_to_pack_live(tb, 4000) }.unwrap();
+    assert!(
+        !moved,
+        "4000 bytes do not fit in place: not a choice between staying and moving"
+    );
+    h.engine.check().unwrap();
+    let before = h.engine.stats();
+    // SAFETY: as above.
+    let r = unsafe { h.engine.resize_live(tb, 2000) }.unwrap();
+    assert_eq!(r, Resize::Done);
+    assert!(holds(big, 2000, 0x22), "shrinking kept the contents");
+    assert!(h.engine.usable_size(big).unwrap() >= 2000);
+    assert!(h.engine.stats().bytes_in_use < before.bytes_in_use);
+    h.engine.check().unwrap();
+
+    // Freed on the token's word: a small block is cached, and the pointer is then a double
+    // free for the check.
+    // SAFETY: made by this engine; the resize changed another block (`big`), not `small`.
+    let freed = unsafe { h.engine.free_live(ts) }.unwrap();
+    assert!(!freed.binned, "a small block goes on its quick stack");
+    assert_eq!(
+        h.engine.live(small).unwrap_err(),
+        Error::DoubleFree {
+            addr: small.as_ptr() as usize
+        }
+    );
+    h.engine.check().unwrap();
+
+    // A header overwritten after the block was handed out fails the check, on both paths
+    // (the map window and the general confirmation), and the block stays live.
+    let header = big.as_ptr().wrapping_sub(HEADER).cast::<u64>();
+    // SAFETY: the header word of the live block `big`: engine memory damaged on purpose, as an
+    // underflow from the program would, and restored below.
+    let word = unsafe { header.read() };
+    // SAFETY: as above.
+    unsafe { header.write(word + 16) };
+    assert!(matches!(h.engine.live(big), Err(Error::Corrupted { .. })));
+    // SAFETY: as above.
+    unsafe { header.write(word) };
+    let c = h.alloc(40);
+    let header = c.as_ptr().wrapping_sub(HEADER).cast::<u64>();
+    // SAFETY: as above, for the live block `c`.
+    let word = unsafe { header.read() };
+    // SAFETY: as above.
+    unsafe { header.write(word + 16) };
+    assert!(matches!(h.engine.live(c), Err(Error::Corrupted { .. })));
+    // SAFETY: as above.
+    unsafe { header.write(word) };
+    h.free(c);
+    h.free(big);
+    h.engine.check().unwrap();
+}
+
+#[test]
 fn an_overflow_into_the_next_header_is_reported_not_followed() {
     let mut h = Harness::new(4096);
     let a = h.alloc(40);
@@ -480,9 +571,8 @@ fn extend_and_truncate_move_the_top() {
 
 #[test]
 fn a_top_block_cut_off_leaves_nothing_for_calloc_to_miss() {
-    // Found by the fuzz driver (calloc returned free-list words inside its block): the top
-    // block's header and links stayed behind, past the new end of the span, when the block
-    // was cut off, and ended up inside the block that growing the span again merged them into.
+    // A top block cut off must not leave its header and links past the new end of the span:
+    // growing the span again would merge them into a block that calloc trusts to be zero.
     let mem = Memory::new(8 * 4096);
     let mut e = mem.engine();
     let base = mem.base();
@@ -597,12 +687,34 @@ fn random_operations(
         } else if roll < 8 {
             let (p, size, byte) = live.swap_remove(rng.range(0, live.len()));
             assert!(holds(p, size, byte), "step {step}: contents changed");
-            h.engine.free(p).unwrap();
+            if rng.chance(1, 2) {
+                h.engine.free(p).unwrap();
+            } else {
+                // Judged once, then freed on the token's word.
+                let token = h.engine.live(p).unwrap();
+                assert_eq!(token.ptr(), p);
+                assert!(token.usable() >= size, "step {step}: usable size");
+                // SAFETY: just made by this engine; nothing changed since.
+                unsafe { h.engine.free_live(token) }.unwrap();
+            }
         } else {
             let i = rng.range(0, live.len());
             let (p, size, byte) = live[i];
             let new = resize_to(&mut rng);
-            if h.engine.resize_in_place(p, new).unwrap() {
+            let done = if rng.chance(1, 2) {
+                h.engine.resize_in_place(p, new).unwrap()
+            } else {
+                let token = h.engine.live(p).unwrap();
+                assert_eq!(token.usable(), h.engine.usable_size(p).unwrap());
+                // SAFETY: just made by this engine; `usable_size` only reads.
+                let r = unsafe { h.engine.resize_live(token, new) }.unwrap();
+                r == Resize::Done
+            };
+            if done {
+                assert!(
+                    h.engine.usable_size(p).unwrap() >= new,
+                    "step {step}: resized block too small"
+                );
                 assert!(
                     holds(p, size.min(new), byte),
                     "step {step}: resize lost data"
