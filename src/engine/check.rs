@@ -221,7 +221,7 @@ impl Engine {
             }
         }
         if quick_listed != cached || cached != self.quick.total() {
-            return bad(self.base, "cached blocks missing from the quick lists");
+            return bad(self.base, "cached blocks missing from the quick stacks");
         }
         let s = self.stats();
         if (s.live_blocks, s.bytes_in_use, s.free_blocks, s.free_bytes)

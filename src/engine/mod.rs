@@ -20,7 +20,7 @@
 //!    (cached). A header's `FREE` flag is set exactly for binned blocks. Its summary
 //!    marks exactly the groups of 64 granules that hold a start ([`starts`]).
 //! 3. No two binned free blocks are adjacent (freeing coalesces with both neighbours). Small
-//!    freed blocks may instead wait, uncoalesced, on a quick list ([`quick`]); they count as
+//!    freed blocks may instead wait, uncoalesced, on a quick stack ([`quick`]); they count as
 //!    free for misuse detection and as allocated for their neighbours.
 //! 4. Only the map says whether a neighbour is free: free blocks have no footer and headers
 //!    no flag for the block before, so nothing the program can overwrite decides a merge.
@@ -754,7 +754,7 @@ impl Engine {
         self.quarantined_bytes += size;
     }
 
-    /// Allocation from the bins, after the quick lists had nothing.
+    /// Allocation from the bins, after the quick stacks had nothing.
     #[inline(never)]
     fn alloc_slow(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
         let Some(bsize) = block_size_for(size) else {

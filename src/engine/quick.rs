@@ -1,4 +1,4 @@
-//! Quick lists: deferred coalescing for small blocks.
+//! Quick stacks: deferred coalescing for small blocks.
 //!
 //! Most programs free a small block and soon ask for one of the same size again. Merging the
 //! block with its neighbours on free and splitting it off again on the next allocation is

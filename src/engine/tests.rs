@@ -121,7 +121,7 @@ fn holds(p: NonNull<u8>, len: usize, byte: u8) -> bool {
 
 #[test]
 fn split_then_coalesce_both_ways_restores_one_block() {
-    // Blocks above 2 KiB skip the quick lists and coalesce at once.
+    // Blocks above 2 KiB skip the quick stacks and coalesce at once.
     let mut h = Harness::new(16384);
     let free0 = h.engine.stats().free_bytes;
     let a = h.alloc(2100);
@@ -391,7 +391,7 @@ fn a_forged_header_with_a_plausible_size_is_caught_by_the_start_map() {
 
 #[test]
 fn a_free_neighbour_with_a_damaged_link_is_reported_only_when_it_would_be_taken() {
-    // Blocks above 2 KiB skip the quick lists: `f` is binned as soon as it is freed.
+    // Blocks above 2 KiB skip the quick stacks: `f` is binned as soon as it is freed.
     let mut h = Harness::new(16384);
     let a = h.alloc(2100);
     let f = h.alloc(2200);
@@ -451,7 +451,7 @@ fn realloc_in_place_grows_into_the_next_free_block_and_shrinks() {
     // `b` sits right after `a` now, so `a` cannot grow in place.
     assert!(!h.engine.resize_in_place(a, 500).unwrap());
     h.free(b);
-    // `b` waits on its quick list; once merged, `a` can grow over it.
+    // `b` waits on its quick stack; once merged, `a` can grow over it.
     assert!(!h.engine.resize_in_place(a, 3000).unwrap());
     h.engine.flush_quick().unwrap();
     assert!(h.engine.resize_in_place(a, 3000).unwrap());

@@ -424,7 +424,7 @@ impl Backend for HeapCore {
     fn free(&mut self, p: NonNull<u8>) -> Result<(), Error> {
         if self.is_heap_block(p) {
             let freed = self.engine.free(p)?;
-            // A cached free or an ended loan changes nothing below the top, and is the hot path:
+            // A cached free changes nothing below the top, and is the hot path:
             // only a merged free can let the heap give memory back.
             if freed.binned {
                 let (brk, in_use) = (self.blocks.brk(), self.engine.bytes_in_use());
