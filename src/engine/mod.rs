@@ -97,14 +97,18 @@ pub(crate) struct Freed {
 /// allocated block of this engine, and the block's header agrees with the start map on its
 /// size. Only `Engine::live` makes one (the fields are private to the engine).
 ///
-/// The contract: a `Live` stands for its block until the next call on the same engine that
-/// changes blocks (`alloc`, any free, resize, flush, extend, truncate, set_caching). Until
-/// then it may be handed to the `_live` methods ([`Engine::free_live`],
-/// [`Engine::resize_live`], [`Engine::resize_backward_live`], [`Engine::move_to_pack_live`])
-/// and read ([`Live::usable`], [`Live::ptr`]) as often as needed: none of them judges the
-/// pointer again. The methods that take one are `unsafe` because a stale token (or one of
-/// another engine) would make them write through a block that is no longer what the check
-/// found; debug builds assert that it still is.
+/// The contract: a `Live` stands for its block, on the engine that made it, until that block
+/// is freed or resized: by [`Engine::free_live`], by [`Engine::resize_live`] returning
+/// [`Resize::Done`], by [`Engine::resize_backward_live`] returning `Some`, or by the
+/// pointer-taking forms of those. Nothing else changes a live block (allocations carve free
+/// blocks, frees merge only with free neighbours, flushes, span changes and containment touch
+/// only free memory), so a token survives every other call, allocations included: a
+/// reallocation judges the pointer once, tries in place, allocates elsewhere, copies and frees
+/// on the same token. Until then it may be handed to the `_live` methods (the three above and
+/// [`Engine::move_to_pack_live`]) and read ([`Live::usable`], [`Live::ptr`]) as often as
+/// needed: none of them judges the pointer again. The methods that take one are `unsafe`
+/// because a stale token (or one of another engine) would make them write through a block
+/// that is no longer what the check found; debug builds assert that it still is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Live {
     /// The payload, with the provenance of the engine's span.
@@ -1041,8 +1045,8 @@ impl Engine {
     ///
     /// # Safety
     ///
-    /// `live` was made by [`live`](Self::live) on this engine, and no call that changes
-    /// blocks came since (the contract of [`Live`]).
+    /// `live` was made by [`live`](Self::live) on this engine, and its block was not freed
+    /// or resized since (the contract of [`Live`]).
     #[inline(always)]
     pub unsafe fn free_live(&mut self, live: Live) -> Result<Freed, Error> {
         debug_assert!(self.still_live(live), "a stale Live token");
@@ -1171,8 +1175,8 @@ impl Engine {
 
     /// Resizes the block `live` names, judged already, without moving it: shrinking always
     /// can (the tail is freed), growing can when the next block is free and large enough.
-    /// [`Resize::Done`] means it now has at least `new_size` usable bytes (and on `Done`
-    /// the token is stale: its size changed).
+    /// [`Resize::Done`] means it now has at least `new_size` usable bytes (and the token is
+    /// spent: the block's size changed); otherwise nothing changed and the token stays valid.
     ///
     /// # Safety
     ///
@@ -1331,8 +1335,7 @@ impl Engine {
     }
 
     /// [`move_to_pack`](Self::move_to_pack) for a block judged already. Nothing is written
-    /// (damage found in a neighbour is contained, which changes no live block), so `live`
-    /// stays valid.
+    /// but containment of damage found in a free neighbour, so `live` stays valid.
     ///
     /// # Safety
     ///

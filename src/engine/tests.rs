@@ -310,9 +310,13 @@ fn one_check_makes_a_live_token_that_the_live_methods_trust() {
     assert!(h.engine.stats().bytes_in_use < before.bytes_in_use);
     h.engine.check().unwrap();
 
-    // Freed on the token's word: a small block is cached, and the pointer is then a double
-    // free for the check.
-    // SAFETY: made by this engine; the resize changed another block (`big`), not `small`.
+    // Allocations and frees of other blocks leave a token valid (a reallocation allocates
+    // between its check and its free). Freed on the token's word, a small block is cached,
+    // and the pointer is then a double free for the check.
+    let other = h.alloc(100);
+    let tiny = h.alloc(20);
+    h.free(tiny);
+    // SAFETY: made by this engine; `small` was neither freed nor resized since.
     let freed = unsafe { h.engine.free_live(ts) }.unwrap();
     assert!(!freed.binned, "a small block goes on its quick stack");
     assert_eq!(
@@ -345,6 +349,7 @@ fn one_check_makes_a_live_token_that_the_live_methods_trust() {
     unsafe { header.write(word) };
     h.free(c);
     h.free(big);
+    h.free(other);
     h.engine.check().unwrap();
 }
 
