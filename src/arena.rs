@@ -7,8 +7,8 @@
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
-use crate::backend::Backend;
-use crate::engine::Engine;
+use crate::backend::{Backend, check_layout};
+use crate::engine::{Engine, Resize};
 use crate::{BlockInfo, Error, Region, Snapshot, Stats};
 
 /// A fixed-size arena with `alloc`, `free` and `realloc`, split and coalesce, and certain
@@ -249,13 +249,22 @@ impl Backend for ArenaCore {
         self.engine.resize_in_place(p, new_size)
     }
 
-    fn move_block(
+    fn reshape(
         &mut self,
         p: NonNull<u8>,
-        old: usize,
         new_size: usize,
         align: usize,
-    ) -> Result<NonNull<u8>, Error> {
+    ) -> Result<(NonNull<u8>, bool), Error> {
+        // Judged once: what the check established travels on as `live`.
+        let live = self.engine.live(p)?;
+        check_layout(new_size, align, Self::MAX_ALIGN)?;
+        let old = live.usable();
+        if (p.as_ptr() as usize) % align == 0 {
+            // SAFETY: `live` was made by this engine just now and its block has not changed.
+            if let Resize::Done = unsafe { self.engine.resize_live(live, new_size) }? {
+                return Ok((p, true));
+            }
+        }
         match self.alloc(new_size, align) {
             Ok(q) => {
                 // SAFETY: both blocks are live and distinct; `old` bytes are readable at `p`
@@ -263,15 +272,21 @@ impl Backend for ArenaCore {
                 unsafe {
                     core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), old.min(new_size))
                 };
-                self.free(p)?;
-                Ok(q)
+                // SAFETY: a resize that did not finish and an allocation elsewhere leave a
+                // live block as it was, so `live` still describes it.
+                unsafe { self.engine.free_live(live) }?;
+                Ok((q, false))
             }
             // Nothing free elsewhere is large enough; the block's own free neighbours merged
             // with it may be.
-            Err(e @ Error::OutOfMemory { .. }) if align <= 16 => self
-                .engine
-                .resize_backward(p, new_size, old.min(new_size))?
-                .ok_or(e),
+            Err(e @ Error::OutOfMemory { .. }) if align <= 16 => {
+                // SAFETY: as for `free_live` above.
+                let moved = unsafe {
+                    self.engine
+                        .resize_backward_live(live, new_size, old.min(new_size))
+                }?;
+                moved.map(|q| (q, false)).ok_or(e)
+            }
             Err(e) => Err(e),
         }
     }

@@ -9,6 +9,41 @@ use core::ptr::NonNull;
 use crate::engine::MAX_ALIGN;
 use crate::{Error, Stats};
 
+/// Checks a request against the rules every backend shares, for a backend that serves
+/// alignments up to `max_align`.
+#[inline(always)]
+pub(crate) fn check_layout(size: usize, align: usize, max_align: usize) -> Result<(), Error> {
+    if size == 0 {
+        return Err(Error::layout(
+            size,
+            align,
+            "zero-sized requests are not served",
+        ));
+    }
+    if !align.is_power_of_two() {
+        return Err(Error::layout(
+            size,
+            align,
+            "alignment is not a power of two",
+        ));
+    }
+    if align > max_align {
+        return Err(Error::layout(
+            size,
+            align,
+            "alignment above 4096 is not supported",
+        ));
+    }
+    if size > isize::MAX as usize - align {
+        return Err(Error::layout(
+            size,
+            align,
+            "size overflows the address space",
+        ));
+    }
+    Ok(())
+}
+
 /// What an allocator's core does; everything else is shared.
 pub(crate) trait Backend {
     /// Name used in abort messages.
@@ -70,6 +105,31 @@ pub(crate) trait Backend {
         unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), bytes) };
         self.free(p)?;
         Ok(q)
+    }
+
+    /// Resizes the live block at `p` to `new_size` bytes aligned to `align`, keeping its first
+    /// bytes (up to the smaller size): the whole decision of `realloc`. The pointer is judged
+    /// before the request (a freed or foreign pointer is reported as what it is, whatever size
+    /// it is asked to become). Returns the block and whether it stayed where it was; on every
+    /// error the old block is untouched.
+    ///
+    /// The default asks the steps below in turn, each judging the pointer itself; a backend
+    /// whose engine hands out a token for a judged block overrides it to judge once.
+    fn reshape(
+        &mut self,
+        p: NonNull<u8>,
+        new_size: usize,
+        align: usize,
+    ) -> Result<(NonNull<u8>, bool), Error> {
+        let old = self.usable_size(p)?;
+        check_layout(new_size, align, Self::MAX_ALIGN)?;
+        if let Some(q) = self.move_to_pack(p, old, new_size, align)? {
+            return Ok((q, false));
+        }
+        if (p.as_ptr() as usize) % align == 0 && self.resize_in_place(p, new_size)? {
+            return Ok((p, true));
+        }
+        self.move_block(p, old, new_size, align).map(|q| (q, false))
     }
 
     /// Asked before every resize: moves the live block at `p` (of which the first `old` bytes

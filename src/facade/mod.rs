@@ -14,6 +14,7 @@ use allocator_api2::alloc::AllocError;
 
 use crate::Error;
 use crate::backend::Backend;
+pub(crate) use crate::backend::check_layout;
 use crate::engine::MAX_ALIGN;
 
 mod checked;
@@ -27,41 +28,6 @@ pub(crate) fn not_a_block(ptr: NonNull<u8>) -> Error {
         addr: ptr.as_ptr() as usize,
         reason: "it does not point into this allocator (which has not allocated anything yet)",
     }
-}
-
-/// Checks a request against the rules every allocator shares, for a backend that serves
-/// alignments up to `max_align`.
-#[inline(always)]
-pub(crate) fn check_layout(size: usize, align: usize, max_align: usize) -> Result<(), Error> {
-    if size == 0 {
-        return Err(Error::layout(
-            size,
-            align,
-            "zero-sized requests are not served",
-        ));
-    }
-    if !align.is_power_of_two() {
-        return Err(Error::layout(
-            size,
-            align,
-            "alignment is not a power of two",
-        ));
-    }
-    if align > max_align {
-        return Err(Error::layout(
-            size,
-            align,
-            "alignment above 4096 is not supported",
-        ));
-    }
-    if size > isize::MAX as usize - align {
-        return Err(Error::layout(
-            size,
-            align,
-            "size overflows the address space",
-        ));
-    }
-    Ok(())
 }
 
 #[inline(always)]
@@ -157,23 +123,11 @@ pub(crate) fn realloc(
             Err(Error::layout(0, 16, "realloc to zero bytes; use free")),
         );
     }
-    // The pointer first: a freed or foreign pointer is reported as what it is, whatever size
-    // it is asked to become.
-    let old = b.usable_size(p)?;
-    counted(b, check_layout(new_size, 16, MAX_ALIGN))?;
-    if let Some(q) = b.move_to_pack(p, old, new_size, 16)? {
-        b.stats_mut().reallocations += 1;
-        return Ok(q);
-    }
-    if b.resize_in_place(p, new_size)? {
-        let s = b.stats_mut();
-        s.reallocations += 1;
-        s.reallocations_in_place += 1;
-        return Ok(p);
-    }
-    let r = b.move_block(p, old, new_size, 16);
-    let q = counted(b, r)?;
-    b.stats_mut().reallocations += 1;
+    let r = b.reshape(p, new_size, 16);
+    let (q, in_place) = counted(b, r)?;
+    let s = b.stats_mut();
+    s.reallocations += 1;
+    s.reallocations_in_place += u64::from(in_place);
     Ok(q)
 }
 
@@ -264,33 +218,17 @@ pub(crate) fn resize<B: Backend>(
         return Ok(dangling(new.align()));
     }
     // Damage met on the way (in a neighbour, on a free list) is contained before it is
-    // reported, so each step is tried again once it has been; damage that stays (the block's
-    // own header) is a misuse like a bad pointer.
-    let packed = contained(b, |b| {
-        b.move_to_pack(p, old.size(), new.size(), new.align())
-    })
-    .unwrap_or_else(|e| misuse::<B>(&e));
-    let aligned = (p.as_ptr() as usize) % new.align() == 0;
-    let in_place = match aligned && packed.is_none() {
-        true => {
-            contained(b, |b| b.resize_in_place(p, new.size())).unwrap_or_else(|e| misuse::<B>(&e))
+    // reported, so the resize is tried again once it has been (a failed one leaves the block
+    // untouched); damage that stays (the block's own header) is a misuse like a bad pointer.
+    let q = match contained(b, |b| b.reshape(p, new.size(), new.align())) {
+        Ok((q, in_place)) => {
+            b.stats_mut().reallocations_in_place += u64::from(in_place);
+            q
         }
-        false => false,
-    };
-    let q = if let Some(q) = packed {
-        q
-    } else if in_place {
-        b.stats_mut().reallocations_in_place += 1;
-        p
-    } else {
-        check_layout(new.size(), new.align(), B::MAX_ALIGN).map_err(|_| AllocError)?;
-        match contained(b, |b| b.move_block(p, old.size(), new.size(), new.align())) {
-            Ok(q) => q,
-            Err(e) if e.is_misuse() => misuse::<B>(&e),
-            Err(_) => {
-                b.stats_mut().failed_requests += 1;
-                return Err(AllocError);
-            }
+        Err(e) if e.is_misuse() => misuse::<B>(&e),
+        Err(_) => {
+            b.stats_mut().failed_requests += 1;
+            return Err(AllocError);
         }
     };
     b.stats_mut().reallocations += 1;

@@ -443,7 +443,9 @@ impl HeapCore {
             return Ok(0);
         }
         let old_span = space.engine.span();
-        let cut = space.engine.truncate_top(b + 8 + keep, crate::page_size())?;
+        let cut = space
+            .engine
+            .truncate_top(b + 8 + keep, crate::page_size())?;
         let released = space.blocks.shrink(cut)?;
         space.release_map_tail(old_span);
         self.counters.break_shrinks += 1;
