@@ -4,12 +4,11 @@
 //! with [`Error::OutOfMemory`] and everything else stays as it was. Its start map lives in a
 //! second, separate mapping, out of reach of overflows from the blocks.
 
-use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
+use crate::backend::Backend;
 use crate::engine::{self, Engine};
-use crate::facade::{self as api, Backend};
 use crate::{BlockInfo, Error, Region, Snapshot, Stats};
 
 /// A fixed-size arena with `alloc`, `free` and `realloc`, split and coalesce, and certain
@@ -59,7 +58,7 @@ pub struct Arena {
     core: UnsafeCell<ArenaCore>,
 }
 
-struct ArenaCore {
+pub(crate) struct ArenaCore {
     engine: Engine,
     capacity: usize,
     // The engine points into these; they are dropped (unmapped) after it.
@@ -130,8 +129,20 @@ impl Arena {
         })
     }
 
+    /// The core, for the façade's checked API (`crate::facade::checked_api`).
     #[inline(always)]
-    fn with<R>(&self, f: impl FnOnce(&mut ArenaCore) -> R) -> R {
+    pub(crate) fn reach<R>(&self, f: impl FnOnce(&mut ArenaCore) -> R) -> Result<R, Error> {
+        Ok(self.with(f))
+    }
+
+    /// As `reach`: an arena always has its core.
+    #[inline(always)]
+    pub(crate) fn reach_existing<R>(&self, f: impl FnOnce(&mut ArenaCore) -> R) -> Option<R> {
+        Some(self.with(f))
+    }
+
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut ArenaCore) -> R) -> R {
         // SAFETY: `Arena` is not `Sync`, so only this thread can be here, and `f` is always
         // crate code that does not call back into the arena, so this `&mut` is the only
         // reference to the core while it lives.
@@ -146,164 +157,6 @@ impl Arena {
     /// ```
     pub fn capacity(&self) -> usize {
         self.with(|c| c.capacity)
-    }
-
-    /// Allocates `size` bytes, 16-byte aligned, like `malloc`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::OutOfMemory`] when no free block fits; [`Error::InvalidLayout`] for 0 bytes or a
-    /// size that overflows. The arena is unchanged by a failed request.
-    ///
-    /// ```
-    /// let arena = strata_alloc::Arena::new()?;
-    /// let p = arena.alloc(100)?;
-    /// assert_eq!(p.as_ptr() as usize % 16, 0);
-    /// assert!(arena.alloc(1 << 20).is_err());
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    #[inline]
-    pub fn alloc(&self, size: usize) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::alloc(c, size, 16))
-    }
-
-    /// Allocates for `layout`: any power-of-two alignment up to 4096.
-    ///
-    /// # Errors
-    ///
-    /// As [`alloc`](Self::alloc), and [`Error::InvalidLayout`] for alignments above 4096.
-    ///
-    /// ```
-    /// use core::alloc::Layout;
-    /// let arena = strata_alloc::Arena::new()?;
-    /// let p = arena.alloc_layout(Layout::from_size_align(64, 1024).unwrap())?;
-    /// assert_eq!(p.as_ptr() as usize % 1024, 0);
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::alloc(c, layout.size(), layout.align()))
-    }
-
-    /// Allocates `count * size` zeroed bytes.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidLayout`] if `count * size` overflows or is 0; otherwise as
-    /// [`alloc`](Self::alloc).
-    ///
-    /// ```
-    /// let arena = strata_alloc::Arena::new()?;
-    /// let p = arena.calloc(10, 8)?;
-    /// // SAFETY: 80 zeroed bytes were just allocated.
-    /// assert!(unsafe { core::slice::from_raw_parts(p.as_ptr(), 80) }.iter().all(|&b| b == 0));
-    /// assert!(arena.calloc(usize::MAX, 2).is_err());
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn calloc(&self, count: usize, size: usize) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::calloc(c, count, size))
-    }
-
-    /// Resizes the block at `ptr` to `new_size` bytes, keeping its contents (up to the smaller
-    /// size). Shrinking keeps the pointer; growing stays in place when the next block is free
-    /// and large enough, and otherwise moves (allocate, copy, free). A moved block is 16-byte
-    /// aligned.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidPointer`], [`Error::DoubleFree`] or [`Error::Corrupted`] for a bad
-    /// `ptr`, [`Error::OutOfMemory`] if it must move and nothing fits, [`Error::InvalidLayout`]
-    /// for 0 bytes. On every error the old block is untouched and still owned by the caller.
-    ///
-    /// # Safety
-    ///
-    /// On success the old pointer must not be used again unless it was returned.
-    ///
-    /// ```
-    /// let arena = strata_alloc::Arena::new()?;
-    /// let p = arena.alloc(16)?;
-    /// // SAFETY: `p` is a live 16-byte block of this arena; we use only the returned pointer.
-    /// let p = unsafe {
-    ///     p.as_ptr().write_bytes(7, 16);
-    ///     arena.realloc(p, 4000)?
-    /// };
-    /// // SAFETY: the first 16 bytes were preserved.
-    /// assert_eq!(unsafe { p.as_ptr().add(15).read() }, 7);
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::realloc(c, ptr, new_size))
-    }
-
-    /// Frees the block at `ptr` (C's `free`), merging it with free neighbours.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::DoubleFree`] if it was freed already, [`Error::InvalidPointer`] if it is not a
-    /// block of this arena (foreign, interior or misaligned), [`Error::Corrupted`] if its header
-    /// was overwritten. Nothing is written in any of those cases.
-    ///
-    /// # Safety
-    ///
-    /// On success the block must not be used again.
-    ///
-    /// ```
-    /// let arena = strata_alloc::Arena::new()?;
-    /// let p = arena.alloc(32)?;
-    /// // SAFETY: `p` is live and not used after this.
-    /// unsafe { arena.free(p)? };
-    /// assert_eq!(arena.stats().live_blocks, 0);
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    #[inline]
-    pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), Error> {
-        self.with(|c| c.free(ptr))
-    }
-
-    /// Usable bytes of the live block at `ptr` (at least what was asked for).
-    ///
-    /// # Errors
-    ///
-    /// As [`free`](Self::free), for a pointer that is not a live block.
-    ///
-    /// ```
-    /// let arena = strata_alloc::Arena::new()?;
-    /// let p = arena.alloc(20)?;
-    /// assert!(arena.usable_size(p)? >= 20);
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Error> {
-        self.with(|c| c.engine.usable_size(ptr))
-    }
-
-    /// The arena's counters.
-    ///
-    /// ```
-    /// let arena = strata_alloc::Arena::new()?;
-    /// let _ = arena.alloc(10)?;
-    /// let _ = arena.alloc(0); // refused
-    /// let s = arena.stats();
-    /// assert_eq!((s.allocations, s.failed_requests), (1, 1));
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn stats(&self) -> Stats {
-        self.with(|c| c.stats())
-    }
-
-    /// Walks every block and free list and verifies every invariant of the engine
-    /// (see `docs/ARCHITECTURE.md`).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Corrupted`] naming the first damage found.
-    ///
-    /// ```
-    /// let arena = strata_alloc::Arena::new()?;
-    /// let _ = arena.alloc(10)?;
-    /// arena.check()?;
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn check(&self) -> Result<(), Error> {
-        self.with(|c| c.engine.check())
     }
 
     /// Every block in address order, allocated and free. The walk validates each block as
@@ -426,9 +279,15 @@ impl Backend for ArenaCore {
     fn stats_mut(&mut self) -> &mut Stats {
         &mut self.engine.counters
     }
-}
 
-api::impl_allocator!(Arena);
+    fn stats(&self) -> Stats {
+        ArenaCore::stats(self)
+    }
+
+    fn check(&mut self) -> Result<(), Error> {
+        self.engine.check()
+    }
+}
 
 impl core::fmt::Debug for Arena {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -17,6 +17,7 @@ mod engine;
 mod source;
 
 mod arena;
+mod backend;
 mod heap;
 
 mod facade;

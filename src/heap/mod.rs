@@ -22,12 +22,11 @@ mod config;
 #[allow(dead_code)] // wired into the heap by issue 18
 pub(crate) mod pages;
 
-use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
+use crate::backend::Backend;
 use crate::engine::{self, Engine, Resize};
-use crate::facade::{self as api, Backend};
 use crate::os::region::reserve_halving;
 use crate::source::large::LargeBlocks;
 use crate::{BlockInfo, BlockState, Error, Region, Snapshot, Stats};
@@ -750,6 +749,14 @@ impl Backend for HeapCore {
         self.pack_move(p, old, new_size, align)
     }
 
+    fn stats(&self) -> Stats {
+        HeapCore::stats(self)
+    }
+
+    fn check(&mut self) -> Result<(), Error> {
+        HeapCore::check(self)
+    }
+
     fn stats_mut(&mut self) -> &mut Stats {
         match self.space.as_deref_mut() {
             Some(space) => &mut space.engine.counters,
@@ -846,142 +853,23 @@ impl Heap {
         self.core.into_inner()
     }
 
+    /// The core, for the façade's checked API (`crate::facade::checked_api`).
     #[inline(always)]
-    fn with<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> R {
+    pub(crate) fn reach<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> Result<R, Error> {
+        Ok(self.with(f))
+    }
+
+    /// As `reach`: a heap always has its core.
+    #[inline(always)]
+    pub(crate) fn reach_existing<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> Option<R> {
+        Some(self.with(f))
+    }
+
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> R {
         // SAFETY: `Heap` is not `Sync`, so only this thread can be here, and `f` is crate code
         // that never calls back into the heap, so this is the only reference to the core.
         f(unsafe { &mut *self.core.get() })
-    }
-
-    /// Allocates `size` bytes, 16-byte aligned, like `malloc`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::OutOfMemory`] past `max_size`; [`Error::InvalidLayout`] for 0 bytes or a size
-    /// that overflows. The heap is unchanged by a failed request.
-    ///
-    /// ```
-    /// let heap = strata_alloc::Heap::new()?;
-    /// let small = heap.alloc(100)?;
-    /// let large = heap.alloc(1 << 20)?; // its own mapping
-    /// assert_eq!(heap.stats().mapped_blocks, 1);
-    /// # let _ = (small, large);
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    #[inline]
-    pub fn alloc(&self, size: usize) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::alloc(c, size, 16))
-    }
-
-    /// Allocates for `layout`: any power-of-two alignment. Up to 4096 the block comes from the
-    /// heap like any other; a larger alignment (64 KiB, 2 MiB: huge pages, DMA buffers) gets a
-    /// mapping of its own, over-mapped by the alignment, with the unused tail given back at
-    /// once.
-    ///
-    /// # Errors
-    ///
-    /// As [`alloc`](Self::alloc); [`Error::InvalidLayout`] when size and alignment together
-    /// overflow the address space, [`Error::OutOfMemory`] when they do not fit in `max_size`.
-    ///
-    /// ```
-    /// use core::alloc::Layout;
-    /// let heap = strata_alloc::Heap::new()?;
-    /// let p = heap.alloc_layout(Layout::from_size_align(10, 4096).unwrap())?;
-    /// assert_eq!(p.as_ptr() as usize % 4096, 0);
-    /// let huge = heap.alloc_layout(Layout::from_size_align(100, 2 << 20).unwrap())?;
-    /// assert_eq!(huge.as_ptr() as usize % (2 << 20), 0);
-    /// // SAFETY: live, freed once.
-    /// unsafe { heap.free(huge)? };
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::alloc(c, layout.size(), layout.align()))
-    }
-
-    /// Allocates `count * size` zeroed bytes. Mapped blocks are fresh pages and are not
-    /// written; blocks from the heap are zeroed.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidLayout`] if `count * size` overflows or is 0; otherwise as
-    /// [`alloc`](Self::alloc).
-    ///
-    /// ```
-    /// let heap = strata_alloc::Heap::new()?;
-    /// let p = heap.calloc(4, 100)?;
-    /// // SAFETY: 400 zeroed bytes were allocated.
-    /// assert!(unsafe { core::slice::from_raw_parts(p.as_ptr(), 400) }.iter().all(|&b| b == 0));
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn calloc(&self, count: usize, size: usize) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::calloc(c, count, size))
-    }
-
-    /// Resizes the block at `ptr`, keeping its contents. In place first: shrinking keeps
-    /// the pointer, growing takes a free next block or moves the break when the block is at
-    /// the top, and a mapped block is remapped. Only then allocate, copy, free.
-    ///
-    /// # Errors
-    ///
-    /// As [`Arena::realloc`](crate::Arena::realloc): a bad pointer, no memory, or 0 bytes; the
-    /// old block is untouched on every error.
-    ///
-    /// # Safety
-    ///
-    /// On success the old pointer must not be used again unless it was returned.
-    ///
-    /// ```
-    /// let heap = strata_alloc::Heap::new()?;
-    /// let p = heap.alloc(64)?;
-    /// // SAFETY: `p` is the heap's top block; afterwards only the returned pointer is used.
-    /// let q = unsafe { heap.realloc(p, 100_000)? };
-    /// assert_eq!(p, q, "the top block grows in place");
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::realloc(c, ptr, new_size))
-    }
-
-    /// Frees the block at `ptr`. A mapped block is unmapped; a heap block is merged with its
-    /// free neighbours, and the top of the heap is trimmed when it passes the trim threshold.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::DoubleFree`], [`Error::InvalidPointer`] or [`Error::Corrupted`]; nothing is
-    /// written in any of those cases.
-    ///
-    /// # Safety
-    ///
-    /// On success the block must not be used again.
-    ///
-    /// ```
-    /// let heap = strata_alloc::Heap::new()?;
-    /// let p = heap.alloc(1 << 20)?;
-    /// // SAFETY: live, not used afterwards.
-    /// unsafe { heap.free(p)? };
-    /// // SAFETY: the heap validates; this double free is reported, not performed.
-    /// assert!(unsafe { heap.free(p) }.is_err());
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    #[inline]
-    pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), Error> {
-        self.with(|c| c.free(ptr))
-    }
-
-    /// Usable bytes of the live block at `ptr`.
-    ///
-    /// # Errors
-    ///
-    /// As [`free`](Self::free), for a pointer that is not a live block.
-    ///
-    /// ```
-    /// let heap = strata_alloc::Heap::new()?;
-    /// let p = heap.alloc(200_000)?;
-    /// assert!(heap.usable_size(p)? >= 200_000);
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Error> {
-        self.with(|c| c.usable_size(ptr))
     }
 
     /// Gives the free memory at the top of the heap back to the OS now; returns the bytes
@@ -997,34 +885,6 @@ impl Heap {
     /// ```
     pub fn trim(&self) -> usize {
         self.with(|c| c.trim())
-    }
-
-    /// The heap's counters, including break moves and OS traffic.
-    ///
-    /// ```
-    /// let heap = strata_alloc::Heap::new()?;
-    /// let _p = heap.alloc(10)?;
-    /// assert_eq!(heap.stats().break_growths, 1);
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn stats(&self) -> Stats {
-        self.with(|c| c.stats())
-    }
-
-    /// Verifies every invariant of the engine, the large-block table and the break.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Corrupted`] naming the first damage found.
-    ///
-    /// ```
-    /// let heap = strata_alloc::Heap::new()?;
-    /// let _p = heap.alloc(10)?;
-    /// heap.check()?;
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn check(&self) -> Result<(), Error> {
-        self.with(|c| c.check())
     }
 
     /// Every block: heap blocks in address order, then mapped blocks.
@@ -1060,8 +920,6 @@ impl Heap {
         self.with(|c| c.snapshot("Heap"))
     }
 }
-
-api::impl_allocator!(Heap);
 
 impl core::fmt::Debug for Heap {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

@@ -15,9 +15,10 @@ use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
-use crate::facade::{self as api, Backend};
+use crate::backend::Backend;
+use crate::facade as api;
 use crate::heap::HeapCore;
-use crate::{BlockInfo, Error, Heap, HeapConfig, Region, Snapshot, Stats};
+use crate::{BlockInfo, Error, Heap, HeapConfig, Region, Snapshot};
 
 /// A test-and-test-and-set lock that yields after a short spin.
 struct SpinLock<T> {
@@ -159,110 +160,16 @@ impl LockedHeap {
         f(&mut lock(&self.core))
     }
 
-    /// As [`Heap::alloc`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Heap::alloc`].
-    ///
-    /// ```
-    /// let heap = strata_alloc::LockedHeap::new(strata_alloc::Heap::new()?);
-    /// assert_eq!(heap.alloc(24)?.as_ptr() as usize % 16, 0);
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn alloc(&self, size: usize) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::alloc(c, size, 16))
+    /// The core under the lock, for the checked API.
+    #[inline(always)]
+    fn reach<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> Result<R, Error> {
+        Ok(self.with(f))
     }
 
-    /// As [`Heap::alloc_layout`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Heap::alloc_layout`].
-    ///
-    /// ```
-    /// use core::alloc::Layout;
-    /// let heap = strata_alloc::LockedHeap::new(strata_alloc::Heap::new()?);
-    /// let p = heap.alloc_layout(Layout::from_size_align(8, 256).unwrap())?;
-    /// assert_eq!(p.as_ptr() as usize % 256, 0);
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::alloc(c, layout.size(), layout.align()))
-    }
-
-    /// As [`Heap::calloc`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Heap::calloc`].
-    ///
-    /// ```
-    /// let heap = strata_alloc::LockedHeap::new(strata_alloc::Heap::new()?);
-    /// assert!(heap.calloc(usize::MAX, 2).is_err());
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn calloc(&self, count: usize, size: usize) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::calloc(c, count, size))
-    }
-
-    /// As [`Heap::realloc`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Heap::realloc`].
-    ///
-    /// # Safety
-    ///
-    /// As [`Heap::realloc`].
-    ///
-    /// ```
-    /// let heap = strata_alloc::LockedHeap::new(strata_alloc::Heap::new()?);
-    /// let p = heap.alloc(10)?;
-    /// // SAFETY: live; only the returned pointer is used afterwards.
-    /// let p = unsafe { heap.realloc(p, 1000)? };
-    /// assert!(heap.usable_size(p)? >= 1000);
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::realloc(c, ptr, new_size))
-    }
-
-    /// As [`Heap::free`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Heap::free`].
-    ///
-    /// # Safety
-    ///
-    /// As [`Heap::free`].
-    ///
-    /// ```
-    /// let heap = strata_alloc::LockedHeap::new(strata_alloc::Heap::new()?);
-    /// let p = heap.alloc(10)?;
-    /// // SAFETY: live, freed once.
-    /// unsafe { heap.free(p)? };
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), Error> {
-        self.with(|c| c.free(ptr))
-    }
-
-    /// As [`Heap::usable_size`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Heap::usable_size`].
-    ///
-    /// ```
-    /// let heap = strata_alloc::LockedHeap::new(strata_alloc::Heap::new()?);
-    /// let p = heap.alloc(10)?;
-    /// assert!(heap.usable_size(p)? >= 10);
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Error> {
-        self.with(|c| c.usable_size(ptr))
+    /// As `reach`: a locked heap always has its core.
+    #[inline(always)]
+    fn reach_existing<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> Option<R> {
+        Some(self.with(f))
     }
 
     /// As [`Heap::trim`].
@@ -274,31 +181,6 @@ impl LockedHeap {
     /// ```
     pub fn trim(&self) -> usize {
         self.with(|c| c.trim())
-    }
-
-    /// As [`Heap::stats`].
-    ///
-    /// ```
-    /// let heap = strata_alloc::LockedHeap::new(strata_alloc::Heap::new()?);
-    /// assert_eq!(heap.stats().allocations, 0);
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn stats(&self) -> Stats {
-        self.with(|c| c.stats())
-    }
-
-    /// As [`Heap::check`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Heap::check`].
-    ///
-    /// ```
-    /// strata_alloc::LockedHeap::new(strata_alloc::Heap::new()?).check()?;
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn check(&self) -> Result<(), Error> {
-        self.with(|c| c.check())
     }
 
     /// Every block, collected under the lock (heap blocks in address order, then mapped).
@@ -334,6 +216,10 @@ impl LockedHeap {
     }
 }
 
+api::checked_api!(
+    LockedHeap,
+    "let a = strata_alloc::LockedHeap::new(strata_alloc::Heap::new()?);"
+);
 api::impl_allocator!(LockedHeap);
 
 impl core::fmt::Debug for LockedHeap {
@@ -512,7 +398,7 @@ impl GlobalHeap {
 
     /// Runs `f` on the heap, setting it up first if needed.
     #[inline(always)]
-    fn with<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> Result<R, Error> {
+    fn reach<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> Result<R, Error> {
         let mut p = self.shared.load(Ordering::Acquire);
         if p.is_null() {
             p = self.set_up()?;
@@ -525,7 +411,7 @@ impl GlobalHeap {
 
     /// Runs `f` on the heap if it has been set up.
     #[inline(always)]
-    fn with_existing<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> Option<R> {
+    fn reach_existing<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> Option<R> {
         let p = self.shared.load(Ordering::Acquire);
         // SAFETY: as in `with`.
         let shared = unsafe { p.as_ref() }?;
@@ -565,159 +451,6 @@ impl GlobalHeap {
         }
     }
 
-    /// Allocates `size` bytes, 16-byte aligned, like `malloc`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Heap::alloc`], and [`Error::Os`] if the heap cannot be set up.
-    ///
-    /// ```
-    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
-    /// let p = HEAP.alloc(100)?;
-    /// assert_eq!(p.as_ptr() as usize % 16, 0);
-    /// // SAFETY: live, freed once.
-    /// unsafe { HEAP.free(p)? };
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    #[inline]
-    pub fn alloc(&self, size: usize) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::alloc(c, size, 16))?
-    }
-
-    /// Allocates for `layout`: any power-of-two alignment (as [`Heap::alloc_layout`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`Heap::alloc_layout`], and [`Error::Os`] if the heap cannot be set up.
-    ///
-    /// ```
-    /// use core::alloc::Layout;
-    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
-    /// let p = HEAP.alloc_layout(Layout::from_size_align(64, 1 << 16).unwrap())?;
-    /// assert_eq!(p.as_ptr() as usize % (1 << 16), 0);
-    /// // SAFETY: live, freed once.
-    /// unsafe { HEAP.free(p)? };
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    #[inline]
-    pub fn alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::alloc(c, layout.size(), layout.align()))?
-    }
-
-    /// Allocates `count * size` zeroed bytes, 16-byte aligned.
-    ///
-    /// # Errors
-    ///
-    /// As [`Heap::calloc`]: [`Error::InvalidLayout`] if `count * size` overflows or is 0.
-    ///
-    /// ```
-    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
-    /// assert!(HEAP.calloc(usize::MAX, 2).is_err());
-    /// let p = HEAP.calloc(10, 10)?;
-    /// // SAFETY: 100 zeroed bytes were allocated.
-    /// assert!(unsafe { core::slice::from_raw_parts(p.as_ptr(), 100) }.iter().all(|&b| b == 0));
-    /// # unsafe { HEAP.free(p)? };
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    #[inline]
-    pub fn calloc(&self, count: usize, size: usize) -> Result<NonNull<u8>, Error> {
-        self.with(|c| api::calloc(c, count, size))?
-    }
-
-    /// Resizes the block at `ptr` to `new_size` bytes, keeping its contents (as
-    /// [`Heap::realloc`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`Heap::realloc`]; the old block is untouched on every error.
-    ///
-    /// # Safety
-    ///
-    /// On success the old pointer must not be used again unless it was returned.
-    ///
-    /// ```
-    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
-    /// let p = HEAP.alloc(10)?;
-    /// // SAFETY: live; only the returned pointer is used afterwards.
-    /// let p = unsafe { HEAP.realloc(p, 100_000)? };
-    /// assert!(HEAP.usable_size(p)? >= 100_000);
-    /// # unsafe { HEAP.free(p)? };
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    #[inline]
-    pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, Error> {
-        self.with_existing(|c| api::realloc(c, ptr, new_size))
-            .unwrap_or_else(|| Err(not_set_up(ptr)))
-    }
-
-    /// Frees the block at `ptr` (as [`Heap::free`]).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::DoubleFree`], [`Error::InvalidPointer`] or [`Error::Corrupted`]; nothing is
-    /// written in any of those cases.
-    ///
-    /// # Safety
-    ///
-    /// On success the block must not be used again.
-    ///
-    /// ```
-    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
-    /// let p = HEAP.alloc(10)?;
-    /// // SAFETY: live, freed once.
-    /// unsafe { HEAP.free(p)? };
-    /// // SAFETY: the heap validates; this double free is reported, not performed.
-    /// assert!(matches!(unsafe { HEAP.free(p) }, Err(strata_alloc::Error::DoubleFree { .. })));
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    #[inline]
-    pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), Error> {
-        self.with_existing(|c| c.free(ptr))
-            .unwrap_or_else(|| Err(not_set_up(ptr)))
-    }
-
-    /// Usable bytes of the live block at `ptr` (at least what was asked for).
-    ///
-    /// # Errors
-    ///
-    /// As [`free`](Self::free), for a pointer that is not a live block.
-    ///
-    /// ```
-    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
-    /// let p = HEAP.alloc(10)?;
-    /// assert!(HEAP.usable_size(p)? >= 10);
-    /// # unsafe { HEAP.free(p)? };
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    pub fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, Error> {
-        self.with_existing(|c| c.usable_size(ptr))
-            .unwrap_or_else(|| Err(not_set_up(ptr)))
-    }
-
-    /// The heap's counters (all zero before the first allocation).
-    ///
-    /// ```
-    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
-    /// assert_eq!(HEAP.stats().live_blocks, 0);
-    /// ```
-    pub fn stats(&self) -> Stats {
-        self.with_existing(|c| c.stats()).unwrap_or_default()
-    }
-
-    /// Verifies every invariant of the heap.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Corrupted`] naming the first damage found.
-    ///
-    /// ```
-    /// static HEAP: strata_alloc::GlobalHeap = strata_alloc::GlobalHeap::new();
-    /// assert!(HEAP.check().is_ok());
-    /// ```
-    pub fn check(&self) -> Result<(), Error> {
-        self.with_existing(|c| c.check()).unwrap_or(Ok(()))
-    }
-
     /// Gives the free top of the heap back to the OS; returns the bytes given back.
     ///
     /// ```
@@ -725,18 +458,11 @@ impl GlobalHeap {
     /// assert_eq!(HEAP.trim(), 0);
     /// ```
     pub fn trim(&self) -> usize {
-        self.with_existing(|c| c.trim()).unwrap_or(0)
+        self.reach_existing(|c| c.trim()).unwrap_or(0)
     }
 }
 
-/// The error for a pointer handed to a heap that has never allocated.
-#[cold]
-fn not_set_up(ptr: NonNull<u8>) -> Error {
-    Error::InvalidPointer {
-        addr: ptr.as_ptr() as usize,
-        reason: "freed before the global heap was set up",
-    }
-}
+api::checked_api!(GlobalHeap, "let a = strata_alloc::GlobalHeap::new();");
 
 /// Takes `shared` off the fork list.
 ///
@@ -790,14 +516,14 @@ impl core::fmt::Debug for GlobalHeap {
 unsafe impl GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.with(|c| api::alloc_contained(c, layout.size(), layout.align()))
+        self.reach(|c| api::alloc_contained(c, layout.size(), layout.align()))
             .and_then(|r| r)
             .map_or(core::ptr::null_mut(), NonNull::as_ptr)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.with(|c| api::allocate_zeroed(c, layout))
+        self.reach(|c| api::allocate_zeroed(c, layout))
             .ok()
             .and_then(Result::ok)
             .map_or(core::ptr::null_mut(), |p| p.cast::<u8>().as_ptr())
@@ -807,10 +533,10 @@ unsafe impl GlobalAlloc for GlobalHeap {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(p) = NonNull::new(ptr) else { return };
         if self
-            .with_existing(|c| api::deallocate(c, p, layout))
+            .reach_existing(|c| api::deallocate(c, p, layout))
             .is_none()
         {
-            crate::os::abort::misuse(HeapCore::NAME, &not_set_up(p));
+            crate::os::abort::misuse(HeapCore::NAME, &api::not_a_block(p));
         }
     }
 
@@ -822,7 +548,7 @@ unsafe impl GlobalAlloc for GlobalHeap {
         let Ok(new) = Layout::from_size_align(new_size, layout.align()) else {
             return core::ptr::null_mut();
         };
-        self.with(|c| api::resize(c, p, layout, new, false))
+        self.reach(|c| api::resize(c, p, layout, new, false))
             .ok()
             .and_then(Result::ok)
             .map_or(core::ptr::null_mut(), |q| q.cast::<u8>().as_ptr())
@@ -884,7 +610,7 @@ mod tests {
         // SAFETY: the heap validates; it has not been set up, so nothing is its block.
         let err = unsafe { heap.free(never) }.unwrap_err();
         assert!(matches!(err, Error::InvalidPointer { .. }), "{err}");
-        assert_eq!(heap.stats(), Stats::default());
+        assert_eq!(heap.stats(), crate::Stats::default());
 
         let p = heap.alloc(100).unwrap();
         // SAFETY: 100 bytes are ours.
