@@ -8,7 +8,7 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
 use crate::backend::Backend;
-use crate::engine::{self, Engine};
+use crate::engine::Engine;
 use crate::{BlockInfo, Error, Region, Snapshot, Stats};
 
 /// A fixed-size arena with `alloc`, `free` and `realloc`, split and coalesce, and certain
@@ -18,9 +18,9 @@ use crate::{BlockInfo, Error, Region, Snapshot, Stats};
 /// is `Send` but not `Sync` (use a [`LockedHeap`](crate::LockedHeap) to share a heap between
 /// threads).
 ///
-/// Freed blocks of up to 2 KiB are kept for the next request of their size, and a temporary
-/// block (one freed before the arena is used for anything else) is the fastest case of all:
-/// its allocation stays a loan that the free simply ends (docs/ARCHITECTURE.md).
+/// Freed small blocks are kept for the next request of their size, so a temporary block
+/// (allocated, used and freed) is handed out again without a search or a merge
+/// (docs/ARCHITECTURE.md, quick stacks).
 ///
 /// ```
 /// let arena = strata_alloc::Arena::new()?;
@@ -110,7 +110,7 @@ impl Arena {
     pub fn with_capacity(bytes: usize) -> Result<Arena, Error> {
         let blocks = Region::reserve(bytes)?;
         let capacity = blocks.capacity();
-        let (map, map_ptr) = engine::reserve_map(capacity)?;
+        let (map, map_ptr) = crate::source::map::reserve_map(capacity)?;
         // Both mappings live in the same ArenaCore as the engine and are dropped after it.
         // SAFETY: `blocks` is a fresh page-aligned mapping of `capacity` bytes only this engine
         // touches; `map` is fresh, zeroed and sized for it by `reserve_map`.

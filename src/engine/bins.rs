@@ -25,15 +25,19 @@ static_assertions::const_assert!(EXACT_LIMIT.is_power_of_two());
 static_assertions::const_assert_eq!(EXACT_BINS, 63);
 
 /// The bin a free block of `size` bytes belongs on.
+///
+/// Total: a size no block can have (below [`MIN_BLOCK`], or past the largest bin, as a
+/// damaged header may claim) still names a bin, the first or the last, so that no caller
+/// indexes out of bounds; callers compare such a size with the map before they act on it.
 #[inline(always)]
 pub(crate) fn bin_of(size: usize) -> usize {
     debug_assert!(size >= MIN_BLOCK && size % GRANULE == 0);
     if size <= EXACT_LIMIT {
-        size / GRANULE - MIN_BLOCK / GRANULE
+        (size / GRANULE).saturating_sub(MIN_BLOCK / GRANULE)
     } else {
         let log = usize::BITS - 1 - size.leading_zeros();
         let sub = (size >> (log - SUB_BITS)) & ((1 << SUB_BITS) - 1);
-        EXACT_BINS + (((log - FIRST_LOG) as usize) << SUB_BITS) + sub
+        (EXACT_BINS + (((log - FIRST_LOG) as usize) << SUB_BITS) + sub).min(NUM_BINS - 1)
     }
 }
 

@@ -3,8 +3,10 @@
 //!
 //! It is written once and configured twice: the [`Arena`](crate::Arena) runs it over one fixed
 //! span, the [`Heap`](crate::Heap) over a span whose end follows a program break
-//! ([`Engine::extend`], [`Engine::truncate_top`]). The engine never allocates and never maps
-//! memory; its owner hands it the span and the memory for its start map.
+//! ([`Engine::extend`], [`Engine::truncate_top`]). The engine never allocates, never maps
+//! memory and never calls the OS; its owner hands it the span and the memory for its start
+//! map (the memory-source layer maps both). The integrity check and the walk are in the cold
+//! module [`check`].
 //!
 //! The span `[base, end)` is tiled by blocks from `base + 8` to `end - 8`, so every payload is
 //! 16-byte aligned and `end - 8` is where the header of a block appended by `extend` goes. An
@@ -15,10 +17,10 @@
 //!    a quarantined block's, which nothing reads.
 //! 2. The start map has a `starts` bit at each block's payload granule and nowhere else, and
 //!    one state per start: `live` (allocated), `free` (binned), `quarantined`, or none
-//!    (cached or lent). A header's `FREE` flag is set exactly for binned blocks. Its summary
+//!    (cached). A header's `FREE` flag is set exactly for binned blocks. Its summary
 //!    marks exactly the groups of 64 granules that hold a start ([`starts`]).
 //! 3. No two binned free blocks are adjacent (freeing coalesces with both neighbours). Small
-//!    freed blocks may instead wait, uncoalesced, on a quick list ([`quick`]); they count as
+//!    freed blocks may instead wait, uncoalesced, on a quick stack ([`quick`]); they count as
 //!    free for misuse detection and as allocated for their neighbours.
 //! 4. Only the map says whether a neighbour is free: free blocks have no footer and headers
 //!    no flag for the block before, so nothing the program can overwrite decides a merge.
@@ -26,11 +28,6 @@
 //!    is always a binned block of that bin by the map.
 //! 6. The counters in `stats` (live blocks, bytes in use, free blocks, free bytes, quarantined
 //!    blocks and bytes) agree with the walk.
-//! 7. At most one block is *lent* ([`quick`]): handed out by the latest allocation but still
-//!    on its quick stack. It is allocated in every way but two: its `live` bit is still clear
-//!    and the counters leave it out. Freeing it next ends the loan with nothing else to undo;
-//!    any other operation first settles it ([`Engine::settle`]), so only `alloc` and `free`
-//!    ever meet a lent block.
 //!
 //! Misuse and damage are reported, never followed: a pointer handed back is judged by the start
 //! map alone before its header is read; a free block's size is used only once the map confirms
@@ -44,13 +41,14 @@
 
 pub(crate) mod bins;
 pub(crate) mod block;
+mod check;
 pub(crate) mod quick;
 pub(crate) mod starts;
 
 use core::ptr::NonNull;
 
-use crate::{BlockInfo, BlockState, Error, Stats};
-use bins::{Bins, bin_floor, bin_is_exact, bin_of};
+use crate::{Error, Stats};
+use bins::{Bins, bin_is_exact, bin_of};
 use block::{FREE, GRANULE, HEADER, Header, MIN_BLOCK, Tagger, block_size_for, small_block_size};
 use quick::Quick;
 use starts::StartMap;
@@ -60,14 +58,6 @@ pub(crate) use block::block_size_for as block_size;
 // The free fast path (`Engine::free`) relies on blocks spanning at least two granules.
 static_assertions::const_assert_eq!(MIN_BLOCK / GRANULE, 2);
 pub(crate) use starts::{groups_bytes, map_bytes};
-
-/// Maps the zeroed memory an engine over `limit` bytes needs for its start map: the mapping
-/// (which must outlive the engine) and the pointer to hand to [`Engine::new`].
-pub(crate) fn reserve_map(limit: usize) -> Result<(crate::Region, NonNull<u8>), Error> {
-    let mut map = crate::Region::reserve(map_bytes(limit / GRANULE))?;
-    let ptr = map.grow(map.capacity())?;
-    Ok((map, ptr))
-}
 
 /// Largest alignment `alloc` accepts.
 pub(crate) const MAX_ALIGN: usize = 4096;
@@ -97,10 +87,55 @@ pub(crate) enum Resize {
 pub(crate) struct Freed {
     /// Whether the free block is the last one of the span (it borders `end`).
     pub at_top: bool,
-    /// Whether the block was merged and binned (not cached on a quick stack or a loan ended).
+    /// Whether the block was merged and binned (not cached on a quick stack).
     pub binned: bool,
     /// Size of the free block after merging.
     pub size: usize,
+}
+
+/// A live block, as [`Engine::live`] judged it: the pointer handed back is the payload of an
+/// allocated block of this engine, and the block's header agrees with the start map on its
+/// size. Only `Engine::live` makes one (the fields are private to the engine).
+///
+/// The contract: a `Live` stands for its block, on the engine that made it, until that block
+/// is freed or resized: by [`Engine::free_live`], by [`Engine::resize_live`] returning
+/// [`Resize::Done`], by [`Engine::resize_backward_live`] returning `Some`, or by the
+/// pointer-taking forms of those. Nothing else changes a live block (allocations carve free
+/// blocks, frees merge only with free neighbours, flushes, span changes and containment touch
+/// only free memory), so a token survives every other call, allocations included: a
+/// reallocation judges the pointer once, tries in place, allocates elsewhere, copies and frees
+/// on the same token. Until then it may be handed to the `_live` methods (the three above and
+/// [`Engine::move_to_pack_live`]) and read ([`Live::usable`], [`Live::ptr`]) as often as
+/// needed: none of them judges the pointer again. The methods that take one are `unsafe`
+/// because a stale token (or one of another engine) would make them write through a block
+/// that is no longer what the check found; debug builds assert that it still is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Live {
+    /// The payload, with the provenance of the engine's span.
+    ptr: NonNull<u8>,
+    /// The block's size, as confirmed by the start map.
+    size: usize,
+}
+
+impl Live {
+    /// The payload pointer the check was asked about.
+    #[inline(always)]
+    #[allow(dead_code)] // part of the token's API for the layers above; the engine needs none
+    pub fn ptr(self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// Usable bytes of the block (its size less the header).
+    #[inline(always)]
+    pub fn usable(self) -> usize {
+        self.size - HEADER
+    }
+
+    /// The block's address (its header's).
+    #[inline(always)]
+    fn block(self) -> usize {
+        self.ptr.as_ptr() as usize - HEADER
+    }
 }
 
 /// A set of bins, for rebuilding the lists that damage touched.
@@ -146,12 +181,8 @@ pub(crate) struct Engine {
     clean_from: usize,
     /// Counters kept on the hot paths: allocations, frees, bytes in use and its peak, splits,
     /// coalesces, misuses (and the owner's: failed requests, reallocations). The block and
-    /// byte counts that follow from these are derived in [`Engine::stats`]. The lent block
-    /// and the ended loans are not in them.
+    /// byte counts that follow from these are derived in [`Engine::stats`].
     pub counters: Stats,
-    /// Loans ended by a free: each counts as one allocation and one free in
-    /// [`Engine::stats`].
-    loans_ended: u64,
 }
 
 impl Engine {
@@ -184,7 +215,6 @@ impl Engine {
             best_fit: false,
             clean_from: addr,
             counters: Stats::default(),
-            loans_ended: 0,
         }
     }
 
@@ -199,10 +229,6 @@ impl Engine {
     /// live blocks and their headers do not cover.
     pub fn stats(&self) -> Stats {
         let mut s = self.counters;
-        s.allocations += self.loans_ended;
-        s.frees += self.loans_ended;
-        s.allocations += (self.quick.lent() != 0) as u64;
-        s.bytes_in_use = self.bytes_in_use();
         s.live_blocks = (s.allocations - s.frees) as usize;
         s.free_blocks = self.binned + self.quick.total();
         s.quarantined_blocks = self.quarantined;
@@ -216,28 +242,10 @@ impl Engine {
         s
     }
 
-    /// Bytes handed out and not freed (usable bytes of live blocks, the lent one included).
+    /// Bytes handed out and not freed (usable bytes of live blocks).
     #[inline(always)]
     pub fn bytes_in_use(&self) -> usize {
         self.counters.bytes_in_use
-            + if self.quick.lent() != 0 {
-                self.quick.lent_size() - HEADER
-            } else {
-                0
-            }
-    }
-
-    /// Settles the loan (invariant 7), if there is one: the lent block leaves its stack, gets
-    /// its `live` bit and is counted. Every entry point other than `alloc` and `free` that
-    /// reads the map or the stacks, or changes anything, calls this first; the read-only
-    /// ones that do not (`stats`, `bytes_in_use`, the bins and the span) account for the
-    /// loan or are not affected by it.
-    #[inline(always)]
-    pub fn settle(&mut self) {
-        if let Some((b, size)) = self.quick.settle_loan() {
-            // The peak was noted when the block was lent.
-            self.record_cached_allocated(b, size);
-        }
     }
 
     /// Marks the cached block `b` of `size` bytes, just taken off its stack, live and counts
@@ -412,7 +420,7 @@ impl Engine {
     /// - `next` is 0, or names a binned block (not `b`) whose `prev` is `b` and which belongs
     ///   to the same bin by the map (it may become the head).
     ///
-    /// A link into a live, cached, lent or quarantined block never passes: the map has no
+    /// A link into a live, cached or quarantined block never passes: the map has no
     /// `free` bit there.
     #[inline(always)]
     fn check_links(&mut self, b: usize, size: usize) -> Result<(), Error> {
@@ -641,14 +649,12 @@ impl Engine {
     /// smallest among the first [`BIN_SCAN`] of the request's bin, else the head of the next
     /// non-empty bin (`false`, the default).
     pub fn set_best_fit(&mut self, best: bool) {
-        self.settle();
         self.best_fit = best;
     }
 
     /// Turns deferred coalescing on or off. Off, every free merges at once, and the blocks
     /// cached so far are merged now: packing before speed, for a heap near its limit.
     pub fn set_caching(&mut self, on: bool) -> Result<(), Error> {
-        self.settle();
         let was_on = self.quick.set_enabled(on);
         if was_on && !on {
             self.flush_quick()
@@ -721,24 +727,8 @@ impl Engine {
     pub fn alloc(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
         if align <= GRANULE && size <= quick::MAX_SIZE - HEADER {
             let bsize = small_block_size(size);
-            self.settle();
-            if let Some(b) = self.quick.lend(Quick::list_of(bsize)) {
-                // The stack is out of band, but the header is the program's: a dangling write
-                // into it would make the block unfreeable for its next owner.
-                if !block::is_allocated_header(self.read(b), bsize) {
-                    return Err(self.damaged_lent());
-                }
-                // Only the peak is noted now; the rest of the bookkeeping waits until the
-                // next operation, which is often the free of this very block (a temporary
-                // buffer) and then has nothing to record.
-                let now = self.counters.bytes_in_use + bsize - HEADER;
-                if now > self.counters.peak_bytes_in_use {
-                    self.counters.peak_bytes_in_use = now;
-                }
-                // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
-                return Ok(Some(unsafe {
-                    NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER))
-                }));
+            if let Some(b) = self.quick.pop(Quick::list_of(bsize)) {
+                return self.hand_out_cached(b, bsize).map(Some);
             }
         }
         self.alloc_slow(size, align)
@@ -759,19 +749,6 @@ impl Engine {
         Ok(unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) })
     }
 
-    /// The block just lent has a damaged header: it leaves its stack and is quarantined.
-    #[cold]
-    #[inline(never)]
-    fn damaged_lent(&mut self) -> Error {
-        match self.quick.settle_loan() {
-            Some((b, size)) => {
-                self.quarantine_cached(b, size);
-                self.corrupted(b, "block header was overwritten")
-            }
-            None => self.corrupted(self.base, "block header was overwritten"),
-        }
-    }
-
     /// Quarantines the cached block `b` of `size` bytes, off its stack already: its header is
     /// damaged, and the stack and the map (both out of band) still say what it is.
     #[cold]
@@ -781,10 +758,9 @@ impl Engine {
         self.quarantined_bytes += size;
     }
 
-    /// Allocation from the bins, after the quick lists had nothing.
+    /// Allocation from the bins, after the quick stacks had nothing.
     #[inline(never)]
     fn alloc_slow(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
-        self.settle();
         let Some(bsize) = block_size_for(size) else {
             return Err(Error::layout(size, align, "size is larger than any block"));
         };
@@ -816,7 +792,7 @@ impl Engine {
         Ok(Some(self.carve(b, h, bsize)))
     }
 
-    /// Number of blocks waiting on the quick stacks (the lent one not counted).
+    /// Number of blocks waiting on the quick stacks.
     pub fn cached_blocks(&self) -> usize {
         self.quick.total()
     }
@@ -828,7 +804,6 @@ impl Engine {
     /// and the merge tried again. The first damage is returned after every other block has
     /// been flushed.
     pub fn flush_quick(&mut self) -> Result<(), Error> {
-        self.settle();
         let mut first_damage = None;
         for i in 0..quick::LISTS {
             let size = Quick::size_of(i);
@@ -939,13 +914,33 @@ impl Engine {
         }
     }
 
-    /// Checks that `p` is the payload of a live block and that its header is intact; returns
-    /// the block address and header. Nothing is written.
+    /// Judges the pointer `p` handed back: `Ok` with the block it names if it is the payload
+    /// of a live block whose header agrees with the start map; otherwise the error that says
+    /// why not (a double free, a foreign, interior or misaligned pointer, a damaged header).
+    /// Nothing is written but the misuse counter. This is the one check of an operation: what
+    /// it established travels in the [`Live`] token to the `_live` methods.
     #[inline(always)]
-    pub fn live_block(&mut self, p: NonNull<u8>) -> Result<(usize, Header), Error> {
-        self.settle();
+    pub fn live(&mut self, p: NonNull<u8>) -> Result<Live, Error> {
         let (addr, g) = self.live_granule(p)?;
-        self.live_header(addr, g)
+        // A small block's extent is the distance to the next start in the map; its header
+        // must agree (an overflow from the block before would have changed it). No start in
+        // the window: a block of more than 64 granules, or the last one. A start right at
+        // `g + 1` (bit 0): no block is that short (MIN_BLOCK is two granules), so the map is
+        // not what it should be; the general check reports it.
+        let window = self.map.starts_after(g);
+        if window != 0 && window & 1 == 0 {
+            let size = (window.trailing_zeros() as usize + 1) * GRANULE;
+            let b = addr - HEADER;
+            if !block::is_allocated_header(self.read(b), size) {
+                return Err(self.corrupted(b, "block header was overwritten"));
+            }
+            return Ok(Live { ptr: p, size });
+        }
+        let (_, h) = self.live_header(addr, g)?;
+        Ok(Live {
+            ptr: p,
+            size: h.size,
+        })
     }
 
     /// The payload granule of `p` if the start map says a live block starts there (nothing is
@@ -978,9 +973,9 @@ impl Engine {
         Ok((b, h))
     }
 
-    /// Usable bytes of the live block at `p`.
+    /// Usable bytes of the live block at `p` ([`live`](Self::live) and [`Live::usable`]).
     pub fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error> {
-        self.live_block(p).map(|(_, h)| h.size - HEADER)
+        self.live(p).map(Live::usable)
     }
 
     /// The binned block right before block `b`, if there is one, found by the start map (no
@@ -1036,38 +1031,30 @@ impl Engine {
     // ---------------------------------------------------------------- free
 
     /// Frees the live block at `p`: small blocks go on their quick stack, others are merged
-    /// with their free neighbours and binned.
+    /// with their free neighbours and binned ([`live`](Self::live) and
+    /// [`free_live`](Self::free_live)).
     #[inline(always)]
     pub fn free(&mut self, p: NonNull<u8>) -> Result<Freed, Error> {
-        if p.as_ptr() as usize == self.quick.lent() {
-            return self.end_loan();
+        let live = self.live(p)?;
+        // SAFETY: `live` was just made by this engine, and nothing changed since.
+        unsafe { self.free_live(live) }
+    }
+
+    /// Frees the block `live` names, judged already: a small one goes on its quick stack,
+    /// any other is merged with its free neighbours (validated first) and binned.
+    ///
+    /// # Safety
+    ///
+    /// `live` was made by [`live`](Self::live) on this engine, and its block was not freed
+    /// or resized since (the contract of [`Live`]).
+    #[inline(always)]
+    pub unsafe fn free_live(&mut self, live: Live) -> Result<Freed, Error> {
+        debug_assert!(self.still_live(live), "a stale Live token");
+        let (b, size) = (live.block(), live.size);
+        if size <= quick::MAX_SIZE && self.quick.push(Quick::list_of(size), b) {
+            return Ok(self.record_cached_free(self.granule(b), size));
         }
-        self.settle();
-        let (addr, g) = self.live_granule(p)?;
-        // A small block's extent is the distance to the next start in the map; its header
-        // must agree (an overflow from the block before would have changed it).
-        let window = self.map.starts_after(g);
-        let b = addr - HEADER;
-        // No start in the window: a block of more than 64 granules, or the last one. A start
-        // right at `g + 1` (bit 0): no block is that short (MIN_BLOCK is two granules), so
-        // the map is not what it should be; the slow path reports it.
-        if window != 0 && window & 1 == 0 {
-            let size = (window.trailing_zeros() as usize + 1) * GRANULE;
-            let word = self.read(b);
-            if !block::is_allocated_header(word, size) {
-                return Err(self.corrupted(b, "block header was overwritten"));
-            }
-            if self.quick.push(Quick::list_of(size), b) {
-                return Ok(self.record_cached_free(g, size));
-            }
-            return self.free_slow(b, block::raw_header(word));
-        }
-        let (b, h) = self.live_header(addr, g)?;
-        // Blocks past the window's reach (64 granules) but small enough to cache.
-        if h.size <= quick::MAX_SIZE && self.quick.push(Quick::list_of(h.size), b) {
-            return Ok(self.record_cached_free(g, h.size));
-        }
-        self.free_slow(b, h)
+        self.free_slow(b, size)
     }
 
     /// Records the free of the live block at granule `g` (of `size` bytes) that was just
@@ -1085,34 +1072,17 @@ impl Engine {
         }
     }
 
-    /// Frees the lent block by ending the loan. Being lent vouches for the pointer (it is
-    /// exactly what the last allocation handed out, not freed since); only the block's header,
-    /// which the program could have overwritten meanwhile, is checked.
-    #[inline(always)]
-    fn end_loan(&mut self) -> Result<Freed, Error> {
-        let (b, size) = (self.quick.lent() - HEADER, self.quick.lent_size());
-        if !block::is_allocated_header(self.read(b), size) {
-            return Err(self.corrupted(b, "block header was overwritten"));
-        }
-        self.quick.end_loan();
-        self.loans_ended += 1;
-        Ok(Freed {
-            at_top: false,
-            binned: false,
-            size,
-        })
-    }
-
-    /// Frees the validated live block `b` by merging it with its free neighbours.
+    /// Frees the validated live block `b` of `size` bytes by merging it with its free
+    /// neighbours.
     #[inline(never)]
-    fn free_slow(&mut self, b: usize, h: Header) -> Result<Freed, Error> {
+    fn free_slow(&mut self, b: usize, size: usize) -> Result<Freed, Error> {
         let prev = self.free_before(b)?;
-        let next = self.free_after(b + h.size)?;
+        let next = self.free_after(b + size)?;
         // Everything this free touches is validated; from here on nothing can fail.
         let s = &mut self.counters;
         s.frees += 1;
-        s.bytes_in_use -= h.size - HEADER;
-        Ok(self.merge_and_bin(b, h.size, prev, next))
+        s.bytes_in_use -= size - HEADER;
+        Ok(self.merge_and_bin(b, size, prev, next))
     }
 
     /// Merges the block at `b` of `size` bytes (live or cached until now, validated) with its
@@ -1195,13 +1165,29 @@ impl Engine {
 
     /// As [`resize_in_place`](Self::resize_in_place), and when the block cannot grow, says
     /// whether it ends the span (alone or followed by the free last block), so that the owner
-    /// can move the span's end instead of the block. One validation serves both questions.
+    /// can move the span's end instead of the block ([`live`](Self::live) and
+    /// [`resize_live`](Self::resize_live)).
     pub fn resize(&mut self, p: NonNull<u8>, new_size: usize) -> Result<Resize, Error> {
-        let (b, h) = self.live_block(p)?;
-        let n = b + h.size;
+        let live = self.live(p)?;
+        // SAFETY: `live` was just made by this engine, and nothing changed since.
+        unsafe { self.resize_live(live, new_size) }
+    }
+
+    /// Resizes the block `live` names, judged already, without moving it: shrinking always
+    /// can (the tail is freed), growing can when the next block is free and large enough.
+    /// [`Resize::Done`] means it now has at least `new_size` usable bytes (and the token is
+    /// spent: the block's size changed); otherwise nothing changed and the token stays valid.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free_live`](Self::free_live).
+    pub unsafe fn resize_live(&mut self, live: Live, new_size: usize) -> Result<Resize, Error> {
+        debug_assert!(self.still_live(live), "a stale Live token");
+        let (b, size) = (live.block(), live.size);
+        let n = b + size;
         // A free neighbour's links are checked only once it is certain to be taken.
         let next_free = self.binned_after(n)?;
-        let available = h.size + next_free.unwrap_or(0);
+        let available = size + next_free.unwrap_or(0);
         let want = match block_size_for(new_size) {
             Some(want) if want <= available => want,
             _ => {
@@ -1214,7 +1200,7 @@ impl Engine {
                 });
             }
         };
-        if want == h.size || (want < h.size && h.size - want < MIN_BLOCK && next_free.is_none()) {
+        if want == size || (want < size && size - want < MIN_BLOCK && next_free.is_none()) {
             return Ok(Resize::Done);
         }
         if let Some(nsize) = next_free {
@@ -1241,7 +1227,7 @@ impl Engine {
         };
         self.clean_from = self.clean_from.max(b + block);
         let s = &mut self.counters;
-        s.bytes_in_use = s.bytes_in_use + block - h.size;
+        s.bytes_in_use = s.bytes_in_use + block - size;
         s.note_in_use();
         Ok(Resize::Done)
     }
@@ -1256,17 +1242,34 @@ impl Engine {
         new_size: usize,
         keep: usize,
     ) -> Result<Option<NonNull<u8>>, Error> {
-        let (b, h) = self.live_block(p)?;
+        let live = self.live(p)?;
+        // SAFETY: `live` was just made by this engine, and nothing changed since.
+        unsafe { self.resize_backward_live(live, new_size, keep) }
+    }
+
+    /// [`resize_backward`](Self::resize_backward) for a block judged already.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free_live`](Self::free_live).
+    pub unsafe fn resize_backward_live(
+        &mut self,
+        live: Live,
+        new_size: usize,
+        keep: usize,
+    ) -> Result<Option<NonNull<u8>>, Error> {
+        debug_assert!(self.still_live(live), "a stale Live token");
+        let (b, size) = (live.block(), live.size);
         let Some(want) = block_size_for(new_size) else {
             return Ok(None);
         };
         let Some((pb, psize)) = self.free_before(b)? else {
             return Ok(None);
         };
-        let n = b + h.size;
+        let n = b + size;
         let next_free = self.free_after(n)?;
-        let total = psize + h.size + next_free.unwrap_or(0);
-        if want > total || keep > h.size - HEADER {
+        let total = psize + size + next_free.unwrap_or(0);
+        if want > total || keep > size - HEADER {
             return Ok(None);
         }
         // Validated; unlink the neighbours before their memory is overwritten by the move.
@@ -1304,7 +1307,7 @@ impl Engine {
         self.map.mark_live(gp);
         self.clean_from = self.clean_from.max(pb + block);
         let s = &mut self.counters;
-        s.bytes_in_use = s.bytes_in_use + block - h.size;
+        s.bytes_in_use = s.bytes_in_use + block - size;
         s.note_in_use();
         // SAFETY: `pb + HEADER` is inside the span, whose base pointer is non-null.
         Ok(Some(unsafe {
@@ -1325,16 +1328,29 @@ impl Engine {
     /// by allocated blocks moves when a smaller free block holds it, the rule of best fit with
     /// its own place counted as a candidate; a free block before it tips the balance towards
     /// moving, since leaving frees a piece that merges with it.
-    pub fn better_moved(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
-        let (b, h) = self.live_block(p)?;
+    pub fn move_to_pack(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
+        let live = self.live(p)?;
+        // SAFETY: `live` was just made by this engine, and nothing changed since.
+        unsafe { self.move_to_pack_live(live, new_size) }
+    }
+
+    /// [`move_to_pack`](Self::move_to_pack) for a block judged already. Nothing is written
+    /// but containment of damage found in a free neighbour, so `live` stays valid.
+    ///
+    /// # Safety
+    ///
+    /// As for [`free_live`](Self::free_live).
+    pub unsafe fn move_to_pack_live(&mut self, live: Live, new_size: usize) -> Result<bool, Error> {
+        debug_assert!(self.still_live(live), "a stale Live token");
+        let (b, size) = (live.block(), live.size);
         let Some(want) = block_size_for(new_size) else {
             return Ok(false);
         };
         let prev = self.free_before(b)?;
-        let n = b + h.size;
+        let n = b + size;
         let next = self.free_after(n)?.unwrap_or(0);
         let before = prev.map_or(0, |(_, psize)| psize);
-        let here = h.size + next;
+        let here = size + next;
         if want > here {
             return Ok(false);
         }
@@ -1350,7 +1366,7 @@ impl Engine {
             // Carved from the front of the block after, which staying would have grown into.
             (
                 sq(before) + sq(here - want),
-                sq(before + h.size) + sq(next - want),
+                sq(before + size) + sq(next - want),
             )
         } else {
             (
@@ -1365,7 +1381,6 @@ impl Engine {
 
     /// The last block, if it is free: its address and size.
     pub fn free_top(&mut self) -> Result<Option<(usize, usize)>, Error> {
-        self.settle();
         if self.end - self.base <= GRANULE {
             return Ok(None);
         }
@@ -1421,8 +1436,10 @@ impl Engine {
 
     /// Cuts the free last block so the span ends at `new_end` (or removes it if `new_end` is
     /// where it starts). Returns the bytes cut off. `new_end` must leave either nothing of the
-    /// block or at least a minimum block.
-    pub fn truncate_top(&mut self, new_end: usize) -> Result<usize, Error> {
+    /// block or at least a minimum block. `page` (a power of two) is the unit in which the
+    /// owner gives the memory past `new_end` back, so that it reads as zero from the first
+    /// multiple of `page` on.
+    pub fn truncate_top(&mut self, new_end: usize, page: usize) -> Result<usize, Error> {
         let Some((b, size)) = self.free_top()? else {
             return Ok(0);
         };
@@ -1438,8 +1455,8 @@ impl Engine {
         // The owner releases the whole pages past `new_end`; the rest of its last page keeps
         // whatever it held, so only memory from the next page boundary on is known clean.
         if self.clean_from > new_end {
-            let page = crate::page_size();
-            self.clean_from = (new_end + page - 1) & !(page - 1);
+            debug_assert!(page.is_power_of_two());
+            self.clean_from = new_end.next_multiple_of(page);
         }
         if keep > 0 {
             self.make_free(b, keep);
@@ -1450,278 +1467,6 @@ impl Engine {
             self.bury_metadata(b);
         }
         Ok(cut)
-    }
-
-    // ---------------------------------------------------------------- walk and check
-
-    /// The block at `b`, validated against the start map, and the address of the next one.
-    /// `None` at the end of the span or if the block does not validate (the walk stops there).
-    pub fn block_at(&mut self, b: usize) -> Option<(BlockInfo, usize)> {
-        self.settle();
-        self.settled_block_at(b)
-    }
-
-    /// [`block_at`](Self::block_at), once the loan is settled. The extent comes from the map;
-    /// a header that disagrees with it stops the walk, except a quarantined block's, which is
-    /// the program's damage and not read.
-    fn settled_block_at(&self, b: usize) -> Option<(BlockInfo, usize)> {
-        debug_assert_eq!(self.quick.lent(), 0);
-        if b < self.base + HEADER
-            || b >= self.last_slot()
-            || (b + HEADER - self.base) % GRANULE != 0
-        {
-            return None;
-        }
-        let g = self.granule(b);
-        if !self.map.is_start(g) {
-            return None;
-        }
-        let size = self.extent(g);
-        let state = if self.map.is_quarantined(g) {
-            BlockState::Quarantined
-        } else {
-            let h = self.tagger.decode(b, self.read(b))?;
-            if h.size != size || h.is_free() != self.map.is_binned(g) {
-                return None;
-            }
-            if self.map.is_live(g) {
-                BlockState::Allocated
-            } else {
-                BlockState::Free
-            }
-        };
-        let info = BlockInfo {
-            addr: b + HEADER,
-            offset: b - self.base,
-            size,
-            usable: size - HEADER,
-            state,
-        };
-        Some((info, b + size))
-    }
-
-    /// Address of the first block (where a walk starts).
-    pub fn first_block(&self) -> usize {
-        self.base + HEADER
-    }
-
-    /// Free blocks on bin `i`, in list order: `(address, size)`; stops at damage.
-    pub fn bin_entries(&self, i: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let mut b = self.bins.head(i);
-        let mut steps = 0usize;
-        core::iter::from_fn(move || {
-            if b == 0 || !self.is_binned(b) || steps > self.binned {
-                return None;
-            }
-            let h = self.tagger.decode(b, self.read(b))?;
-            let item = (b, h.size);
-            steps += 1;
-            b = self.next_link(b);
-            Some(item)
-        })
-    }
-
-    /// Verifies every invariant in the module docs by walking all blocks and all bins, then
-    /// reports quarantined damage if there is any: an `Err` whose `what` names the quarantine
-    /// means everything else is sound.
-    pub fn check(&mut self) -> Result<(), Error> {
-        self.check_structure()?;
-        self.check_quarantine()
-    }
-
-    /// The quarantine report of [`check`](Self::check) alone: `Err` naming the first
-    /// quarantined block if damage was ever found and set aside.
-    pub fn check_quarantine(&self) -> Result<(), Error> {
-        if self.quarantined == 0 {
-            return Ok(());
-        }
-        let mut g = self.granule(self.first_block());
-        while !self.map.is_quarantined(g) {
-            match self.map.next_start_after(g) {
-                Some(n) => g = n,
-                None => break,
-            }
-        }
-        Err(Error::Corrupted {
-            addr: self.block_of_granule(g),
-            what: "damaged free memory was found and is quarantined (never handed out again)",
-        })
-    }
-
-    /// Every invariant of the module docs, quarantined blocks counted as what they are.
-    pub fn check_structure(&mut self) -> Result<(), Error> {
-        self.settle();
-        let bad = |addr, what| Err(Error::Corrupted { addr, what });
-        let last = self.last_slot();
-        let counts = self.map.counts(self.span() / GRANULE + 1);
-        if !counts.consistent {
-            return bad(
-                self.base,
-                "start map has a state bit without a start, or two states",
-            );
-        }
-        let mut b = self.first_block();
-        if b < last && !self.map.is_start(self.granule(b)) {
-            return bad(b, "a block starts where the start map has none");
-        }
-        let (mut blocks, mut live, mut in_use, mut free, mut free_bytes) = (0, 0, 0, 0, 0);
-        let (mut cached, mut cached_bytes, mut quarantined, mut quarantined_bytes) = (0, 0, 0, 0);
-        let mut prev_binned = false;
-        // The map gives every extent, so the walk tiles the span by construction; each header
-        // must agree with it.
-        while b < last {
-            let g = self.granule(b);
-            let size = self.extent(g);
-            let (is_live, binned) = (self.map.is_live(g), self.map.is_binned(g));
-            blocks += 1;
-            if self.map.is_quarantined(g) {
-                quarantined += 1;
-                quarantined_bytes += size;
-                prev_binned = false;
-                b += size;
-                continue;
-            }
-            let Some(h) = self.tagger.decode(b, self.read(b)) else {
-                return bad(b, "block header was overwritten");
-            };
-            if h.size != size {
-                return bad(b, "block size does not end on a block boundary");
-            }
-            if h.is_free() != binned {
-                return bad(b, "block state disagrees with the start map");
-            }
-            if binned {
-                if prev_binned {
-                    return bad(b, "two free blocks are adjacent");
-                }
-                free += 1;
-                free_bytes += size;
-            } else if is_live {
-                live += 1;
-                in_use += size - HEADER;
-            } else {
-                cached += 1;
-                cached_bytes += size;
-            }
-            prev_binned = binned;
-            b += size;
-        }
-        if (
-            counts.starts,
-            counts.live,
-            counts.binned,
-            counts.quarantined,
-        ) != (blocks, live, free, quarantined)
-        {
-            return bad(self.base, "start map has bits for blocks that do not exist");
-        }
-        if !self.map.summary_agrees(self.span() / GRANULE + 1) {
-            return bad(self.base, "start map summary disagrees with its groups");
-        }
-        let last_start = self.map.start_at_or_before(self.span() / GRANULE);
-        if self.map.last_start() != last_start {
-            return bad(self.base, "start map's last start is not the last block's");
-        }
-        let mut listed = 0;
-        for i in 0..bins::NUM_BINS {
-            if (self.bins.head(i) != 0) != self.bins.marked_nonempty(i) {
-                return bad(
-                    self.base,
-                    "non-empty bin bitmap disagrees with the bin heads",
-                );
-            }
-            let mut prev = 0;
-            let mut n = self.bins.head(i);
-            while n != 0 {
-                if !self.is_binned(n) || listed > free {
-                    return bad(n, "free list points at something that is not a free block");
-                }
-                // The walk confirmed every binned header against the map.
-                let size = block::raw_header(self.read(n)).size;
-                if bin_of(size) != i || size < bin_floor(i) {
-                    return bad(n, "free block is on the wrong bin");
-                }
-                if self.prev_link(n) != prev {
-                    return bad(n + 2 * HEADER, "free list back link is wrong");
-                }
-                listed += 1;
-                prev = n;
-                n = self.next_link(n);
-            }
-        }
-        if listed != free {
-            return bad(self.base, "free blocks missing from the free lists");
-        }
-        let mut quick_listed = 0;
-        for i in 0..quick::LISTS {
-            for &n in self.quick.entries(i) {
-                let ok = n > self.base
-                    && n < last
-                    && self.map.is_cached(self.granule(n))
-                    && block::raw_header(self.read(n)).size == Quick::size_of(i);
-                if !ok {
-                    return bad(n, "quick stack holds something that is not a cached block");
-                }
-                quick_listed += 1;
-            }
-        }
-        if quick_listed != cached || cached != self.quick.total() {
-            return bad(self.base, "cached blocks missing from the quick lists");
-        }
-        let s = self.stats();
-        if (s.live_blocks, s.bytes_in_use, s.free_blocks, s.free_bytes)
-            != (live, in_use, free + cached, free_bytes + cached_bytes)
-            || (self.binned, self.quarantined, self.quarantined_bytes)
-                != (free, quarantined, quarantined_bytes)
-        {
-            return bad(self.base, "block counters disagree with the blocks");
-        }
-        Ok(())
-    }
-
-    /// Collects the blocks and free lists for a [`Snapshot`](crate::Snapshot).
-    pub fn snapshot(&mut self, title: &'static str, stats: Stats) -> crate::Snapshot {
-        self.settle();
-        let mut blocks = Vec::new();
-        let mut b = self.first_block();
-        while let Some((info, next)) = self.settled_block_at(b) {
-            blocks.push(info);
-            b = next;
-        }
-        let damaged_at = (b != self.last_slot()).then(|| b - self.base);
-        let free_lists = (0..bins::NUM_BINS)
-            .filter(|&i| self.bins.head(i) != 0)
-            .map(|i| crate::snapshot::FreeList {
-                bin: i,
-                min_size: bin_floor(i),
-                blocks: self
-                    .bin_entries(i)
-                    .map(|(b, size)| (b - self.base, size))
-                    .collect(),
-            })
-            .collect();
-        let quick_lists = (0..quick::LISTS)
-            .filter(|&i| !self.quick.entries(i).is_empty())
-            .map(|i| crate::snapshot::FreeList {
-                bin: i,
-                min_size: Quick::size_of(i),
-                blocks: self
-                    .quick
-                    .entries(i)
-                    .iter()
-                    .rev()
-                    .map(|&b| (b - self.base, Quick::size_of(i)))
-                    .collect(),
-            })
-            .collect();
-        crate::Snapshot {
-            title,
-            stats,
-            blocks,
-            free_lists,
-            quick_lists,
-            damaged_at,
-        }
     }
 
     /// Usable bytes of the largest free block (what the largest request served now could be).

@@ -8,12 +8,12 @@
 //! - a header's size is only followed once the map confirms a block starts where it points and
 //!   nowhere in between;
 //! - a free-list link is only followed to a block whose `free` bit says it is on a bin, so a
-//!   forged link can never reach a live, cached, lent or quarantined block.
+//!   forged link can never reach a live, cached or quarantined block.
 //!
 //! Granule `g` stands for the payload address `base + g * GRANULE`. Each start has exactly one
 //! state: *live* (`live` bit), *binned* free (`free` bit), *quarantined* (`quarantined` bit:
-//! damaged memory set aside for good), or *cached* (none of the three: on a quick stack, or
-//! lent). Bits are kept in groups of four words (`starts`, `live`, `free`, `quarantined`) per
+//! damaged memory set aside for good), or *cached* (none of the three: on a quick stack).
+//! Bits are kept in groups of four words (`starts`, `live`, `free`, `quarantined`) per
 //! 64 granules, 32 bytes, so that one cache line answers every question about a block.
 //!
 //! A summary level above the groups has one bit per group, and a top level one bit per summary
@@ -181,7 +181,7 @@ impl StartMap {
         self.group(g).free & (1u64 << (g % 64)) != 0
     }
 
-    /// Whether a cached (quick-stack or lent) block starts at `g`.
+    /// Whether a cached (quick-stack) block starts at `g`.
     #[inline(always)]
     pub fn is_cached(&self, g: usize) -> bool {
         let grp = self.group(g);

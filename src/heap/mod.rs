@@ -443,7 +443,9 @@ impl HeapCore {
             return Ok(0);
         }
         let old_span = space.engine.span();
-        let cut = space.engine.truncate_top(b + 8 + keep)?;
+        let cut = space
+            .engine
+            .truncate_top(b + 8 + keep, crate::page_size())?;
         let released = space.blocks.shrink(cut)?;
         space.release_map_tail(old_span);
         self.counters.break_shrinks += 1;
@@ -608,7 +610,7 @@ impl Backend for HeapCore {
     fn free(&mut self, p: NonNull<u8>) -> Result<(), Error> {
         if let Some(engine) = self.heap_engine(p) {
             let freed = engine.free(p)?;
-            // A cached free or an ended loan changes nothing below the top, and is the hot path:
+            // A cached free changes nothing below the top, and is the hot path:
             // only a merged free can let the heap give memory back.
             if freed.binned {
                 let (brk, in_use) = (engine.span(), engine.bytes_in_use());
@@ -767,7 +769,7 @@ impl Backend for HeapCore {
 
 impl HeapCore {
     /// Moves the block at `p` that is being resized to `new_size` bytes if the engine finds
-    /// that the free memory ends up in larger pieces that way ([`Engine::better_moved`]).
+    /// that the free memory ends up in larger pieces that way ([`Engine::move_to_pack`]).
     /// Near the limit, every realloc then doubles as a chance to undo fragmentation: the place
     /// the block leaves merges with its free neighbours. Requests that cannot stay in place
     /// are left to `move_block`.
@@ -788,10 +790,10 @@ impl HeapCore {
         let Some(engine) = self.heap_engine(p) else {
             return Ok(None);
         };
-        if !engine.better_moved(p, new_size)? {
+        if !engine.move_to_pack(p, new_size)? {
             return Ok(None);
         }
-        // `better_moved` found a free block that fits, so this succeeds; should it not,
+        // `Engine::move_to_pack` found a free block that fits, so this succeeds; should it not,
         // resizing in place still can.
         let Some(q) = engine.alloc(new_size, align)? else {
             return Ok(None);

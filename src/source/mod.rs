@@ -1,11 +1,12 @@
 //! The memory-source layer: where the engine's spans and the mapped large blocks come from.
 //!
-//! [`large`] keeps the table of blocks that have a mapping of their own; [`span`] is one
-//! reservation with the engine over it and its metadata beside it; [`remote`] is the bitmap of
-//! frees made by other threads. They use the os layer for memory and the engine for blocks,
-//! and know nothing of the façade above them.
+//! [`map`] maps the memory of an engine's start map; [`large`] keeps the table of blocks that
+//! have a mapping of their own; [`span`] is one reservation with the engine over it and its
+//! metadata beside it; [`remote`] is the bitmap of frees made by other threads. They use the
+//! os layer for memory and the engine for blocks, and know nothing of the façade above them.
 
 pub(crate) mod large;
+pub(crate) mod map;
 #[allow(dead_code)] // used by the thread heaps of issue 19
 pub(crate) mod remote;
 #[allow(dead_code)] // the spans of the heap rework (issues 17-19)

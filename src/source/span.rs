@@ -217,7 +217,9 @@ impl Span {
         if size < keep + crate::page_size() {
             return Ok(0);
         }
-        let cut = self.engine.truncate_top(b + engine::block::HEADER + keep)?;
+        let cut = self
+            .engine
+            .truncate_top(b + engine::block::HEADER + keep, crate::page_size())?;
         self.blocks.shrink(cut)
     }
 
