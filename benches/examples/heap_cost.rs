@@ -85,6 +85,37 @@ fn main() {
         t.elapsed().as_nanos() as f64 / alive.len().max(1) as f64
     );
     drop(alive);
+    // Heaps that each hold one small block have reserved their space: how many fit, and what
+    // the later ones settle for once the address space runs short.
+    let t = Instant::now();
+    let mut used = Vec::new();
+    let mut stop = String::from("all made");
+    while used.len() < heaps {
+        if t.elapsed().as_secs() > 20 {
+            stop = "20 s spent".into();
+            break;
+        }
+        let h = Heap::new().expect("heap");
+        match h.alloc(24) {
+            Ok(p) => used.push((h, p)),
+            Err(e) => {
+                stop = format!("the next failed: {e}");
+                break;
+            }
+        }
+    }
+    let smallest = used
+        .iter()
+        .map(|(h, _)| h.stats().max_size)
+        .min()
+        .unwrap_or(0);
+    println!(
+        "{} heaps with one block alive ({stop}); the last one's max_size {} MiB, the smallest {} MiB",
+        used.len(),
+        used.last().map_or(0, |(h, _)| h.stats().max_size >> 20),
+        smallest >> 20
+    );
+    drop(used);
     let heap = Heap::new().expect("heap");
     let local = 0u64;
     let foreign = std::ptr::NonNull::from(&local).cast::<u8>();

@@ -816,12 +816,13 @@ impl HeapCore {
 }
 
 impl Heap {
-    /// A heap with the default [`HeapConfig`]: 64 GiB of address space reserved (not
-    /// committed), 64 KiB growth steps, blocks of 128 KiB and more mapped on their own.
+    /// A heap with the default [`HeapConfig`]: at most 64 GiB, 64 KiB growth steps, blocks of
+    /// 128 KiB and more mapped on their own. Nothing is reserved until the first allocation
+    /// (see [`HeapConfig::max_size`]), so this only fills in a few fields.
     ///
     /// # Errors
     ///
-    /// [`Error::Os`] if the OS refuses the reservation.
+    /// None with the default settings; the `Result` is kept for [`with_config`](Self::with_config).
     ///
     /// ```
     /// let heap = strata_alloc::Heap::new()?;
@@ -836,8 +837,9 @@ impl Heap {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidLayout`] for a zero or overflowing `max_size`; [`Error::Os`] if the OS
-    /// refuses the reservation.
+    /// [`Error::InvalidLayout`] for a zero or overflowing `max_size` or `growth_increment`.
+    /// The OS is asked for nothing here: a refused reservation surfaces at the first
+    /// allocation, after the retries with smaller sizes (see [`HeapConfig::max_size`]).
     ///
     /// ```
     /// use strata_alloc::{Heap, HeapConfig};
