@@ -12,7 +12,6 @@
 
 mod config;
 
-#[allow(dead_code)] // wired into the heap by issue 18
 pub(crate) mod pages;
 
 use core::cell::UnsafeCell;
@@ -23,10 +22,15 @@ use crate::engine::{self, Engine, Resize};
 use crate::source::large::LargeBlocks;
 use crate::{BlockInfo, BlockState, Error, Region, Snapshot, Stats};
 pub use config::HeapConfig;
+use pages::{SlotFree, SmallObjects};
 
 /// The heap packs (best fit, no caching) once less than `max_size / TIGHT_FRACTION` is left
 /// to grow into (see `HeapCore::choose_fit`).
 const TIGHT_FRACTION: usize = 2;
+
+/// Free bytes the engine needs to carve a small-object page wherever the free block lies: the
+/// page, the worst misalignment and a lead block.
+const PAGE_NEED: usize = 2 * pages::PAGE + 32;
 
 /// A growable heap: segregated free lists with coalescing over an sbrk-style break, large
 /// blocks in their own mappings, in-place `realloc`, and memory given back to the OS.
@@ -78,6 +82,9 @@ pub(crate) struct HeapCore {
     /// The break when `give_back` last merged the quick stacks, so that a heap that stays
     /// mostly free without being able to trim merges them once, not on every free.
     packed_at: usize,
+    /// The small-object path (`pages`), and the largest request it serves (0: none).
+    small: SmallObjects,
+    small_max: usize,
     // The engine points into these; they are dropped after it.
     blocks: Region,
     map: Region,
@@ -127,6 +134,12 @@ impl HeapCore {
             trim_threshold: config.trim_threshold.max(increment),
             tight: false,
             packed_at: 0,
+            small: SmallObjects::new(),
+            small_max: if config.pages_on() {
+                pages::SMALL_MAX.min(mmap_threshold - 1)
+            } else {
+                0
+            },
             blocks,
             map,
         })
@@ -248,9 +261,13 @@ impl HeapCore {
         if top < threshold
             && in_use < brk / 4
             && brk != self.packed_at
-            && self.engine.cached_blocks() != 0
+            && (self.engine.cached_blocks() != 0 || self.small.pages() != 0)
         {
             self.packed_at = brk;
+            // Empty small-object pages kept as spares go back too, so that they can merge.
+            let engine = &mut self.engine;
+            // A page that does not free is damage the engine contains.
+            self.small.retire_empty(|mem| drop(engine.free(mem)));
             // A damaged cached block stays where it is; `check` reports it.
             let _ = self.engine.flush_quick();
             top = self.engine.free_top()?.map_or(0, |(_, size)| size);
@@ -304,6 +321,10 @@ impl HeapCore {
     }
 
     pub(crate) fn trim(&mut self) -> usize {
+        // Empty small-object pages go back to the engine first, so that they can merge.
+        let engine = &mut self.engine;
+        // A page that does not free is damage the engine contains; the trim goes on.
+        self.small.retire_empty(|mem| drop(engine.free(mem)));
         // Cached small blocks may sit at the top; merge them first. Damage the flush or the
         // top block meets is contained (quarantined, counted), so trimming goes on after it.
         let _ = self.engine.flush_quick();
@@ -312,6 +333,7 @@ impl HeapCore {
 
     pub(crate) fn stats(&self) -> Stats {
         let mut s = self.engine.stats();
+        self.small.adjust(&mut s);
         let c = &self.counters;
         s.allocations += c.large_allocations;
         s.frees += c.large_frees;
@@ -330,6 +352,9 @@ impl HeapCore {
 
     pub(crate) fn check(&mut self) -> Result<(), Error> {
         self.engine.check_structure()?;
+        let base = self.engine.base();
+        self.small
+            .check(&mut self.engine, base, base + self.blocks.brk())?;
         self.large.check()?;
         if self.blocks.brk() != self.engine.span() || self.footprint() > self.max_size {
             return Err(Error::Corrupted {
@@ -345,8 +370,20 @@ impl HeapCore {
         self.engine.first_block()
     }
 
+    /// The block at walk position `b` and the next position. A small-object page shows as its
+    /// slots: the walk steps through them before going on to the engine block after the page.
     pub(crate) fn block_at(&mut self, b: usize) -> Option<(BlockInfo, usize)> {
-        self.engine.block_at(b)
+        let base = self.engine.base();
+        if let Some(slot) = self.small.slot_at(b, base) {
+            return Some(slot);
+        }
+        let (info, next) = self.engine.block_at(b)?;
+        Some(self.small.first_slot(&info, base).unwrap_or((info, next)))
+    }
+
+    /// The slots of the heap block `info`, if it is a small-object page.
+    pub(crate) fn page_slots(&self, info: &BlockInfo) -> Option<Vec<BlockInfo>> {
+        self.small.slots(info, self.engine.base())
     }
 
     pub(crate) fn mapped_blocks(&self) -> Vec<BlockInfo> {
@@ -366,8 +403,87 @@ impl HeapCore {
     pub(crate) fn snapshot(&mut self, title: &'static str) -> Snapshot {
         let stats = self.stats();
         let mut snap = self.engine.snapshot(title, stats);
+        let blocks = core::mem::take(&mut snap.blocks);
+        for b in blocks {
+            match self.page_slots(&b) {
+                Some(slots) => snap.blocks.extend(slots),
+                None => snap.blocks.push(b),
+            }
+        }
         snap.blocks.extend(self.mapped_blocks());
         snap
+    }
+
+    /// A request the engine serves: from its free blocks, else after moving the break.
+    #[inline(always)]
+    fn alloc_engine(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+        if let Some(p) = self.engine.alloc(size, align)? {
+            self.note_peak();
+            return Ok(p);
+        }
+        let slack = if align > 16 { align + 32 } else { 0 };
+        let bsize = engine::block_size(size).ok_or_else(|| self.out_of_memory(size))? + slack;
+        self.grow_break(bsize, 0)?;
+        let p = self
+            .engine
+            .alloc(size, align)?
+            .ok_or_else(|| self.out_of_memory(size))?;
+        self.note_peak();
+        Ok(p)
+    }
+
+    /// A small request of class `c` whose current page is full: another page of the class,
+    /// else a new page (moving the break for it if need be), else the engine. Near the limit
+    /// no page is carved: the engine packs small blocks more tightly than partly used pages.
+    #[cold]
+    #[inline(never)]
+    fn alloc_small(&mut self, c: usize, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+        if let Some(p) = self.small.refill(c) {
+            return Ok(p);
+        }
+        if self.tight || !self.small.wants_page(c) {
+            return self.alloc_engine(size, align);
+        }
+        let (start, len) = (self.blocks.base().as_ptr() as usize, self.blocks.capacity());
+        for grown in [false, true] {
+            if grown && self.grow_break(PAGE_NEED, 0).is_err() {
+                break;
+            }
+            if let Some(p) = self.small.alloc_slow(c, &mut self.engine, start, len)? {
+                self.note_peak();
+                return Ok(p);
+            }
+        }
+        self.alloc_engine(size, align)
+    }
+
+    /// A small-object page has emptied: a spare stays for the class to refill, unless the heap
+    /// is near its limit or mostly free, where the page goes back to the engine and can merge.
+    #[cold]
+    #[inline(never)]
+    fn page_emptied(&mut self, page: NonNull<pages::Page>) -> Result<(), Error> {
+        let keep = !self.tight && self.engine.bytes_in_use() >= self.blocks.brk() / 4;
+        match self.small.emptied(page, keep) {
+            Some(mem) => self.free_block(mem),
+            None => Ok(()),
+        }
+    }
+
+    /// Frees the engine block at `p`, and gives memory back to the OS when that lets it.
+    #[inline(always)]
+    fn free_block(&mut self, p: NonNull<u8>) -> Result<(), Error> {
+        let freed = self.engine.free(p)?;
+        // A cached free or an ended loan changes nothing below the top, and is the hot path:
+        // only a merged free can let the heap give memory back.
+        if freed.binned {
+            let (brk, in_use) = (self.blocks.brk(), self.engine.bytes_in_use());
+            if freed.at_top || (in_use < brk / 4 && brk > 4 * self.trim_threshold) {
+                // The free is done whatever happens here: damage found on the way to the
+                // top is contained (and counted), and only the trim is skipped.
+                let _ = self.give_back(freed, in_use);
+            }
+        }
+        Ok(())
     }
 
     fn is_heap_block(&self, p: NonNull<u8>) -> bool {
@@ -391,29 +507,33 @@ impl Backend for HeapCore {
 
     #[inline(always)]
     fn alloc(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+        if size <= self.small_max && align <= 16 {
+            let c = pages::class_of(size);
+            if let Some(p) = self.small.alloc(c) {
+                return Ok(p);
+            }
+            return self.alloc_small(c, size, align);
+        }
         if size >= self.mmap_threshold || align > engine::MAX_ALIGN {
             return self.alloc_large(size, align);
         }
-        if let Some(p) = self.engine.alloc(size, align)? {
-            self.note_peak();
-            return Ok(p);
+        if size <= self.small_max {
+            if let Some(c) = pages::class_for(size, align) {
+                return self.alloc_small(c, size, align);
+            }
         }
-        let slack = if align > 16 { align + 32 } else { 0 };
-        let bsize = engine::block_size(size).ok_or_else(|| self.out_of_memory(size))? + slack;
-        self.grow_break(bsize, 0)?;
-        let p = self
-            .engine
-            .alloc(size, align)?
-            .ok_or_else(|| self.out_of_memory(size))?;
-        self.note_peak();
-        Ok(p)
+        self.alloc_engine(size, align)
     }
 
     fn alloc_zeroed(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
         let clean = self.engine.clean_mark();
         let p = self.alloc(size, align)?;
-        // Mapped blocks are fresh pages, already zero; heap blocks are cleared where dirty.
-        if self.is_heap_block(p) {
+        // Mapped blocks are fresh pages, already zero; heap blocks are cleared where dirty,
+        // and slots, which are reused without passing through the engine, always.
+        if self.small.owns(p.as_ptr() as usize) {
+            // SAFETY: `p` is a fresh slot of at least `size` bytes.
+            unsafe { p.as_ptr().write_bytes(0, size) };
+        } else if self.is_heap_block(p) {
             self.engine.clear_for_calloc(p, size, clean);
         }
         Ok(p)
@@ -422,18 +542,15 @@ impl Backend for HeapCore {
     #[inline(always)]
     fn free(&mut self, p: NonNull<u8>) -> Result<(), Error> {
         if self.is_heap_block(p) {
-            let freed = self.engine.free(p)?;
-            // A cached free or an ended loan changes nothing below the top, and is the hot path:
-            // only a merged free can let the heap give memory back.
-            if freed.binned {
-                let (brk, in_use) = (self.blocks.brk(), self.engine.bytes_in_use());
-                if freed.at_top || (in_use < brk / 4 && brk > 4 * self.trim_threshold) {
-                    // The free is done whatever happens here: damage found on the way to the
-                    // top is contained (and counted), and only the trim is skipped.
-                    let _ = self.give_back(freed, in_use);
-                }
+            let addr = p.as_ptr() as usize;
+            if let Some(page) = self.small.page_of(addr) {
+                let r = self.small.free(page, addr);
+                return match self.count_misuse(r)? {
+                    SlotFree::Done => Ok(()),
+                    SlotFree::Empty(page) => self.page_emptied(page),
+                };
             }
-            return Ok(());
+            return self.free_block(p);
         }
         let r = self.large.free(p.as_ptr() as usize);
         let len = self.count_misuse(r)?;
@@ -444,6 +561,10 @@ impl Backend for HeapCore {
 
     fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error> {
         if self.is_heap_block(p) {
+            if let Some(page) = self.small.page_of(p.as_ptr() as usize) {
+                let r = self.small.usable(page, p.as_ptr() as usize);
+                return self.count_misuse(r);
+            }
             return self.engine.usable_size(p);
         }
         let r = self.large.len_of(p.as_ptr() as usize);
@@ -451,6 +572,11 @@ impl Backend for HeapCore {
     }
 
     fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
+        if let Some(page) = self.small.page_of(p.as_ptr() as usize) {
+            // A slot keeps its class: it stays where the new size fits it.
+            let r = self.small.usable(page, p.as_ptr() as usize);
+            return Ok(new_size <= self.count_misuse(r)?);
+        }
         if self.is_heap_block(p) {
             let reach = match self.engine.resize(p, new_size)? {
                 Resize::Done => {
@@ -531,7 +657,11 @@ impl Backend for HeapCore {
         };
         let q = match self.alloc(target, align) {
             Ok(q) => q,
-            Err(Error::OutOfMemory { .. }) if self.is_heap_block(p) && align <= 16 => {
+            Err(Error::OutOfMemory { .. })
+                if self.is_heap_block(p)
+                    && align <= 16
+                    && !self.small.owns(p.as_ptr() as usize) =>
+            {
                 // Nothing free elsewhere is large enough; the block's own free neighbours
                 // merged with it may be.
                 match self
@@ -596,6 +726,7 @@ impl HeapCore {
         if align > 16
             || new_size >= self.mmap_threshold
             || !self.is_heap_block(p)
+            || self.small.owns(p.as_ptr() as usize)
             || !self.engine.better_moved(p, new_size)?
         {
             return Ok(None);
