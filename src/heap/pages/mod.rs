@@ -179,7 +179,8 @@ impl SmallPages {
         page.release(idx);
         self.frees += 1;
         self.in_use -= page.slot_size();
-        if page.listed && page.used != 0 {
+        // A listed page, or the current one, stays where it is until it empties.
+        if page.used != 0 && (page.listed || self.current.get(page.class()) == Some(&p.as_ptr())) {
             return Ok(SlotFreed::Done);
         }
         Ok(self.free_slow(p))
