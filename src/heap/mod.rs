@@ -519,6 +519,9 @@ impl Backend for HeapCore {
         }
         if size <= self.small_max {
             if let Some(c) = pages::class_for(size, align) {
+                if let Some(p) = self.small.alloc(c) {
+                    return Ok(p);
+                }
                 return self.alloc_small(c, size, align);
             }
         }
@@ -541,15 +544,16 @@ impl Backend for HeapCore {
 
     #[inline(always)]
     fn free(&mut self, p: NonNull<u8>) -> Result<(), Error> {
+        let addr = p.as_ptr() as usize;
+        // Pages lie in the span, so a slot needs no span test.
+        if let Some(page) = self.small.page_of(addr) {
+            let r = self.small.free(page, addr);
+            return match self.count_misuse(r)? {
+                SlotFree::Done => Ok(()),
+                SlotFree::Empty(page) => self.page_emptied(page),
+            };
+        }
         if self.is_heap_block(p) {
-            let addr = p.as_ptr() as usize;
-            if let Some(page) = self.small.page_of(addr) {
-                let r = self.small.free(page, addr);
-                return match self.count_misuse(r)? {
-                    SlotFree::Done => Ok(()),
-                    SlotFree::Empty(page) => self.page_emptied(page),
-                };
-            }
             return self.free_block(p);
         }
         let r = self.large.free(p.as_ptr() as usize);

@@ -90,23 +90,17 @@ impl SmallPages {
     #[inline(always)]
     pub(crate) fn alloc(&mut self, c: usize) -> Option<NonNull<u8>> {
         let p = self.current[c % CLASSES];
-        // SAFETY: `p` is a live page record or EXHAUSTED (invariant 1); it is only written
-        // when a set bit was found, which EXHAUSTED never has. `cursor < WORDS` (page invariant),
-        // and the mask keeps the index in bounds regardless.
+        // SAFETY: `p` is a live page record or EXHAUSTED (invariant 1). EXHAUSTED's summary is
+        // zero, and it is only read through the raw pointer: no reference to it is made, and
+        // `take` (which writes) is reached for live records alone.
         unsafe {
-            let w = usize::from((*p).cursor) & (page::WORDS - 1);
-            let bits = (*p).free[w];
-            if bits == 0 {
+            if (*p).nonzero == 0 {
                 return None;
             }
-            (*p).free[w] = bits & (bits - 1);
-            (*p).used += 1;
+            let i = (*p).take()?;
             let size = (*p).size as usize;
-            let slot = (*p)
-                .start
-                .add((w * 64 + bits.trailing_zeros() as usize) * size);
             self.note_alloc(size);
-            Some(NonNull::new_unchecked(slot))
+            Some(NonNull::new_unchecked((*p).start.add(i * size)))
         }
     }
 
