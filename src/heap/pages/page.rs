@@ -30,7 +30,7 @@ static_assertions::const_assert!(WORDS.is_power_of_two() && WORDS <= 64);
 
 /// A page's record. All zero (the state of an untouched page-table entry) means "this cell is
 /// not a small-object page".
-#[repr(C)]
+#[repr(C, align(64))]
 pub(crate) struct Page {
     /// Spare; zero.
     pub(super) spare: u16,
