@@ -4,11 +4,14 @@
 //! `MAP_NORESERVE`) and moves its break forward in `growth_increment` steps only when no free
 //! block fits. Requests at or above `mmap_threshold` get their own mapping
 //! ([`large`](crate::source::large)). When the free block at the top grows past `trim_threshold`, the break moves
-//! back and the pages go to the OS.
+//! back and the pages go to the OS. Requests of up to 2 KiB are served from size-class pages
+//! carved from the engine ([`pages`]), unless `HeapConfig::small_pages` turns them off.
 //!
 //! Invariants kept here (beyond the engine's and the large table's):
 //! - The region's break equals the engine's span: `blocks.brk() == engine.span()`.
 //! - `blocks.brk() + large.bytes() <= max_size`.
+//! - A pointer whose cell's page record is a page is the small-object path's alone; the
+//!   engine sees none of them (`small.page_of` is asked first).
 
 mod config;
 
