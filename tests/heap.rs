@@ -306,7 +306,8 @@ fn near_max_size_a_resized_block_moves_where_the_free_memory_stays_in_larger_pie
 
 #[test]
 fn small_blocks_cached_at_the_top_do_not_keep_an_emptied_heap_from_trimming() {
-    let heap = Heap::new().unwrap();
+    // The engine's own small blocks: quick stacks, loans and the top block.
+    let heap = Heap::with_config(HeapConfig::default().small_pages(false)).unwrap();
     let big: std::vec::Vec<_> = (0..512).map(|_| heap.alloc(8 << 10).unwrap()).collect();
     // The last block before the free top is small: freed first, it waits on its quick stack
     // (not free, so the big blocks freed after it can never merge with the top through it).
@@ -340,7 +341,8 @@ fn small_blocks_cached_at_the_top_do_not_keep_an_emptied_heap_from_trimming() {
 
 #[test]
 fn the_top_block_grows_in_place() {
-    let heap = Heap::new().unwrap();
+    // The engine's own small blocks: quick stacks, loans and the top block.
+    let heap = Heap::with_config(HeapConfig::default().small_pages(false)).unwrap();
     let _below = heap.alloc(100).unwrap();
     let mut p = heap.alloc(100).unwrap();
     // SAFETY: live block; we keep using the returned pointer.
@@ -579,7 +581,8 @@ fn locked_heap_survives_two_threads() {
 
 #[test]
 fn the_peak_counts_heap_blocks_mapped_blocks_and_a_lent_block() {
-    let heap = Heap::new().unwrap();
+    // The engine's own small blocks: quick stacks, loans and the top block.
+    let heap = Heap::with_config(HeapConfig::default().small_pages(false)).unwrap();
     let a = heap.alloc(1000).unwrap();
     let big = heap.alloc(300 << 10).unwrap();
     let both = heap.stats().bytes_in_use;

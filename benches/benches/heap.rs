@@ -154,6 +154,18 @@ fn efficiency_report() {
             .expect("strata heap consistent after the efficiency run");
         r
     });
+    row("strata_pages", &mut || {
+        // The same heap with small-object pages forced on (off by default at this bound).
+        let config = HeapConfig::default()
+            .max_size(ARENA)
+            .mmap_threshold(2 * ARENA)
+            .small_pages(true);
+        let mut s = Strata::with_config(config);
+        let r = efficiency(&mut s, ARENA, seed);
+        s.0.check()
+            .expect("strata heap consistent after the efficiency run");
+        r
+    });
     row("talc", &mut || {
         efficiency(&mut Talc::new(ArenaMem::new(ARENA, false)), ARENA, seed)
     });

@@ -1,7 +1,7 @@
 //! Stand-alone random actions for profiling (perf, callgrind): a fixed number of steps, so every
 //! contender ends with the same live set, and the page faults the run took.
 //!
-//! `cargo run --release -p strata-benches --example ra_loop -- <strata|talc|rlsf|system|mimalloc> <max> <steps>`
+//! `cargo run --release -p strata-benches --example ra_loop -- <strata|strata-nopages|talc|rlsf|system|mimalloc> <max> <steps>`
 
 use std::time::Instant;
 
@@ -91,6 +91,10 @@ fn main() {
                 st.break_shrinks
             );
         }),
+        "strata-nopages" => {
+            let config = strata_alloc::HeapConfig::default().small_pages(false);
+            run(who, Strata::with_config(config), max, steps, |_| {})
+        }
         "talc" => run(
             who,
             Talc::new(ArenaMem::new(ARENA, touch)),

@@ -1,7 +1,7 @@
 //! Stand-alone trace replay for profiling (perf, callgrind): the recorded malloc trace replayed
 //! `reps` times on one allocator, with the best and median time.
 //!
-//! `cargo run --release -p strata-benches --example trace_loop -- <strata|talc|system|mimalloc> [reps]`
+//! `cargo run --release -p strata-benches --example trace_loop -- <strata|strata-nopages|talc|system|mimalloc> [reps]`
 
 use std::time::Instant;
 
@@ -49,6 +49,10 @@ fn main() {
                 st.break_shrinks
             );
             run(who, s, &t, reps)
+        }
+        "strata-nopages" => {
+            let config = strata_alloc::HeapConfig::default().small_pages(false);
+            run(who, Strata::with_config(config), &t, reps)
         }
         "talc" => {
             let bytes = (t.peak_live_bytes * 4).max(512 << 20);

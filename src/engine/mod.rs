@@ -792,6 +792,26 @@ impl Engine {
         Ok(Some(self.carve(b, h, bsize)))
     }
 
+    /// Allocates `size` usable bytes aligned to `align`, a power of two that may exceed
+    /// [`MAX_ALIGN`]: the heap carves its small-object pages, 64 KiB blocks on 64 KiB
+    /// boundaries, this way. The lead block the alignment cuts off stays free for other
+    /// requests. `Ok(None)` means no free block fits, after merging the cached ones.
+    pub fn alloc_over_aligned(
+        &mut self,
+        size: usize,
+        align: usize,
+    ) -> Result<Option<NonNull<u8>>, Error> {
+        let Some(bsize) = block_size_for(size) else {
+            return Err(Error::layout(size, align, "size is larger than any block"));
+        };
+        let first = self.alloc_aligned(bsize, align)?;
+        if first.is_some() || self.quick.total() == 0 {
+            return Ok(first);
+        }
+        self.flush_quick()?;
+        self.alloc_aligned(bsize, align)
+    }
+
     /// Number of blocks waiting on the quick stacks.
     pub fn cached_blocks(&self) -> usize {
         self.quick.total()
@@ -849,7 +869,7 @@ impl Engine {
 
     #[cold]
     fn alloc_aligned(&mut self, bsize: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
-        debug_assert!(align.is_power_of_two() && align <= MAX_ALIGN);
+        debug_assert!(align.is_power_of_two());
         // Room for the block, the worst misalignment and a free lead block before it.
         let need = bsize + align + MIN_BLOCK;
         let Some((b, h)) = self.take_fit(need)? else {

@@ -19,14 +19,15 @@
 //!   their number.
 
 pub(crate) mod class;
+mod objects;
 pub(crate) mod page;
+mod table;
 
 use core::ptr::NonNull;
 
-#[allow(unused_imports)] // used by the heap once the path is wired in
-pub(crate) use class::{CLASSES, SMALL_MAX, class_for, class_of, slot_size};
-#[allow(unused_imports)] // as above
-pub(crate) use page::{NotASlot, PAGE, PAGE_SHIFT, Page};
+pub(crate) use class::{CLASSES, SMALL_MAX, class_for, class_of};
+pub(crate) use objects::{SlotFree, SmallObjects};
+pub(crate) use page::{NotASlot, PAGE, Page};
 
 /// The current page of a class that has none: all zero, so it looks full.
 struct Exhausted(Page);
@@ -51,6 +52,9 @@ pub(crate) enum SlotFreed {
     /// The page is now empty and not needed: the owner should take it back
     /// ([`SmallPages::retire`]) and return its memory.
     PageEmpty(NonNull<Page>),
+    /// The class's current page is now empty. It stays unless the owner retires it
+    /// ([`SmallPages::retire_current`]), as a heap that is mostly free does.
+    CurrentEmpty(NonNull<Page>),
 }
 
 /// The per-class state of the small-object path. See the module docs.
@@ -59,7 +63,6 @@ pub(crate) struct SmallPages {
     lists: [*mut Page; CLASSES],
     /// Bytes of allocated slots (slot sizes, not request sizes).
     in_use: usize,
-    peak: usize,
     allocations: u64,
     frees: u64,
     /// Pages in use by this path.
@@ -76,7 +79,6 @@ impl SmallPages {
             current: [exhausted(); CLASSES],
             lists: [core::ptr::null_mut(); CLASSES],
             in_use: 0,
-            peak: 0,
             allocations: 0,
             frees: 0,
             pages: 0,
@@ -88,23 +90,17 @@ impl SmallPages {
     #[inline(always)]
     pub(crate) fn alloc(&mut self, c: usize) -> Option<NonNull<u8>> {
         let p = self.current[c % CLASSES];
-        // SAFETY: `p` is a live page record or EXHAUSTED (invariant 1); it is only written
-        // when a set bit was found, which EXHAUSTED never has. `cursor < WORDS` (page invariant),
-        // and the mask keeps the index in bounds regardless.
+        // SAFETY: `p` is a live page record or EXHAUSTED (invariant 1). EXHAUSTED's summary is
+        // zero, and it is only read through the raw pointer: no reference to it is made, and
+        // `take` (which writes) is reached for live records alone.
         unsafe {
-            let w = usize::from((*p).cursor) & (page::WORDS - 1);
-            let bits = (*p).free[w];
-            if bits == 0 {
+            if (*p).nonzero == 0 {
                 return None;
             }
-            (*p).free[w] = bits & (bits - 1);
-            (*p).used += 1;
+            let i = (*p).take()?;
             let size = (*p).size as usize;
-            let slot = (*p)
-                .start
-                .add((w * 64 + bits.trailing_zeros() as usize) * size);
             self.note_alloc(size);
-            Some(NonNull::new_unchecked(slot))
+            Some(NonNull::new_unchecked((*p).start.add(i * size)))
         }
     }
 
@@ -112,9 +108,6 @@ impl SmallPages {
     fn note_alloc(&mut self, size: usize) {
         self.allocations += 1;
         self.in_use += size;
-        if self.in_use > self.peak {
-            self.peak = self.in_use;
-        }
     }
 
     /// The slow path of [`alloc`](Self::alloc): the current page's next free word, else the
@@ -180,7 +173,8 @@ impl SmallPages {
         page.release(idx);
         self.frees += 1;
         self.in_use -= page.slot_size();
-        if page.listed && page.used != 0 {
+        // A listed page, or the current one, stays where it is until it empties.
+        if page.used != 0 && (page.listed || self.current.get(page.class()) == Some(&p.as_ptr())) {
             return Ok(SlotFreed::Done);
         }
         Ok(self.free_slow(p))
@@ -192,8 +186,13 @@ impl SmallPages {
         // SAFETY: `p` is a live record (the caller's contract).
         let page = unsafe { &mut *p.as_ptr() };
         if self.current[page.class()] == p.as_ptr() {
-            // The current page stays, empty or not: the next allocations take from it.
-            return SlotFreed::Done;
+            // The current page stays, empty or not, unless the owner says otherwise: the next
+            // allocations take from it.
+            return if page.used == 0 {
+                SlotFreed::CurrentEmpty(p)
+            } else {
+                SlotFreed::Done
+            };
         }
         if page.used == 0 {
             return SlotFreed::PageEmpty(p);
@@ -224,6 +223,21 @@ impl SmallPages {
         }
     }
 
+    /// Takes the empty current page `p` out of this path (its class has no current page
+    /// until the next allocation refills it); returns the page's memory.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a live, empty page record of this heap that is its class's current page.
+    pub(crate) unsafe fn retire_current(&mut self, p: NonNull<Page>) -> *mut u8 {
+        // SAFETY: forwarded from the contract.
+        let c = unsafe { p.as_ref() }.class();
+        debug_assert!(self.current[c] == p.as_ptr());
+        self.current[c] = exhausted();
+        // SAFETY: forwarded; not current any more, and a current page is on no list.
+        unsafe { self.retire(p) }
+    }
+
     /// Takes every class's current page that is empty out of this path, handing each page's
     /// memory to `give` so that the owner can return it (for `trim`).
     pub(crate) fn retire_empty_current(&mut self, mut give: impl FnMut(*mut u8)) {
@@ -237,6 +251,36 @@ impl SmallPages {
                 give(unsafe { self.retire(NonNull::new_unchecked(p)) });
             }
         }
+    }
+
+    /// Takes every listed page that is empty out of this path, handing each page's memory to
+    /// `give` (for `trim`).
+    pub(crate) fn retire_empty_listed(&mut self, mut give: impl FnMut(*mut u8)) {
+        for c in 0..CLASSES {
+            let mut p = self.lists[c];
+            while !p.is_null() {
+                // SAFETY: listed pages are live records of this heap; the next one is read
+                // before this one is retired (which unlinks it).
+                let (next, empty) = unsafe { ((*p).next, (*p).used == 0) };
+                if empty {
+                    // SAFETY: a live, empty, listed (so not current) record, not null.
+                    give(unsafe { self.retire(NonNull::new_unchecked(p)) });
+                }
+                p = next;
+            }
+        }
+    }
+
+    /// Whether `p` is the current page of class `c`.
+    pub(crate) fn is_current(&self, p: NonNull<Page>, c: usize) -> bool {
+        self.current[c % CLASSES] == p.as_ptr()
+    }
+
+    /// Whether `p`, a live record of this heap, is the only page on its class's list.
+    pub(crate) fn only_listed(&self, p: NonNull<Page>) -> bool {
+        // SAFETY: a live record; only read.
+        let page = unsafe { p.as_ref() };
+        page.listed && self.lists[page.class()] == p.as_ptr() && page.next.is_null()
     }
 
     /// # Safety
@@ -280,11 +324,6 @@ impl SmallPages {
     /// Bytes of allocated slots.
     pub(crate) fn in_use(&self) -> usize {
         self.in_use
-    }
-
-    /// The highest [`in_use`](Self::in_use) ever reached.
-    pub(crate) fn peak(&self) -> usize {
-        self.peak
     }
 
     /// Slots allocated and freed over the heap's life.

@@ -11,8 +11,8 @@
 //! - Bit `i` of `free` is set exactly when slot `i < cap` is free; bits at and past `cap` are
 //!   clear, so a scan never hands out a slot that does not exist.
 //! - `used == cap - popcount(free)`.
-//! - Every word below `cursor` is zero: the first free slot is at or after `cursor * 64`, and
-//!   `cursor < WORDS`, so the fast path may index `free[cursor]` unchecked by a mask.
+//! - Bit `w` of `nonzero` is set exactly when `free[w]` is not zero: the lowest free slot is
+//!   in word `nonzero.trailing_zeros()`, found without a scan.
 
 use crate::engine::block::HEADER;
 
@@ -26,14 +26,14 @@ pub(crate) const SLOT_BYTES: usize = PAGE - HEADER;
 /// Words of the free bitmap: enough for the smallest slots.
 pub(crate) const WORDS: usize = (SLOT_BYTES / 16).div_ceil(64);
 
-static_assertions::const_assert!(WORDS.is_power_of_two());
+static_assertions::const_assert!(WORDS.is_power_of_two() && WORDS <= 64);
 
 /// A page's record. All zero (the state of an untouched page-table entry) means "this cell is
 /// not a small-object page".
-#[repr(C)]
+#[repr(C, align(64))]
 pub(crate) struct Page {
-    /// First word of `free` that may have a set bit.
-    pub(super) cursor: u16,
+    /// Spare; zero.
+    pub(super) spare: u16,
     /// Slots handed out and not freed.
     pub(super) used: u16,
     /// Slots in the page.
@@ -46,6 +46,8 @@ pub(crate) struct Page {
     pub(super) size: u32,
     /// `ceil(2^32 / size)`, to divide offsets by `size`.
     pub(super) inv: u32,
+    /// One bit per word of `free`, set when the word has a free slot.
+    pub(super) nonzero: u64,
     /// Slot 0 (the page's first byte), with the provenance of the span it was carved from.
     pub(super) start: *mut u8,
     /// Neighbours on the class list (null at the ends).
@@ -108,7 +110,7 @@ impl Page {
     pub(super) fn init(&mut self, start: *mut u8, class: usize) {
         let size = super::class::slot_size(class);
         let cap = SLOT_BYTES / size;
-        self.cursor = 0;
+        self.spare = 0;
         self.used = 0;
         self.cap = cap as u16;
         self.tag = class as u8 + 1;
@@ -118,6 +120,7 @@ impl Page {
         self.start = start;
         self.next = core::ptr::null_mut();
         self.prev = core::ptr::null_mut();
+        self.nonzero = 0;
         for (w, word) in self.free.iter_mut().enumerate() {
             let first = w * 64;
             *word = if first + 64 <= cap {
@@ -127,6 +130,7 @@ impl Page {
             } else {
                 0
             };
+            self.nonzero |= u64::from(*word != 0) << w;
         }
     }
 
@@ -140,23 +144,20 @@ impl Page {
         self.prev = core::ptr::null_mut();
     }
 
-    /// Takes the lowest free slot, moving the cursor past full words; `None` when the page is
-    /// full (the cursor then rests on the last word, which is zero).
-    #[inline]
+    /// Takes the lowest free slot; `None` when the page is full.
+    #[inline(always)]
     pub(super) fn take(&mut self) -> Option<usize> {
-        let mut w = usize::from(self.cursor);
-        while w < WORDS {
-            let bits = self.free[w];
-            if bits != 0 {
-                self.cursor = w as u16;
-                self.free[w] = bits & (bits - 1);
-                self.used += 1;
-                return Some(w * 64 + bits.trailing_zeros() as usize);
-            }
-            w += 1;
+        let nz = self.nonzero;
+        if nz == 0 {
+            return None;
         }
-        self.cursor = (WORDS - 1) as u16;
-        None
+        let w = nz.trailing_zeros() as usize & (WORDS - 1);
+        let bits = self.free[w];
+        let rest = bits & bits.wrapping_sub(1);
+        self.free[w] = rest;
+        self.nonzero = nz & !(u64::from(rest == 0) << w);
+        self.used += 1;
+        Some(w * 64 + bits.trailing_zeros() as usize)
     }
 
     /// The slot index of `addr`, which lies in this page's cell, if `addr` is the start of an
@@ -197,10 +198,8 @@ impl Page {
     pub(super) fn release(&mut self, idx: usize) {
         let w = (idx / 64) & (WORDS - 1);
         self.free[w] |= 1 << (idx % 64);
+        self.nonzero |= 1 << w;
         self.used -= 1;
-        if w < usize::from(self.cursor) {
-            self.cursor = w as u16;
-        }
     }
 
     /// Address of slot `idx`.
@@ -238,12 +237,12 @@ impl Page {
             if word & !valid != 0 {
                 return Err("page bitmap marks slots that do not exist");
             }
-            if w < usize::from(self.cursor) && word != 0 {
-                return Err("page cursor is past a free slot");
+            if (self.nonzero >> w & 1 != 0) != (word != 0) {
+                return Err("page word summary disagrees with its bitmap");
             }
             free += word.count_ones() as usize;
         }
-        if usize::from(self.cursor) >= WORDS || cap - free != usize::from(self.used) {
+        if cap - free != usize::from(self.used) {
             return Err("page counters disagree with its bitmap");
         }
         Ok(())

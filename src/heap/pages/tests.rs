@@ -3,6 +3,7 @@
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 
+use super::page::{NotASlot, PAGE_SHIFT};
 use super::*;
 use crate::test_rng::Rng;
 
@@ -61,7 +62,7 @@ impl Owner {
         assert!(unsafe { rec.as_ref() }.is_page());
         // SAFETY: a live record whose page holds `p`.
         match unsafe { self.pages.free(rec, p as usize) }? {
-            SlotFreed::Done => {}
+            SlotFreed::Done | SlotFreed::CurrentEmpty(_) => {}
             SlotFreed::PageEmpty(r) => {
                 // SAFETY: empty, not current (that is when PageEmpty is returned).
                 let start = unsafe { self.pages.retire(r) };
