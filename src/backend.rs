@@ -121,15 +121,7 @@ pub(crate) trait Backend {
         new_size: usize,
         align: usize,
     ) -> Result<(NonNull<u8>, bool), Error> {
-        let old = self.usable_size(p)?;
-        check_layout(new_size, align, Self::MAX_ALIGN)?;
-        if let Some(q) = self.move_to_pack(p, old, new_size, align)? {
-            return Ok((q, false));
-        }
-        if (p.as_ptr() as usize) % align == 0 && self.resize_in_place(p, new_size)? {
-            return Ok((p, true));
-        }
-        self.move_block(p, old, new_size, align).map(|q| (q, false))
+        reshape_by_steps(self, p, new_size, align)
     }
 
     /// Asked before every resize: moves the live block at `p` (of which the first `old` bytes
@@ -154,4 +146,23 @@ pub(crate) trait Backend {
 
     /// Verifies every invariant of the backend.
     fn check(&mut self) -> Result<(), Error>;
+}
+
+/// `Backend::reshape` by its steps, each judging the pointer itself: the default, and what a
+/// backend whose blocks carry no token (a mapped block) falls back to.
+pub(crate) fn reshape_by_steps<B: Backend + ?Sized>(
+    b: &mut B,
+    p: NonNull<u8>,
+    new_size: usize,
+    align: usize,
+) -> Result<(NonNull<u8>, bool), Error> {
+    let old = b.usable_size(p)?;
+    check_layout(new_size, align, B::MAX_ALIGN)?;
+    if let Some(q) = b.move_to_pack(p, old, new_size, align)? {
+        return Ok((q, false));
+    }
+    if (p.as_ptr() as usize) % align == 0 && b.resize_in_place(p, new_size)? {
+        return Ok((p, true));
+    }
+    b.move_block(p, old, new_size, align).map(|q| (q, false))
 }

@@ -120,7 +120,6 @@ pub(crate) struct Live {
 impl Live {
     /// The payload pointer the check was asked about.
     #[inline(always)]
-    #[allow(dead_code)] // part of the token's API for the layers above; the engine needs none
     pub fn ptr(self) -> NonNull<u8> {
         self.ptr
     }

@@ -28,7 +28,7 @@ pub(crate) mod pages;
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, check_layout, reshape_by_steps};
 use crate::engine::{self, Engine, Resize};
 use crate::os::region::reserve_halving;
 use crate::source::large::LargeBlocks;
@@ -679,6 +679,16 @@ impl HeapCore {
             });
         };
         let freed = space.engine.free(p)?;
+        self.after_free(freed);
+        Ok(())
+    }
+
+    /// After an engine block was freed: gives memory back to the OS when that lets it.
+    #[inline(always)]
+    fn after_free(&mut self, freed: engine::Freed) {
+        let Some(space) = self.space.as_deref_mut() else {
+            return;
+        };
         // A cached free changes nothing below the top, and is the hot path: only a merged
         // free can let the heap give memory back.
         if freed.binned {
@@ -689,7 +699,102 @@ impl HeapCore {
                 let _ = self.give_back(freed, in_use);
             }
         }
-        Ok(())
+    }
+
+    /// `reshape` for a block of the engine, judged once: `live` carries what the check
+    /// established through packing, growing in place (moving the break for the top block),
+    /// and moving.
+    fn reshape_engine_block(
+        &mut self,
+        live: engine::Live,
+        new_size: usize,
+        align: usize,
+    ) -> Result<(NonNull<u8>, bool), Error> {
+        let p = live.ptr();
+        let old = live.usable();
+        // Near the limit a resized block may move where the free memory ends up in larger
+        // pieces (see `pack_move`); the engine's fit search ignores alignment.
+        if self.tight && align <= 16 && new_size < self.mmap_threshold {
+            if let Some(space) = self.space.as_deref_mut() {
+                // SAFETY: `live` was made by this engine and its block has not changed since.
+                if unsafe { space.engine.move_to_pack_live(live, new_size) }? {
+                    if let Some(q) = space.engine.alloc(new_size, align)? {
+                        return self.finish_move(live, q, old.min(new_size));
+                    }
+                }
+            }
+        }
+        if (p.as_ptr() as usize) % align == 0 {
+            let Some(space) = self.space.as_deref_mut() else {
+                return Err(self.out_of_memory(new_size));
+            };
+            // SAFETY: as above; a resize that is not `Done` leaves the block as it was.
+            let reach = match unsafe { space.engine.resize_live(live, new_size) }? {
+                Resize::Done => {
+                    self.note_peak();
+                    return Ok((p, true));
+                }
+                Resize::Blocked => None,
+                Resize::AtTop { reach } => Some(reach),
+            };
+            // At the top of the heap: move the break instead of the block.
+            if let (Some(reach), Some(want)) = (reach, engine::block_size(new_size)) {
+                if self.grow_break(want, want - (reach + 8)).is_ok() {
+                    if let Some(space) = self.space.as_deref_mut() {
+                        // SAFETY: moving the break changes no live block, so `live` holds.
+                        if let Resize::Done = unsafe { space.engine.resize_live(live, new_size) }? {
+                            self.note_peak();
+                            return Ok((p, true));
+                        }
+                    }
+                }
+            }
+        }
+        // A block growing into the mapped range gets the headroom a mapped block gets.
+        let target = if new_size >= self.mmap_threshold && new_size > old {
+            self.grown_len(old, new_size)
+        } else {
+            new_size
+        };
+        match self.alloc(target, align) {
+            // An allocation elsewhere changes no live block, so `live` holds.
+            Ok(q) => self.finish_move(live, q, old.min(new_size)),
+            Err(Error::OutOfMemory { .. }) if align <= 16 => {
+                // Nothing free elsewhere is large enough; the block's own free neighbours
+                // merged with it may be.
+                let moved = match self.space.as_deref_mut() {
+                    // SAFETY: as above.
+                    Some(space) => unsafe {
+                        space
+                            .engine
+                            .resize_backward_live(live, new_size, old.min(new_size))
+                    }?,
+                    None => None,
+                };
+                let q = moved.ok_or_else(|| self.out_of_memory(new_size))?;
+                self.note_peak();
+                Ok((q, false))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies the first `keep` bytes of the block `live` to the fresh block `q` and frees it.
+    fn finish_move(
+        &mut self,
+        live: engine::Live,
+        q: NonNull<u8>,
+        keep: usize,
+    ) -> Result<(NonNull<u8>, bool), Error> {
+        // SAFETY: both blocks are live and distinct, `keep` is within both.
+        unsafe { core::ptr::copy_nonoverlapping(live.ptr().as_ptr(), q.as_ptr(), keep) };
+        self.note_peak();
+        if let Some(space) = self.space.as_deref_mut() {
+            // SAFETY: `live` still names its block: nothing since its check freed or resized it.
+            let freed = unsafe { space.engine.free_live(live) }?;
+            self.after_free(freed);
+        }
+        Ok((q, false))
     }
 
     fn is_heap_block(&self, p: NonNull<u8>) -> bool {
@@ -890,6 +995,34 @@ impl Backend for HeapCore {
             Err(e) => return Err(e),
         };
         self.relocate(p, q, old.min(new_size))
+    }
+
+    fn reshape(
+        &mut self,
+        p: NonNull<u8>,
+        new_size: usize,
+        align: usize,
+    ) -> Result<(NonNull<u8>, bool), Error> {
+        let addr = p.as_ptr() as usize;
+        if let Some(page) = self.small.page_of(addr) {
+            // A slot is judged by its page record; it keeps its class, so it stays where the
+            // new size fits it and otherwise moves.
+            let r = self.small.usable(page, addr);
+            let old = self.count_misuse(r)?;
+            check_layout(new_size, align, Self::MAX_ALIGN)?;
+            if new_size <= old && addr % align == 0 {
+                return Ok((p, true));
+            }
+            return self.move_block(p, old, new_size, align).map(|q| (q, false));
+        }
+        if let Some(engine) = self.heap_engine(p) {
+            // Judged once: the token travels through the rest of the decision.
+            let live = engine.live(p)?;
+            check_layout(new_size, align, Self::MAX_ALIGN)?;
+            return self.reshape_engine_block(live, new_size, align);
+        }
+        // A mapped block: the table answers each step in O(1).
+        reshape_by_steps(self, p, new_size, align)
     }
 
     /// Near the limit, a block being resized may move instead (see `pack_move`); elsewhere
