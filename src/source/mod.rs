@@ -7,7 +7,7 @@
 
 pub(crate) mod large;
 pub(crate) mod map;
-#[allow(dead_code)] // used by the thread heaps of issue 19
+#[allow(dead_code)] // for frees from other threads: not wired into a heap yet
 pub(crate) mod remote;
-#[allow(dead_code)] // the spans of the heap rework (issues 17-19)
+#[allow(dead_code)] // a heap over several spans: not wired into a heap yet
 pub(crate) mod span;
