@@ -831,7 +831,8 @@ impl Heap {
         self.with(|c| c.trim())
     }
 
-    /// Every block: heap blocks in address order, then mapped blocks.
+    /// Every block: heap blocks in address order, then mapped blocks. A small-object page
+    /// shows as its slots, each allocated or free, in the place of the page's block.
     ///
     /// ```
     /// use strata_alloc::BlockState;
