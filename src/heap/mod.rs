@@ -268,9 +268,7 @@ impl HeapCore {
         {
             self.packed_at = brk;
             // Empty small-object pages kept as spares go back too, so that they can merge.
-            let engine = &mut self.engine;
-            // A page that does not free is damage the engine contains.
-            self.small.retire_empty(|mem| drop(engine.free(mem)));
+            self.small.retire_empty(&mut self.engine);
             // A damaged cached block stays where it is; `check` reports it.
             let _ = self.engine.flush_quick();
             top = self.engine.free_top()?.map_or(0, |(_, size)| size);
@@ -325,9 +323,7 @@ impl HeapCore {
 
     pub(crate) fn trim(&mut self) -> usize {
         // Empty small-object pages go back to the engine first, so that they can merge.
-        let engine = &mut self.engine;
-        // A page that does not free is damage the engine contains; the trim goes on.
-        self.small.retire_empty(|mem| drop(engine.free(mem)));
+        self.small.retire_empty(&mut self.engine);
         // Cached small blocks may sit at the top; merge them first. Damage the flush or the
         // top block meets is contained (quarantined, counted), so trimming goes on after it.
         let _ = self.engine.flush_quick();
@@ -466,16 +462,25 @@ impl HeapCore {
     #[inline(never)]
     fn page_emptied(&mut self, page: NonNull<pages::Page>) -> Result<(), Error> {
         let keep = !self.tight && self.engine.bytes_in_use() >= self.blocks.brk() / 4;
-        match self.small.emptied(page, keep) {
-            Some(mem) => self.free_block(mem),
-            None => Ok(()),
+        // The slot is free whatever happens to the page: a page the engine does not take back
+        // stays a page.
+        if let Some(freed) = self.small.emptied(page, keep, &mut self.engine) {
+            self.after_free(freed);
         }
+        Ok(())
     }
 
     /// Frees the engine block at `p`, and gives memory back to the OS when that lets it.
     #[inline(always)]
     fn free_block(&mut self, p: NonNull<u8>) -> Result<(), Error> {
         let freed = self.engine.free(p)?;
+        self.after_free(freed);
+        Ok(())
+    }
+
+    /// After an engine free: gives memory back to the OS when the free lets it.
+    #[inline(always)]
+    fn after_free(&mut self, freed: engine::Freed) {
         // A cached free or an ended loan changes nothing below the top, and is the hot path:
         // only a merged free can let the heap give memory back.
         if freed.binned {
@@ -486,7 +491,6 @@ impl HeapCore {
                 let _ = self.give_back(freed, in_use);
             }
         }
-        Ok(())
     }
 
     fn is_heap_block(&self, p: NonNull<u8>) -> bool {

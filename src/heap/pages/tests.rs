@@ -185,7 +185,10 @@ fn an_emptied_page_goes_back_unless_it_is_current() {
     o.free(extra).unwrap();
     assert_eq!(o.pages.pages(), 1);
     let mut given = 0;
-    o.pages.retire_empty_current(|_| given += 1);
+    o.pages.retire_empty_current(|_| {
+        given += 1;
+        true
+    });
     assert_eq!((given, o.pages.pages()), (1, 0));
     o.check();
 }
