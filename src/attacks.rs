@@ -420,6 +420,11 @@ fn random_attack_programs_against_the_heap() {
 }
 
 #[test]
+fn random_attack_programs_against_the_heap_with_pages() {
+    random_programs(0x9A6E5, PROGRAMS, PROGRAM_LEN, driver::run_heap_pages);
+}
+
+#[test]
 fn random_attack_programs_against_the_slab_pool() {
     random_programs(0x51AB, PROGRAMS, PROGRAM_LEN, driver::run_slab);
 }

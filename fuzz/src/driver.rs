@@ -138,14 +138,27 @@ struct SmallHeap {
 }
 
 impl SmallHeap {
-    fn new(max_size: usize) -> SmallHeap {
+    /// `pages`: small requests are served from size-class pages (off by default at this size).
+    fn new(max_size: usize, pages: bool) -> SmallHeap {
         let mmap_threshold = 48 << 10;
         let config = HeapConfig::default()
             .max_size(max_size)
             .growth_increment(16 << 10)
             .mmap_threshold(mmap_threshold)
-            .trim_threshold(64 << 10);
+            .trim_threshold(64 << 10)
+            .small_pages(pages);
         let heap = Heap::with_config(config).expect("a small heap");
+        if pages {
+            // Past the demand that gives a size class its first page: from here on, every
+            // request of up to 2 KiB the program makes is a slot.
+            for size in (16..=2048).step_by(16) {
+                let ps: Vec<_> = (0..9).map(|_| heap.alloc(size).expect("warm-up")).collect();
+                for p in ps {
+                    // SAFETY: live, freed once.
+                    unsafe { heap.free(p) }.expect("free");
+                }
+            }
+        }
         // The first block's header is 8 bytes into the span: its offset tells where the span
         // starts.
         let p = heap.alloc(16).expect("a first block");
@@ -657,7 +670,14 @@ pub fn run_arena(data: &[u8]) {
 
 /// One program against a fresh small Heap (4 MiB at most).
 pub fn run_heap(data: &[u8]) {
-    let heap = SmallHeap::new(4 << 20);
+    let heap = SmallHeap::new(4 << 20, false);
+    run(&heap, data);
+}
+
+/// One program against a fresh small Heap (16 MiB at most) whose small requests are served
+/// from size-class pages: slots judged by their out-of-band records, pages carved and retired.
+pub fn run_heap_pages(data: &[u8]) {
+    let heap = SmallHeap::new(16 << 20, true);
     run(&heap, data);
 }
 

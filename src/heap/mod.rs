@@ -433,9 +433,7 @@ impl HeapCore {
         {
             self.packed_at = brk;
             // Empty small-object pages kept as spares go back too, so that they can merge.
-            let engine = &mut space.engine;
-            // A page that does not free is damage the engine contains.
-            self.small.retire_empty(|mem| drop(engine.free(mem)));
+            self.small.retire_empty(&mut space.engine);
             // A damaged cached block stays where it is; `check` reports it.
             let _ = space.engine.flush_quick();
             top = space.engine.free_top()?.map_or(0, |(_, size)| size);
@@ -480,9 +478,7 @@ impl HeapCore {
             return 0;
         };
         // Empty small-object pages go back to the engine first, so that they can merge.
-        let engine = &mut space.engine;
-        // A page that does not free is damage the engine contains; the trim goes on.
-        self.small.retire_empty(|mem| drop(engine.free(mem)));
+        self.small.retire_empty(&mut space.engine);
         // Cached small blocks may sit at the top; merge them first. Damage the flush or the
         // top block meets is contained (quarantined, counted), so trimming goes on after it.
         let _ = space.engine.flush_quick();
@@ -663,10 +659,15 @@ impl HeapCore {
             .as_ref()
             .is_some_and(|s| s.engine.bytes_in_use() >= s.engine.span() / 4);
         let keep = !self.tight && busy;
-        match self.small.emptied(page, keep) {
-            Some(mem) => self.free_block(mem),
-            None => Ok(()),
+        let Some(space) = self.space.as_deref_mut() else {
+            return Ok(());
+        };
+        // The slot is free whatever happens to the page: a page the engine does not take back
+        // stays a page.
+        if let Some(freed) = self.small.emptied(page, keep, &mut space.engine) {
+            self.after_free(freed);
         }
+        Ok(())
     }
 
     /// Frees the engine block at `p`, and gives memory back to the OS when that lets it.
@@ -1181,7 +1182,8 @@ impl Heap {
         self.with(|c| c.trim())
     }
 
-    /// Every block: heap blocks in address order, then mapped blocks.
+    /// Every block: heap blocks in address order, then mapped blocks. A small-object page
+    /// shows as its slots, each allocated or free, in the place of the page's block.
     ///
     /// ```
     /// use strata_alloc::BlockState;

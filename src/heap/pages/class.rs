@@ -95,9 +95,13 @@ pub(crate) fn inverse(c: usize) -> u32 {
 /// The smallest class of at least `size` bytes whose slots are all aligned to `align` (pages
 /// start on a 64 KiB boundary, so that is a class whose size is a multiple of `align`), if
 /// there is one.
+#[inline]
 pub(crate) fn class_for(size: usize, align: usize) -> Option<usize> {
     if size > SMALL_MAX {
         return None;
+    }
+    if align <= 16 {
+        return Some(class_of(size));
     }
     (class_of(size)..CLASSES).find(|&c| slot_size(c) % align == 0)
 }

@@ -238,33 +238,32 @@ impl SmallPages {
         unsafe { self.retire(p) }
     }
 
-    /// Takes every class's current page that is empty out of this path, handing each page's
-    /// memory to `give` so that the owner can return it (for `trim`).
-    pub(crate) fn retire_empty_current(&mut self, mut give: impl FnMut(*mut u8)) {
+    /// Offers every class's current page that is empty to `give`, with the page's memory;
+    /// each page `give` took back (answering `true`) leaves this path (for `trim`).
+    pub(crate) fn retire_empty_current(&mut self, mut give: impl FnMut(*mut u8) -> bool) {
         for c in 0..CLASSES {
             let p = self.current[c];
             // SAFETY: a current page other than EXHAUSTED is a live record of this heap.
-            if p != exhausted() && unsafe { (*p).used == 0 } {
+            if p != exhausted() && unsafe { (*p).used == 0 } && give(unsafe { (*p).start }) {
                 self.current[c] = exhausted();
                 // SAFETY: as above; it is not current any more and not listed (invariant 1),
                 // and a record in a table is not null.
-                give(unsafe { self.retire(NonNull::new_unchecked(p)) });
+                unsafe { self.retire(NonNull::new_unchecked(p)) };
             }
         }
     }
 
-    /// Takes every listed page that is empty out of this path, handing each page's memory to
-    /// `give` (for `trim`).
-    pub(crate) fn retire_empty_listed(&mut self, mut give: impl FnMut(*mut u8)) {
+    /// As [`retire_empty_current`](Self::retire_empty_current), for the listed pages.
+    pub(crate) fn retire_empty_listed(&mut self, mut give: impl FnMut(*mut u8) -> bool) {
         for c in 0..CLASSES {
             let mut p = self.lists[c];
             while !p.is_null() {
                 // SAFETY: listed pages are live records of this heap; the next one is read
                 // before this one is retired (which unlinks it).
-                let (next, empty) = unsafe { ((*p).next, (*p).used == 0) };
-                if empty {
+                let (next, empty, start) = unsafe { ((*p).next, (*p).used == 0, (*p).start) };
+                if empty && give(start) {
                     // SAFETY: a live, empty, listed (so not current) record, not null.
-                    give(unsafe { self.retire(NonNull::new_unchecked(p)) });
+                    unsafe { self.retire(NonNull::new_unchecked(p)) };
                 }
                 p = next;
             }

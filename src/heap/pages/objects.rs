@@ -22,7 +22,7 @@ use core::ptr::NonNull;
 use super::page::{NotASlot, PAGE, Page, SLOT_BYTES};
 use super::table::PageTable;
 use super::{CLASSES, SlotFreed, SmallPages};
-use crate::engine::Engine;
+use crate::engine::{Engine, Freed};
 use crate::{BlockInfo, BlockState, Error, Stats};
 
 /// What a free of a slot leaves for the heap to do.
@@ -155,12 +155,18 @@ impl SmallObjects {
 
     /// The page `p` (from [`SlotFree::Empty`]) has just emptied: it stays if `keep` (the heap
     /// is neither near its limit nor mostly free) and it is its class's current page or only
-    /// listed one; else it is retired and its memory returned, for the heap to free in the
-    /// engine.
+    /// listed one; else its block is freed in `engine` and the page retired. What the engine
+    /// free left is returned, for the heap to give memory back.
     #[cold]
-    pub(crate) fn emptied(&mut self, p: NonNull<Page>, keep: bool) -> Option<NonNull<u8>> {
+    pub(crate) fn emptied(
+        &mut self,
+        p: NonNull<Page>,
+        keep: bool,
+        engine: &mut Engine,
+    ) -> Option<Freed> {
         // SAFETY: `p` is a live record of this heap (it was just freed into); only read.
-        let (used, class) = unsafe { (p.as_ref().used(), p.as_ref().class()) };
+        let (used, class, start) =
+            unsafe { (p.as_ref().used(), p.as_ref().class(), p.as_ref().start) };
         if used != 0 {
             return None;
         }
@@ -168,9 +174,10 @@ impl SmallObjects {
         if keep && (current || self.pages.only_listed(p)) {
             return None;
         }
+        let freed = release(engine, NonNull::new(start)?)?;
         // SAFETY: a live, empty page; `retire_current` for the current one, `retire` for any
         // other.
-        let start = unsafe {
+        unsafe {
             if current {
                 self.pages.retire_current(p)
             } else {
@@ -178,8 +185,7 @@ impl SmallObjects {
             }
         };
         self.retired += 1;
-        // A page's start is its engine block's payload, never null.
-        NonNull::new(start)
+        Some(freed)
     }
 
     /// Pages in use by this path.
@@ -198,18 +204,19 @@ impl SmallObjects {
         }
     }
 
-    /// Retires every empty page, the current ones included, handing each page's memory to
-    /// `give` (the heap frees it in the engine); for `trim`.
-    pub(crate) fn retire_empty(&mut self, mut give: impl FnMut(NonNull<u8>)) {
+    /// Retires every empty page whose block `engine` takes back, the current ones included;
+    /// for `trim` and for a heap that is mostly free.
+    pub(crate) fn retire_empty(&mut self, engine: &mut Engine) {
         let mut retired = 0;
-        let mut hand = |start: *mut u8| {
-            retired += 1;
-            if let Some(p) = NonNull::new(start) {
-                give(p);
-            }
+        let mut give = |start: *mut u8| {
+            let taken = NonNull::new(start)
+                .and_then(|p| release(engine, p))
+                .is_some();
+            retired += u64::from(taken);
+            taken
         };
-        self.pages.retire_empty_current(&mut hand);
-        self.pages.retire_empty_listed(&mut hand);
+        self.pages.retire_empty_current(&mut give);
+        self.pages.retire_empty_listed(&mut give);
         self.retired += retired;
     }
 
@@ -315,6 +322,17 @@ fn slot_info(page: &Page, i: usize, base: usize) -> BlockInfo {
             BlockState::Allocated
         },
     }
+}
+
+/// Frees the engine block of an empty page at `p`, if the engine takes it back. A page whose
+/// block's header was overwritten (the word before the page, outside its cell) stays a page:
+/// its records and slots are intact, the slot path keeps judging its pointers, and `check`
+/// reports the damage the engine sees.
+fn release(engine: &mut Engine, p: NonNull<u8>) -> Option<Freed> {
+    engine.live(p).ok()?;
+    // Damage met in a neighbour is contained by the engine before it is reported; the free is
+    // then tried again.
+    (0..4).find_map(|_| engine.free(p).ok())
 }
 
 fn corrupted(addr: usize, what: &'static str) -> Error {

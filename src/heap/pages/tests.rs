@@ -185,7 +185,37 @@ fn an_emptied_page_goes_back_unless_it_is_current() {
     o.free(extra).unwrap();
     assert_eq!(o.pages.pages(), 1);
     let mut given = 0;
-    o.pages.retire_empty_current(|_| given += 1);
+    o.pages.retire_empty_current(|_| {
+        given += 1;
+        true
+    });
     assert_eq!((given, o.pages.pages()), (1, 0));
     o.check();
+}
+
+#[test]
+fn check_finds_a_page_record_that_disagrees() {
+    let config = crate::HeapConfig::default()
+        .max_size(2 << 20)
+        .small_pages(true);
+    let heap = crate::Heap::with_config(config).unwrap();
+    let ps: Vec<_> = (0..20).map(|_| heap.alloc(64).unwrap()).collect();
+    heap.check().unwrap();
+    let addr = ps[19].as_ptr() as usize;
+    let record = heap.with(|c| c.small.page_of(addr)).unwrap();
+    // SAFETY: the record is the heap's, and no operation runs while it is changed; it is
+    // put back before the heap is used again.
+    unsafe { (*record.as_ptr()).used += 1 };
+    assert!(matches!(heap.check(), Err(crate::Error::Corrupted { .. })));
+    // SAFETY: as above.
+    unsafe { (*record.as_ptr()).used -= 1 };
+    heap.check().unwrap();
+    // SAFETY: as above; a read.
+    let word = unsafe { (*record.as_ptr()).free[0] };
+    // SAFETY: as above: an allocated slot marked free in the bitmap, still counted as used.
+    unsafe { (*record.as_ptr()).free[0] = word | 1 };
+    assert!(matches!(heap.check(), Err(crate::Error::Corrupted { .. })));
+    // SAFETY: as above.
+    unsafe { (*record.as_ptr()).free[0] = word };
+    heap.check().unwrap();
 }
