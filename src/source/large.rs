@@ -426,7 +426,8 @@ impl LargeBlocks {
 
     /// Resizes the block at `addr` to at least `size` bytes with `mremap`, moving it if
     /// `may_move`. Returns the new address and the new and old lengths, or `None` if the OS
-    /// could not do it (the block is unchanged).
+    /// could not do it (the block is unchanged). Without `may_move` the block keeps its
+    /// address and the caller keeps using its own pointer: the one returned is not for access.
     pub fn remap(
         &mut self,
         addr: usize,
@@ -449,7 +450,15 @@ impl LargeBlocks {
         // SAFETY: the mapping is anonymous (no file to run past); the caller owns the block's
         // contents and switches to the returned address.
         let ok = unsafe { map.remap(len, RemapOptions::new().may_move(may_move)) }.is_ok();
-        let p = map.as_mut_ptr().wrapping_add(lead);
+        // Only a caller that switches to the returned pointer gets one made from a fresh
+        // mutable borrow of the mapping: making one would invalidate the pointers the caller
+        // keeps using after a remap in place or a refused one. For those, the pointer returned
+        // is an address (the callers read its value only).
+        let p = if ok && may_move {
+            map.as_mut_ptr().wrapping_add(lead)
+        } else {
+            map.as_ptr().cast_mut().wrapping_add(lead)
+        };
         // The slot `take` emptied is still free: re-inserting cannot need a larger table.
         self.insert(p as usize, map);
         if !ok {
