@@ -49,6 +49,8 @@ pub(crate) const RESERVE_FLOOR: usize = 16 << 20;
 /// of the engine's bins and stacks.
 struct Space {
     engine: Engine,
+    /// The small-object path (`pages`): its pages are carved from this engine.
+    small: SmallObjects,
     /// The break's reservation; the engine's span is its first `brk` bytes.
     blocks: Region,
     /// Bytes reserved for the break (the engine's limit).
@@ -94,6 +96,7 @@ impl Space {
         unsafe {
             at.as_ptr().write(Space {
                 engine,
+                small: SmallObjects::new(),
                 blocks,
                 reserved: bytes,
                 map_at,
@@ -205,8 +208,7 @@ pub(crate) struct HeapCore {
     /// The break when `give_back` last merged the quick stacks, so that a heap that stays
     /// mostly free without being able to trim merges them once, not on every free.
     packed_at: usize,
-    /// The small-object path (`pages`), and the largest request it serves (0: none).
-    small: SmallObjects,
+    /// The largest request the small-object path serves (0: none).
     small_max: usize,
 }
 
@@ -218,6 +220,7 @@ unsafe impl Send for HeapCore {}
 unsafe impl Send for Heap {}
 
 impl HeapCore {
+    #[inline]
     pub(crate) fn new(config: HeapConfig) -> Result<HeapCore, Error> {
         let page = crate::page_size();
         let round = |n: usize| n.checked_add(page - 1).map(|n| n & !(page - 1));
@@ -243,7 +246,6 @@ impl HeapCore {
             trim_threshold: config.trim_threshold.max(increment),
             tight: false,
             packed_at: 0,
-            small: SmallObjects::new(),
             small_max: if config.pages_on() {
                 pages::SMALL_MAX.min(config.mmap_threshold.max(1) - 1)
             } else {
@@ -429,11 +431,11 @@ impl HeapCore {
         if top < threshold
             && in_use < brk / 4
             && brk != self.packed_at
-            && (space.engine.cached_blocks() != 0 || self.small.pages() != 0)
+            && (space.engine.cached_blocks() != 0 || space.small.pages() != 0)
         {
             self.packed_at = brk;
             // Empty small-object pages kept as spares go back too, so that they can merge.
-            self.small.retire_empty(&mut space.engine);
+            space.small.retire_empty(&mut space.engine);
             // A damaged cached block stays where it is; `check` reports it.
             let _ = space.engine.flush_quick();
             top = space.engine.free_top()?.map_or(0, |(_, size)| size);
@@ -478,7 +480,7 @@ impl HeapCore {
             return 0;
         };
         // Empty small-object pages go back to the engine first, so that they can merge.
-        self.small.retire_empty(&mut space.engine);
+        space.small.retire_empty(&mut space.engine);
         // Cached small blocks may sit at the top; merge them first. Damage the flush or the
         // top block meets is contained (quarantined, counted), so trimming goes on after it.
         let _ = space.engine.flush_quick();
@@ -490,7 +492,9 @@ impl HeapCore {
             Some(space) => space.engine.stats(),
             None => self.empty_counters,
         };
-        self.small.adjust(&mut s);
+        if let Some(space) = &self.space {
+            space.small.adjust(&mut s);
+        }
         let c = &self.counters;
         s.allocations += c.large_allocations;
         s.frees += c.large_frees;
@@ -514,7 +518,7 @@ impl HeapCore {
             space.engine.check_structure()?;
             let base = space.engine.base();
             let end = base + space.blocks.brk();
-            self.small.check(&mut space.engine, base, end)?;
+            space.small.check(&mut space.engine, base, end)?;
         }
         self.large.check()?;
         let break_agrees = self.space.as_ref().is_none_or(|space| {
@@ -545,17 +549,17 @@ impl HeapCore {
     pub(crate) fn block_at(&mut self, b: usize) -> Option<(BlockInfo, usize)> {
         let space = self.space.as_deref_mut()?;
         let base = space.engine.base();
-        if let Some(slot) = self.small.slot_at(b, base) {
+        if let Some(slot) = space.small.slot_at(b, base) {
             return Some(slot);
         }
         let (info, next) = space.engine.block_at(b)?;
-        Some(self.small.first_slot(&info, base).unwrap_or((info, next)))
+        Some(space.small.first_slot(&info, base).unwrap_or((info, next)))
     }
 
     /// The slots of the heap block `info`, if it is a small-object page.
     pub(crate) fn page_slots(&self, info: &BlockInfo) -> Option<Vec<BlockInfo>> {
         let base = self.space.as_ref()?.engine.base();
-        self.small.slots(info, base)
+        self.space.as_ref()?.small.slots(info, base)
     }
 
     pub(crate) fn mapped_blocks(&self) -> Vec<BlockInfo> {
@@ -624,10 +628,14 @@ impl HeapCore {
     #[cold]
     #[inline(never)]
     fn alloc_small(&mut self, c: usize, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
-        if let Some(p) = self.small.refill(c) {
+        if let Some(p) = self.small_mut().and_then(|small| small.refill(c)) {
             return Ok(p);
         }
-        if self.tight || !self.small.wants_page(c) {
+        // The first small request reserves the space, so that its class's demand counts it.
+        if self.space.is_none() && self.reserve_space().is_err() {
+            return self.alloc_engine(size, align);
+        }
+        if self.tight || !self.small_mut().is_some_and(|small| small.wants_page(c)) {
             return self.alloc_engine(size, align);
         }
         for grown in [false, true] {
@@ -641,7 +649,7 @@ impl HeapCore {
                 space.blocks.base().as_ptr() as usize,
                 space.blocks.capacity(),
             );
-            if let Some(p) = self.small.alloc_slow(c, &mut space.engine, start, len)? {
+            if let Some(p) = space.small.alloc_slow(c, &mut space.engine, start, len)? {
                 self.note_peak();
                 return Ok(p);
             }
@@ -664,7 +672,7 @@ impl HeapCore {
         };
         // The slot is free whatever happens to the page: a page the engine does not take back
         // stays a page.
-        if let Some(freed) = self.small.emptied(page, keep, &mut space.engine) {
+        if let Some(freed) = space.small.emptied(page, keep, &mut space.engine) {
             self.after_free(freed);
         }
         Ok(())
@@ -798,6 +806,39 @@ impl HeapCore {
         Ok((q, false))
     }
 
+    /// The small-object path, once the heap has space (no page exists before).
+    #[inline(always)]
+    fn small_mut(&mut self) -> Option<&mut SmallObjects> {
+        self.space.as_deref_mut().map(|space| &mut space.small)
+    }
+
+    /// The page `addr` lies in, if it is in a small-object page.
+    #[inline(always)]
+    pub(crate) fn page_of(&self, addr: usize) -> Option<NonNull<pages::Page>> {
+        self.space.as_ref()?.small.page_of(addr)
+    }
+
+    fn owns_slot(&self, addr: usize) -> bool {
+        self.space
+            .as_ref()
+            .is_some_and(|space| space.small.owns(addr))
+    }
+
+    /// Runs `f` on the small-object path of a heap that `page_of` found a page in.
+    #[inline(always)]
+    fn slot_path<T>(
+        &mut self,
+        f: impl FnOnce(&mut SmallObjects) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        match self.small_mut() {
+            Some(small) => f(small),
+            None => Err(Error::Corrupted {
+                addr: 0,
+                what: "a small-object page in a heap without space",
+            }),
+        }
+    }
+
     fn is_heap_block(&self, p: NonNull<u8>) -> bool {
         self.space
             .as_ref()
@@ -823,7 +864,7 @@ impl Backend for HeapCore {
     fn alloc(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
         if size <= self.small_max && align <= 16 {
             let c = pages::class_of(size);
-            if let Some(p) = self.small.alloc(c) {
+            if let Some(p) = self.small_mut().and_then(|small| small.alloc(c)) {
                 return Ok(p);
             }
             return self.alloc_small(c, size, align);
@@ -833,7 +874,7 @@ impl Backend for HeapCore {
         }
         if size <= self.small_max {
             if let Some(c) = pages::class_for(size, align) {
-                if let Some(p) = self.small.alloc(c) {
+                if let Some(p) = self.small_mut().and_then(|small| small.alloc(c)) {
                     return Ok(p);
                 }
                 return self.alloc_small(c, size, align);
@@ -849,7 +890,7 @@ impl Backend for HeapCore {
         let p = self.alloc(size, align)?;
         // Mapped blocks are fresh pages, already zero; heap blocks are cleared where dirty,
         // and slots, which are reused without passing through the engine, always.
-        if self.small.owns(p.as_ptr() as usize) {
+        if self.owns_slot(p.as_ptr() as usize) {
             // SAFETY: `p` is a fresh slot of at least `size` bytes.
             unsafe { p.as_ptr().write_bytes(0, size) };
         } else if let Some(engine) = self.heap_engine(p) {
@@ -862,8 +903,8 @@ impl Backend for HeapCore {
     fn free(&mut self, p: NonNull<u8>) -> Result<(), Error> {
         let addr = p.as_ptr() as usize;
         // Pages lie in the span, so a slot needs no span test.
-        if let Some(page) = self.small.page_of(addr) {
-            let r = self.small.free(page, addr);
+        if let Some(page) = self.page_of(addr) {
+            let r = self.slot_path(|small| small.free(page, addr));
             return match self.count_misuse(r)? {
                 SlotFree::Done => Ok(()),
                 SlotFree::Empty(page) => self.page_emptied(page),
@@ -880,8 +921,8 @@ impl Backend for HeapCore {
     }
 
     fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error> {
-        if let Some(page) = self.small.page_of(p.as_ptr() as usize) {
-            let r = self.small.usable(page, p.as_ptr() as usize);
+        if let Some(page) = self.page_of(p.as_ptr() as usize) {
+            let r = self.slot_path(|small| small.usable(page, p.as_ptr() as usize));
             return self.count_misuse(r);
         }
         if let Some(engine) = self.heap_engine(p) {
@@ -892,9 +933,9 @@ impl Backend for HeapCore {
     }
 
     fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
-        if let Some(page) = self.small.page_of(p.as_ptr() as usize) {
+        if let Some(page) = self.page_of(p.as_ptr() as usize) {
             // A slot keeps its class: it stays where the new size fits it.
-            let r = self.small.usable(page, p.as_ptr() as usize);
+            let r = self.slot_path(|small| small.usable(page, p.as_ptr() as usize));
             return Ok(new_size <= self.count_misuse(r)?);
         }
         if let Some(engine) = self.heap_engine(p) {
@@ -981,9 +1022,7 @@ impl Backend for HeapCore {
         let q = match self.alloc(target, align) {
             Ok(q) => q,
             Err(Error::OutOfMemory { .. })
-                if self.is_heap_block(p)
-                    && align <= 16
-                    && !self.small.owns(p.as_ptr() as usize) =>
+                if self.is_heap_block(p) && align <= 16 && !self.owns_slot(p.as_ptr() as usize) =>
             {
                 // Nothing free elsewhere is large enough; the block's own free neighbours
                 // merged with it may be.
@@ -1005,10 +1044,10 @@ impl Backend for HeapCore {
         align: usize,
     ) -> Result<(NonNull<u8>, bool), Error> {
         let addr = p.as_ptr() as usize;
-        if let Some(page) = self.small.page_of(addr) {
+        if let Some(page) = self.page_of(addr) {
             // A slot is judged by its page record; it keeps its class, so it stays where the
             // new size fits it and otherwise moves.
-            let r = self.small.usable(page, addr);
+            let r = self.slot_path(|small| small.usable(page, addr));
             let old = self.count_misuse(r)?;
             check_layout(new_size, align, Self::MAX_ALIGN)?;
             if new_size <= old && addr % align == 0 {
@@ -1075,7 +1114,7 @@ impl HeapCore {
     ) -> Result<Option<NonNull<u8>>, Error> {
         // The engine's fit search ignores alignment, so only blocks that need none beyond the
         // granule are considered.
-        if align > 16 || new_size >= self.mmap_threshold || self.small.owns(p.as_ptr() as usize) {
+        if align > 16 || new_size >= self.mmap_threshold || self.owns_slot(p.as_ptr() as usize) {
             return Ok(None);
         }
         let Some(engine) = self.heap_engine(p) else {
@@ -1120,6 +1159,7 @@ impl Heap {
     /// assert_eq!(heap.stats().live_blocks, 0);
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
+    #[inline]
     pub fn new() -> Result<Heap, Error> {
         Heap::with_config(HeapConfig::default())
     }
@@ -1138,6 +1178,7 @@ impl Heap {
     /// assert!(heap.alloc(4 << 20).is_err());
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
+    #[inline]
     pub fn with_config(config: HeapConfig) -> Result<Heap, Error> {
         Ok(Heap {
             core: UnsafeCell::new(HeapCore::new(config)?),

@@ -202,7 +202,7 @@ fn check_finds_a_page_record_that_disagrees() {
     let ps: Vec<_> = (0..20).map(|_| heap.alloc(64).unwrap()).collect();
     heap.check().unwrap();
     let addr = ps[19].as_ptr() as usize;
-    let record = heap.with(|c| c.small.page_of(addr)).unwrap();
+    let record = heap.with(|c| c.page_of(addr)).unwrap();
     // SAFETY: the record is the heap's, and no operation runs while it is changed; it is
     // put back before the heap is used again.
     unsafe { (*record.as_ptr()).used += 1 };
