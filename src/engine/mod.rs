@@ -748,6 +748,54 @@ impl Engine {
         Ok(unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) })
     }
 
+    /// Serves a block of `bsize` bytes from the smallest larger cached block, when its own
+    /// stack and its exact bin are empty: the front is handed out and the rest stays cached,
+    /// on the stack of its size. Memory that circulates among the cached sizes is not carved
+    /// from merged free blocks, which stay whole for the requests only they can serve, and
+    /// the flush that comes when they run out comes later. A rest too small to be a block
+    /// goes with the request. `Ok(None)` when no larger block is cached, or the rest's stack is
+    /// full (nothing changed then).
+    ///
+    /// Only the taken block's header is read, as for any cached block handed out; both
+    /// pieces are cached blocks by the map (a start and no state bit), so nothing else is
+    /// touched.
+    #[inline(never)]
+    fn take_larger_cached(&mut self, bsize: usize) -> Result<Option<NonNull<u8>>, Error> {
+        let Some(j) = self.quick.first_nonempty_above(Quick::list_of(bsize)) else {
+            return Ok(None);
+        };
+        let big = Quick::size_of(j);
+        let rest = big - bsize;
+        if rest >= MIN_BLOCK && !self.quick.has_room(Quick::list_of(rest)) {
+            return Ok(None);
+        }
+        let Some(b) = self.quick.pop(j) else {
+            return Ok(None);
+        };
+        if rest < MIN_BLOCK {
+            return self.hand_out_cached(b, big).map(Some);
+        }
+        if !block::is_allocated_header(self.read(b), big) {
+            self.quarantine_cached(b, big);
+            return Err(self.corrupted(b, "block header was overwritten"));
+        }
+        // Validated; now write. The rest's header lies inside the block just taken.
+        let n = b + bsize;
+        self.write_allocated_header(b, bsize);
+        self.write_allocated_header(n, rest);
+        let gn = self.granule(n);
+        self.map.add_cached(gn);
+        let pushed = self.quick.push(Quick::list_of(rest), n);
+        debug_assert!(pushed, "the rest's stack had room");
+        self.counters.splits += 1;
+        self.record_cached_allocated(b, bsize);
+        self.counters.note_in_use();
+        // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
+        Ok(Some(unsafe {
+            NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER))
+        }))
+    }
+
     /// Quarantines the cached block `b` of `size` bytes, off its stack already: its header is
     /// damaged, and the stack and the map (both out of band) still say what it is.
     #[cold]
@@ -768,6 +816,11 @@ impl Engine {
             // block an aligned carve leaves behind (half of all blocks are 32-aligned).
             if let Some(b) = self.quick.pop_aligned(Quick::list_of(bsize), align) {
                 return self.hand_out_cached(b, bsize).map(Some);
+            }
+        }
+        if align <= GRANULE && bsize <= quick::MAX_SIZE && self.bins.head(bin_of(bsize)) == 0 {
+            if let Some(p) = self.take_larger_cached(bsize)? {
+                return Ok(Some(p));
             }
         }
         let first = self.fit_and_carve(bsize, align)?;
