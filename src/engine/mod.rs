@@ -325,6 +325,8 @@ impl Engine {
         self.map.next_start_after(g) == Some(g + k)
     }
 
+    #[cold]
+    #[inline(never)]
     fn corrupted(&mut self, addr: usize, what: &'static str) -> Error {
         self.counters.misuses_caught += 1;
         Error::Corrupted { addr, what }
@@ -724,13 +726,32 @@ impl Engine {
     /// [`MAX_ALIGN`]). `Ok(None)` means no free block fits: the owner may add memory and retry.
     #[inline(always)]
     pub fn alloc(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
-        if align <= GRANULE && size <= quick::MAX_SIZE - HEADER {
-            let bsize = small_block_size(size);
-            if let Some(b) = self.quick.pop(Quick::list_of(bsize)) {
-                return self.hand_out_cached(b, bsize).map(Some);
-            }
+        match self.alloc_cached(size, align) {
+            Some(p) => Ok(Some(p)),
+            None => self.alloc_slow(size, align),
         }
-        self.alloc_slow(size, align)
+    }
+
+    /// The hot path of `alloc`: the top of the request's quick stack, if it has one and its
+    /// header is what the stack says. Anything else, a damaged header included, is left to
+    /// `alloc_slow`, which takes the same block again and reports the damage; this path has
+    /// no error to carry, which keeps it short.
+    #[inline(always)]
+    fn alloc_cached(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        if align > GRANULE || size > quick::MAX_SIZE - HEADER {
+            return None;
+        }
+        let bsize = small_block_size(size);
+        let i = Quick::list_of(bsize);
+        let b = self.quick.top(i)?;
+        if !block::is_allocated_header(self.read(b), bsize) {
+            return None;
+        }
+        self.quick.drop_top(i);
+        self.record_cached_allocated(b, bsize);
+        self.counters.note_in_use();
+        // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
+        Some(unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) })
     }
 
     /// Marks the cached block `b` of `size` bytes, just popped, allocated. The quick stacks
@@ -811,6 +832,13 @@ impl Engine {
         let Some(bsize) = block_size_for(size) else {
             return Err(Error::layout(size, align, "size is larger than any block"));
         };
+        if align <= GRANULE && bsize <= quick::MAX_SIZE {
+            // The hot path leaves a cached block whose header is damaged on its stack: taken
+            // here, it is quarantined and the damage reported.
+            if let Some(b) = self.quick.pop(Quick::list_of(bsize)) {
+                return self.hand_out_cached(b, bsize).map(Some);
+            }
+        }
         if align > GRANULE && bsize <= quick::MAX_SIZE {
             // A cached block that happens to be aligned enough saves a carve and the lead
             // block an aligned carve leaves behind (half of all blocks are 32-aligned).
@@ -1008,6 +1036,14 @@ impl Engine {
             }
             return Ok(Live { ptr: p, size });
         }
+        self.live_general(p, addr, g)
+    }
+
+    /// `live` for a block whose extent the window of the map does not show (larger than
+    /// 64 granules, or the last one): its header's size, confirmed by the map. Out of line,
+    /// so that the hot path of `free` keeps to a few registers.
+    #[inline(never)]
+    fn live_general(&mut self, p: NonNull<u8>, addr: usize, g: usize) -> Result<Live, Error> {
         let (_, h) = self.live_header(addr, g)?;
         Ok(Live {
             ptr: p,

@@ -121,6 +121,26 @@ impl Quick {
         Some(unsafe { *self.slots.get_unchecked(i).get_unchecked(n - 1) })
     }
 
+    /// The most recently cached block of stack `i`, if any, left on the stack: the hot path
+    /// of `alloc` looks at its header before it takes it ([`drop_top`](Self::drop_top)).
+    #[inline(always)]
+    pub fn top(&self, i: usize) -> Option<usize> {
+        let n = *self.counts.get(i).filter(|_| i < LISTS)? as usize;
+        let at = n.checked_sub(1)?;
+        // SAFETY: `i < LISTS` was just checked and `at < n <= LIMIT` (counts only grow through
+        // `push`, which stops at LIMIT).
+        Some(unsafe { *self.slots.get_unchecked(i).get_unchecked(at) })
+    }
+
+    /// Removes the top of stack `i`, which [`top`](Self::top) just returned.
+    #[inline(always)]
+    pub fn drop_top(&mut self, i: usize) {
+        debug_assert!(i < LISTS && self.counts[i] > 0);
+        if let Some(n) = self.counts.get_mut(i) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     /// Takes the most recently cached block of stack `i` whose payload (`b + 8`) is aligned to
     /// `align`, if any: an over-aligned request served without carving.
     #[inline]
@@ -177,7 +197,13 @@ mod tests {
         assert!(!q.push(3, 0x9008));
         // Payloads are at 0x1010 + 16k, 64-aligned for k = 3, 7, 11, 15. Take k = 15 (the top)
         // away first, so the most recent aligned one (k = 11) sits below the top.
+        assert_eq!(q.top(3), Some(0x1008 + 15 * 16));
         let top = q.pop(3).unwrap();
+        assert_eq!(
+            q.top(3),
+            Some(0x1008 + 14 * 16),
+            "the top stays until taken"
+        );
         let b = q.pop_aligned(3, 64).unwrap();
         assert_eq!(b, 0x1008 + 11 * 16);
         assert_eq!(q.entries(3).len(), LIMIT - 2);
