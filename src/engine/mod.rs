@@ -252,7 +252,7 @@ impl Engine {
     #[inline(always)]
     fn record_cached_allocated(&mut self, b: usize, size: usize) {
         let g = self.granule(b);
-        self.map.mark_live(g);
+        self.map.mark_cached_live(g);
         let s = &mut self.counters;
         s.allocations += 1;
         s.bytes_in_use += size - HEADER;

@@ -317,6 +317,16 @@ impl StartMap {
         grp.free &= !bit;
     }
 
+    /// Marks the cached block at `g` allocated: a cached block has no state bit, so only
+    /// `live` changes. (The hot path of `alloc`.)
+    #[inline(always)]
+    pub fn mark_cached_live(&mut self, g: usize) {
+        let bit = 1u64 << (g % 64);
+        let grp = self.group_mut(g);
+        debug_assert!(grp.starts & bit != 0 && (grp.live | grp.free | grp.quarantined) & bit == 0);
+        grp.live |= bit;
+    }
+
     /// Marks the block at `g`, live until now, cached: free for misuse detection, allocated
     /// to its neighbours. (The hot path of `free`: one bit changes.)
     #[inline(always)]
