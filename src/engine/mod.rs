@@ -1159,7 +1159,8 @@ impl Engine {
     pub unsafe fn free_live(&mut self, live: Live) -> Result<Freed, Error> {
         debug_assert!(self.still_live(live), "a stale Live token");
         let (b, size) = (live.block(), live.size);
-        if size <= quick::MAX_SIZE && self.quick.push(Quick::list_of(size), b) {
+        // A block above `quick::MAX_SIZE` names no stack, and `push` refuses it.
+        if self.quick.push(Quick::list_of(size), b) {
             return Ok(self.record_cached_free(self.granule(b), size));
         }
         self.free_slow(b, size)

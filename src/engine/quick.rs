@@ -159,10 +159,10 @@ impl Quick {
         Some(b)
     }
 
-    /// Caches block `b` on stack `i`; `false` if the stack is full or caching is off.
+    /// Caches block `b` on stack `i`; `false` if the stack is full, caching is off, or `i` names no
+    /// stack (a block larger than [`MAX_SIZE`]).
     #[inline(always)]
     pub fn push(&mut self, i: usize, b: usize) -> bool {
-        debug_assert!(i < LISTS);
         let Some(&n) = self.counts.get(i).filter(|_| i < LISTS) else {
             return false;
         };
@@ -195,6 +195,8 @@ mod tests {
             assert!(q.push(3, 0x1008 + b * 16));
         }
         assert!(!q.push(3, 0x9008));
+        assert!(!q.push(LISTS, 0x9008), "no stack past the last");
+        assert!(!q.push(Quick::list_of(1 << 40), 0x9008));
         // Payloads are at 0x1010 + 16k, 64-aligned for k = 3, 7, 11, 15. Take k = 15 (the top)
         // away first, so the most recent aligned one (k = 11) sits below the top.
         assert_eq!(q.top(3), Some(0x1008 + 15 * 16));
