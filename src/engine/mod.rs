@@ -780,7 +780,7 @@ impl Engine {
     /// Only the taken block's header is read, as for any cached block handed out; both
     /// pieces are cached blocks by the map (a start and no state bit), so nothing else is
     /// touched.
-    #[inline(never)]
+    #[inline(always)]
     fn take_larger_cached(&mut self, bsize: usize) -> Result<Option<NonNull<u8>>, Error> {
         let Some(j) = self.quick.first_nonempty_above(Quick::list_of(bsize)) else {
             return Ok(None);
@@ -826,29 +826,41 @@ impl Engine {
         self.quarantined_bytes += size;
     }
 
-    /// Allocation from the bins, after the quick stacks had nothing.
+    /// Allocation after the hot path found nothing: what the quick stacks still offer (a
+    /// damaged top to report, a larger cached block to split), then the bins. The stacks'
+    /// part comes first and is small, so that the common miss does not pay for the frame of
+    /// the bin search.
     #[inline(never)]
     fn alloc_slow(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
-        let Some(bsize) = block_size_for(size) else {
-            return Err(Error::layout(size, align, "size is larger than any block"));
-        };
-        if align <= GRANULE && bsize <= quick::MAX_SIZE {
+        if align <= GRANULE && size <= quick::MAX_SIZE - HEADER {
+            let bsize = small_block_size(size);
             // The hot path leaves a cached block whose header is damaged on its stack: taken
             // here, it is quarantined and the damage reported.
             if let Some(b) = self.quick.pop(Quick::list_of(bsize)) {
                 return self.hand_out_cached(b, bsize).map(Some);
             }
+            if self.bins.head(bin_of(bsize)) == 0 {
+                if let Some(p) = self.take_larger_cached(bsize)? {
+                    return Ok(Some(p));
+                }
+            }
         }
+        self.alloc_from_bins(size, align)
+    }
+
+    /// Allocation from the bins (an over-aligned request first tries a cached block that
+    /// happens to be aligned enough); the cached blocks are merged and the bins tried again
+    /// before the engine gives up.
+    #[inline(never)]
+    fn alloc_from_bins(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
+        let Some(bsize) = block_size_for(size) else {
+            return Err(Error::layout(size, align, "size is larger than any block"));
+        };
         if align > GRANULE && bsize <= quick::MAX_SIZE {
             // A cached block that happens to be aligned enough saves a carve and the lead
             // block an aligned carve leaves behind (half of all blocks are 32-aligned).
             if let Some(b) = self.quick.pop_aligned(Quick::list_of(bsize), align) {
                 return self.hand_out_cached(b, bsize).map(Some);
-            }
-        }
-        if align <= GRANULE && bsize <= quick::MAX_SIZE && self.bins.head(bin_of(bsize)) == 0 {
-            if let Some(p) = self.take_larger_cached(bsize)? {
-                return Ok(Some(p));
             }
         }
         let first = self.fit_and_carve(bsize, align)?;
