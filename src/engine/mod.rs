@@ -252,7 +252,7 @@ impl Engine {
     #[inline(always)]
     fn record_cached_allocated(&mut self, b: usize, size: usize) {
         let g = self.granule(b);
-        self.map.mark_live(g);
+        self.map.mark_cached_live(g);
         let s = &mut self.counters;
         s.allocations += 1;
         s.bytes_in_use += size - HEADER;
@@ -325,6 +325,8 @@ impl Engine {
         self.map.next_start_after(g) == Some(g + k)
     }
 
+    #[cold]
+    #[inline(never)]
     fn corrupted(&mut self, addr: usize, what: &'static str) -> Error {
         self.counters.misuses_caught += 1;
         Error::Corrupted { addr, what }
@@ -724,13 +726,32 @@ impl Engine {
     /// [`MAX_ALIGN`]). `Ok(None)` means no free block fits: the owner may add memory and retry.
     #[inline(always)]
     pub fn alloc(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
-        if align <= GRANULE && size <= quick::MAX_SIZE - HEADER {
-            let bsize = small_block_size(size);
-            if let Some(b) = self.quick.pop(Quick::list_of(bsize)) {
-                return self.hand_out_cached(b, bsize).map(Some);
-            }
+        match self.alloc_cached(size, align) {
+            Some(p) => Ok(Some(p)),
+            None => self.alloc_slow(size, align),
         }
-        self.alloc_slow(size, align)
+    }
+
+    /// The hot path of `alloc`: the top of the request's quick stack, if it has one and its
+    /// header is what the stack says. Anything else, a damaged header included, is left to
+    /// `alloc_slow`, which takes the same block again and reports the damage; this path has
+    /// no error to carry, which keeps it short.
+    #[inline(always)]
+    fn alloc_cached(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        if align > GRANULE || size > quick::MAX_SIZE - HEADER {
+            return None;
+        }
+        let bsize = small_block_size(size);
+        let i = Quick::list_of(bsize);
+        let b = self.quick.top(i)?;
+        if !block::is_allocated_header(self.read(b), bsize) {
+            return None;
+        }
+        self.quick.drop_top(i);
+        self.record_cached_allocated(b, bsize);
+        self.counters.note_in_use();
+        // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
+        Some(unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) })
     }
 
     /// Marks the cached block `b` of `size` bytes, just popped, allocated. The quick stacks
@@ -748,6 +769,54 @@ impl Engine {
         Ok(unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) })
     }
 
+    /// Serves a block of `bsize` bytes from the smallest larger cached block, when its own
+    /// stack and its exact bin are empty: the front is handed out and the rest stays cached,
+    /// on the stack of its size. Memory that circulates among the cached sizes is not carved
+    /// from merged free blocks, which stay whole for the requests only they can serve, and
+    /// the flush that comes when they run out comes later. A rest too small to be a block
+    /// goes with the request. `Ok(None)` when no larger block is cached, or the rest's stack is
+    /// full (nothing changed then).
+    ///
+    /// Only the taken block's header is read, as for any cached block handed out; both
+    /// pieces are cached blocks by the map (a start and no state bit), so nothing else is
+    /// touched.
+    #[inline(always)]
+    fn take_larger_cached(&mut self, bsize: usize) -> Result<Option<NonNull<u8>>, Error> {
+        let Some(j) = self.quick.first_nonempty_above(Quick::list_of(bsize)) else {
+            return Ok(None);
+        };
+        let big = Quick::size_of(j);
+        let rest = big - bsize;
+        if rest >= MIN_BLOCK && !self.quick.has_room(Quick::list_of(rest)) {
+            return Ok(None);
+        }
+        let Some(b) = self.quick.pop(j) else {
+            return Ok(None);
+        };
+        if rest < MIN_BLOCK {
+            return self.hand_out_cached(b, big).map(Some);
+        }
+        if !block::is_allocated_header(self.read(b), big) {
+            self.quarantine_cached(b, big);
+            return Err(self.corrupted(b, "block header was overwritten"));
+        }
+        // Validated; now write. The rest's header lies inside the block just taken.
+        let n = b + bsize;
+        self.write_allocated_header(b, bsize);
+        self.write_allocated_header(n, rest);
+        let gn = self.granule(n);
+        self.map.add_cached(gn);
+        let pushed = self.quick.push(Quick::list_of(rest), n);
+        debug_assert!(pushed, "the rest's stack had room");
+        self.counters.splits += 1;
+        self.record_cached_allocated(b, bsize);
+        self.counters.note_in_use();
+        // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
+        Ok(Some(unsafe {
+            NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER))
+        }))
+    }
+
     /// Quarantines the cached block `b` of `size` bytes, off its stack already: its header is
     /// damaged, and the stack and the map (both out of band) still say what it is.
     #[cold]
@@ -757,9 +826,33 @@ impl Engine {
         self.quarantined_bytes += size;
     }
 
-    /// Allocation from the bins, after the quick stacks had nothing.
+    /// Allocation after the hot path found nothing: what the quick stacks still offer (a
+    /// damaged top to report, a larger cached block to split), then the bins. The stacks'
+    /// part comes first and is small, so that the common miss does not pay for the frame of
+    /// the bin search.
     #[inline(never)]
     fn alloc_slow(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
+        if align <= GRANULE && size <= quick::MAX_SIZE - HEADER {
+            let bsize = small_block_size(size);
+            // The hot path leaves a cached block whose header is damaged on its stack: taken
+            // here, it is quarantined and the damage reported.
+            if let Some(b) = self.quick.pop(Quick::list_of(bsize)) {
+                return self.hand_out_cached(b, bsize).map(Some);
+            }
+            if self.bins.head(bin_of(bsize)) == 0 {
+                if let Some(p) = self.take_larger_cached(bsize)? {
+                    return Ok(Some(p));
+                }
+            }
+        }
+        self.alloc_from_bins(size, align)
+    }
+
+    /// Allocation from the bins (an over-aligned request first tries a cached block that
+    /// happens to be aligned enough); the cached blocks are merged and the bins tried again
+    /// before the engine gives up.
+    #[inline(never)]
+    fn alloc_from_bins(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
         let Some(bsize) = block_size_for(size) else {
             return Err(Error::layout(size, align, "size is larger than any block"));
         };
@@ -955,6 +1048,14 @@ impl Engine {
             }
             return Ok(Live { ptr: p, size });
         }
+        self.live_general(p, addr, g)
+    }
+
+    /// `live` for a block whose extent the window of the map does not show (larger than
+    /// 64 granules, or the last one): its header's size, confirmed by the map. Out of line,
+    /// so that the hot path of `free` keeps to a few registers.
+    #[inline(never)]
+    fn live_general(&mut self, p: NonNull<u8>, addr: usize, g: usize) -> Result<Live, Error> {
         let (_, h) = self.live_header(addr, g)?;
         Ok(Live {
             ptr: p,
@@ -1070,7 +1171,8 @@ impl Engine {
     pub unsafe fn free_live(&mut self, live: Live) -> Result<Freed, Error> {
         debug_assert!(self.still_live(live), "a stale Live token");
         let (b, size) = (live.block(), live.size);
-        if size <= quick::MAX_SIZE && self.quick.push(Quick::list_of(size), b) {
+        // A block above `quick::MAX_SIZE` names no stack, and `push` refuses it.
+        if self.quick.push(Quick::list_of(size), b) {
             return Ok(self.record_cached_free(self.granule(b), size));
         }
         self.free_slow(b, size)

@@ -30,12 +30,16 @@ pub(crate) const MAX_SIZE: usize = 2048;
 pub(crate) const LISTS: usize = (MAX_SIZE - MIN_BLOCK) / GRANULE + 1;
 /// Most blocks a stack holds; further frees of that size coalesce at once.
 pub(crate) const LIMIT: usize = 16;
+/// `counts` rounded up to whole 8-byte words.
+const COUNT_BYTES: usize = LISTS.next_multiple_of(8);
 
 /// The stacks of cached blocks.
 pub(crate) struct Quick {
     /// Block addresses (headers) of the cached blocks of each size.
     slots: [[usize; LIMIT]; LISTS],
-    counts: [u8; LISTS],
+    /// Entries in use per stack, padded to whole words (the padding stays 0) so that
+    /// `first_nonempty_above` reads eight counts at a time.
+    counts: [u8; COUNT_BYTES],
     /// How deep `push` fills a stack: [`LIMIT`], or 0 while caching is off.
     depth: u8,
 }
@@ -44,7 +48,7 @@ impl Quick {
     pub const fn new() -> Quick {
         Quick {
             slots: [[0; LIMIT]; LISTS],
-            counts: [0; LISTS],
+            counts: [0; COUNT_BYTES],
             depth: LIMIT as u8,
         }
     }
@@ -74,11 +78,39 @@ impl Quick {
         (i + MIN_BLOCK / GRANULE) * GRANULE
     }
 
+    /// The first non-empty stack above stack `i`: the smallest cached blocks larger than
+    /// `size_of(i)`. Only a request that found its own stack empty asks, so the search reads
+    /// the counts eight at a time rather than costing push and pop a bitmap to keep.
+    #[inline]
+    pub fn first_nonempty_above(&self, i: usize) -> Option<usize> {
+        let from = i + 1;
+        let mut w = from / 8;
+        // The counts of stacks `i` and below in the first word are masked off.
+        let mut mask = !0u64 << ((from % 8) * 8);
+        while let Some(chunk) = self.counts.get(w * 8..w * 8 + 8) {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(chunk);
+            let word = u64::from_le_bytes(bytes) & mask;
+            if word != 0 {
+                return Some(w * 8 + word.trailing_zeros() as usize / 8);
+            }
+            mask = !0;
+            w += 1;
+        }
+        None
+    }
+
+    /// Whether stack `i` has room for one more block (and caching is on).
+    #[inline(always)]
+    pub fn has_room(&self, i: usize) -> bool {
+        i < LISTS && self.counts[i] < self.depth
+    }
+
     /// Takes the most recently cached block of stack `i`, if any.
     #[inline(always)]
     pub fn pop(&mut self, i: usize) -> Option<usize> {
         debug_assert!(i < LISTS);
-        let count = self.counts.get_mut(i)?;
+        let count = self.counts.get_mut(i).filter(|_| i < LISTS)?;
         let n = *count as usize;
         if n == 0 {
             return None;
@@ -87,6 +119,26 @@ impl Quick {
         // SAFETY: `i < LISTS` (the `get_mut` above) and `0 < n <= LIMIT` (counts only grow
         // through `push`, which stops at LIMIT).
         Some(unsafe { *self.slots.get_unchecked(i).get_unchecked(n - 1) })
+    }
+
+    /// The most recently cached block of stack `i`, if any, left on the stack: the hot path
+    /// of `alloc` looks at its header before it takes it ([`drop_top`](Self::drop_top)).
+    #[inline(always)]
+    pub fn top(&self, i: usize) -> Option<usize> {
+        let n = *self.counts.get(i).filter(|_| i < LISTS)? as usize;
+        let at = n.checked_sub(1)?;
+        // SAFETY: `i < LISTS` was just checked and `at < n <= LIMIT` (counts only grow through
+        // `push`, which stops at LIMIT).
+        Some(unsafe { *self.slots.get_unchecked(i).get_unchecked(at) })
+    }
+
+    /// Removes the top of stack `i`, which [`top`](Self::top) just returned.
+    #[inline(always)]
+    pub fn drop_top(&mut self, i: usize) {
+        debug_assert!(i < LISTS && self.counts[i] > 0);
+        if let Some(n) = self.counts.get_mut(i) {
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// Takes the most recently cached block of stack `i` whose payload (`b + 8`) is aligned to
@@ -107,11 +159,11 @@ impl Quick {
         Some(b)
     }
 
-    /// Caches block `b` on stack `i`; `false` if the stack is full or caching is off.
+    /// Caches block `b` on stack `i`; `false` if the stack is full, caching is off, or `i` names no
+    /// stack (a block larger than [`MAX_SIZE`]).
     #[inline(always)]
     pub fn push(&mut self, i: usize, b: usize) -> bool {
-        debug_assert!(i < LISTS);
-        let Some(&n) = self.counts.get(i) else {
+        let Some(&n) = self.counts.get(i).filter(|_| i < LISTS) else {
             return false;
         };
         let n = n as usize;
@@ -143,9 +195,17 @@ mod tests {
             assert!(q.push(3, 0x1008 + b * 16));
         }
         assert!(!q.push(3, 0x9008));
+        assert!(!q.push(LISTS, 0x9008), "no stack past the last");
+        assert!(!q.push(Quick::list_of(1 << 40), 0x9008));
         // Payloads are at 0x1010 + 16k, 64-aligned for k = 3, 7, 11, 15. Take k = 15 (the top)
         // away first, so the most recent aligned one (k = 11) sits below the top.
+        assert_eq!(q.top(3), Some(0x1008 + 15 * 16));
         let top = q.pop(3).unwrap();
+        assert_eq!(
+            q.top(3),
+            Some(0x1008 + 14 * 16),
+            "the top stays until taken"
+        );
         let b = q.pop_aligned(3, 64).unwrap();
         assert_eq!(b, 0x1008 + 11 * 16);
         assert_eq!(q.entries(3).len(), LIMIT - 2);
@@ -161,5 +221,34 @@ mod tests {
         assert_eq!(q.pop(3), Some(b), "last in, first out");
         assert_eq!(q.entries(3).len(), LIMIT - 1);
         assert_eq!(Quick::size_of(Quick::list_of(528)), 528);
+    }
+
+    #[test]
+    fn the_search_above_finds_the_smallest_larger_stack() {
+        let mut q = Quick::new();
+        for i in 0..LISTS {
+            assert_eq!(q.first_nonempty_above(i), None);
+        }
+        // Every pair of stacks, across word boundaries and at the last stack, against a scan.
+        let mut rng = crate::test_rng::Rng::new(7);
+        for _ in 0..200 {
+            let a = rng.range(0, LISTS);
+            let b = rng.range(0, LISTS);
+            assert!(q.push(a, 0x1008));
+            assert!(q.push(b, 0x2008));
+            for i in 0..LISTS {
+                let want = (i + 1..LISTS).find(|&j| !q.entries(j).is_empty());
+                assert_eq!(q.first_nonempty_above(i), want, "{a} {b} from {i}");
+            }
+            assert!(q.pop(a).is_some() && q.pop(b).is_some());
+            assert!(q.has_room(a));
+        }
+        for _ in 0..LIMIT {
+            assert!(q.push(LISTS - 1, 0x1008));
+        }
+        assert!(!q.has_room(LISTS - 1) && q.has_room(0));
+        assert_eq!(q.first_nonempty_above(LISTS - 2), Some(LISTS - 1));
+        assert_eq!(q.first_nonempty_above(LISTS - 1), None);
+        assert!(!q.has_room(LISTS), "no stack past the last");
     }
 }

@@ -238,6 +238,25 @@ impl StartMap {
         grp.starts = was | bit;
         grp.free |= bit;
         grp.quarantined &= !bit;
+        self.note_start(g, was);
+    }
+
+    /// Records a new cached block at `g`, inside a cached block cut shorter (no block starts
+    /// there): a start with no state bit.
+    #[inline(always)]
+    pub fn add_cached(&mut self, g: usize) {
+        let bit = 1u64 << (g % 64);
+        let grp = self.group_mut(g);
+        debug_assert!(grp.starts & bit == 0, "add_cached over a block start");
+        let was = grp.starts;
+        grp.starts = was | bit;
+        self.note_start(g, was);
+    }
+
+    /// Keeps the summary and the last start in step with a start just added at `g`, whose
+    /// group's `starts` word was `was` before.
+    #[inline(always)]
+    fn note_start(&mut self, g: usize, was: u64) {
         // Only a group's first start sets its summary bit; blocks freed or merged where a
         // start already was (most calls) leave the summary alone.
         if was == 0 {
@@ -296,6 +315,16 @@ impl StartMap {
         debug_assert!(grp.starts & bit != 0 && grp.quarantined & bit == 0);
         grp.live |= bit;
         grp.free &= !bit;
+    }
+
+    /// Marks the cached block at `g` allocated: a cached block has no state bit, so only
+    /// `live` changes. (The hot path of `alloc`.)
+    #[inline(always)]
+    pub fn mark_cached_live(&mut self, g: usize) {
+        let bit = 1u64 << (g % 64);
+        let grp = self.group_mut(g);
+        debug_assert!(grp.starts & bit != 0 && (grp.live | grp.free | grp.quarantined) & bit == 0);
+        grp.live |= bit;
     }
 
     /// Marks the block at `g`, live until now, cached: free for misuse detection, allocated

@@ -942,3 +942,152 @@ fn a_resized_block_moves_when_that_leaves_larger_free_pieces() {
     assert_eq!(s.free_blocks, free_before.free_blocks + 1);
     assert_eq!(s.splits, free_before.splits);
 }
+
+#[test]
+fn a_request_whose_stack_is_empty_splits_the_smallest_larger_cached_block() {
+    let mut h = Harness::new(4096);
+    let keep = h.alloc(100);
+    let a = h.alloc(200); // a block of 208 bytes
+    let b = h.alloc(300); // 320 bytes
+    let fence = h.alloc(24);
+    h.free(b);
+    h.free(a); // both cached, on the stacks of 208 and 320
+    let s0 = h.engine.stats();
+    // 48 bytes: its stack and its exact bin are empty, so the front of the 208-byte block
+    // (the smallest larger one cached) serves it and the 160 bytes after stay cached.
+    let c = h.engine.alloc(40, 16).unwrap().unwrap();
+    assert_eq!(c, a, "the smallest larger cached block is split");
+    h.engine.check().unwrap();
+    let s1 = h.engine.stats();
+    assert_eq!(s1.live_blocks, s0.live_blocks + 1);
+    assert_eq!(
+        s1.free_blocks, s0.free_blocks,
+        "one cached block became another"
+    );
+    assert_eq!(s1.bytes_in_use, s0.bytes_in_use + 40);
+    assert_eq!(s1.splits, s0.splits + 1);
+    assert_eq!(h.engine.usable_size(c).unwrap(), 40);
+    // The rest was never handed out, yet a block starts there that is not live: freeing it
+    // is refused like any free block, and an address inside it is no block at all.
+    // SAFETY: 48 bytes into the 208-byte block the test allocated at `a`: the rest's payload.
+    let rest = unsafe { a.add(48) };
+    assert!(matches!(h.engine.free(rest), Err(Error::DoubleFree { .. })));
+    // SAFETY: as above, 16 bytes further.
+    let inside = unsafe { a.add(64) };
+    assert!(matches!(
+        h.engine.free(inside),
+        Err(Error::InvalidPointer { .. })
+    ));
+    h.engine.check().unwrap();
+    // The rest serves its own size from its stack.
+    let d = h.alloc(150);
+    assert_eq!(d, rest);
+    fill(c, 40, 0xC1);
+    fill(d, 150, 0xD1);
+    // 16 bytes short of a cached block: nothing could be left, so it goes whole.
+    let e = h.engine.alloc(300 - 16, 16).unwrap().unwrap();
+    assert_eq!(e, b);
+    assert_eq!(h.engine.usable_size(e).unwrap(), 312);
+    h.engine.check().unwrap();
+    assert!(holds(c, 40, 0xC1) && holds(d, 150, 0xD1));
+    for p in [c, d, e, fence, keep] {
+        h.free(p);
+    }
+    h.engine.flush_quick().unwrap();
+    h.engine.check().unwrap();
+    assert_eq!(h.engine.stats().free_blocks, 1, "the pieces merge again");
+}
+
+#[test]
+fn a_damaged_larger_cached_block_is_quarantined_not_split() {
+    let mut h = Harness::new(4096);
+    let keep = h.alloc(100);
+    let a = h.alloc(200);
+    let fence = h.alloc(24);
+    h.free(a);
+    let header = a.as_ptr().wrapping_sub(HEADER).cast::<u64>();
+    // SAFETY: the header word of the cached block `a`: engine memory the test damages on
+    // purpose, as a dangling write from the program would.
+    unsafe { header.write(header.read() ^ 0x40) };
+    assert!(matches!(
+        h.engine.alloc(40, 16),
+        Err(Error::Corrupted { .. })
+    ));
+    let s = h.engine.stats();
+    assert_eq!((s.quarantined_blocks, s.quarantined_bytes), (1, 208));
+    h.engine.check_structure().unwrap();
+    // Served elsewhere on the next try; the quarantined block is never handed out.
+    let c = h.engine.alloc(40, 16).unwrap().unwrap();
+    assert_ne!(c, a);
+    for p in [c, fence, keep] {
+        h.free(p);
+    }
+    assert!(matches!(h.engine.check(), Err(Error::Corrupted { .. })));
+}
+
+#[test]
+fn the_churn_keeps_every_invariant() {
+    // The pattern the split path is for: a fixed number of live blocks, each step freeing a
+    // random one and asking for a random small size, on a span that the cached blocks fill
+    // (so flushes happen too), checked against a model of every block's contents.
+    let mut h = Harness::new(16 * 1024);
+    let mut rng = Rng::new(0xC4_2A);
+    let mut live: Vec<(NonNull<u8>, usize, u8)> = Vec::new();
+    let steps = if cfg!(miri) { 300 } else { 30_000 };
+    for step in 0..steps {
+        if live.len() == 30 || (!live.is_empty() && rng.chance(1, 3)) {
+            let (p, size, byte) = live.swap_remove(rng.range(0, live.len()));
+            assert!(holds(p, size, byte), "step {step}: contents changed");
+            h.engine.free(p).unwrap();
+        }
+        let size = rng.range(16, 513);
+        let p = h.engine.alloc(size, 16).unwrap().expect("fits");
+        assert!(h.engine.usable_size(p).unwrap() >= size);
+        let byte = rng.byte();
+        fill(p, size, byte);
+        live.push((p, size, byte));
+        if step % 5 == 0 || cfg!(miri) {
+            h.engine.check().unwrap();
+        }
+        assert_eq!(h.engine.stats().live_blocks, live.len());
+    }
+    for (p, size, byte) in live {
+        assert!(holds(p, size, byte));
+        h.engine.free(p).unwrap();
+    }
+    h.engine.flush_quick().unwrap();
+    h.engine.check().unwrap();
+    assert_eq!(h.engine.stats().free_blocks, 1);
+}
+
+#[test]
+fn a_damaged_cached_block_of_the_size_asked_is_quarantined_and_reported() {
+    let mut h = Harness::new(4096);
+    let keep = h.alloc(100);
+    let a = h.alloc(48);
+    let b = h.alloc(48);
+    let fence = h.alloc(24);
+    h.free(a);
+    h.free(b); // `b` is the top of the stack of 64-byte blocks, `a` below it
+    let header = b.as_ptr().wrapping_sub(HEADER).cast::<u64>();
+    // SAFETY: the header word of the cached block `b`: engine memory the test damages on
+    // purpose, as a dangling write from the program would.
+    unsafe { header.write(header.read() + 16) };
+    // The hot path leaves the damaged top to the slow path, which takes it off, quarantines
+    // it and reports it; nothing else changed.
+    let live = h.engine.stats().live_blocks;
+    assert!(matches!(
+        h.engine.alloc(48, 16),
+        Err(Error::Corrupted { .. })
+    ));
+    let s = h.engine.stats();
+    assert_eq!(s.live_blocks, live);
+    assert_eq!((s.quarantined_blocks, s.quarantined_bytes), (1, 64));
+    h.engine.check_structure().unwrap();
+    // The next request of that size gets the sound block below it.
+    assert_eq!(h.engine.alloc(48, 16).unwrap(), Some(a));
+    for p in [a, fence, keep] {
+        h.free(p);
+    }
+    assert!(matches!(h.engine.check(), Err(Error::Corrupted { .. })));
+}
