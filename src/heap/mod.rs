@@ -275,6 +275,16 @@ impl HeapCore {
         Ok(())
     }
 
+    /// Whether this heap answers for `addr`: it lies in the break's reservation or starts one
+    /// of its mapped blocks. Spaces and mappings never overlap, so of several heaps at most one
+    /// answers for an address, which is how a global heap finds a pointer's owner.
+    pub(crate) fn owns(&self, addr: usize) -> bool {
+        self.space.as_ref().is_some_and(|s| {
+            let base = s.blocks.base().as_ptr() as usize;
+            addr >= base && addr - base < s.reserved
+        }) || self.large.holds(addr)
+    }
+
     /// The engine, if the heap has one and `p` lies in its span.
     #[inline(always)]
     fn heap_engine(&mut self, p: NonNull<u8>) -> Option<&mut Engine> {
