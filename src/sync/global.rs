@@ -692,7 +692,13 @@ impl GlobalHeap {
     #[inline]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), Error> {
         self.existing()
-            .and_then(|s| s.with_owner(ptr, |c| Backend::free(c, ptr)))
+            .and_then(|s| {
+                s.with_owner(ptr, |c| {
+                    let r = Backend::free(c, ptr);
+                    c.shed_if_empty();
+                    r
+                })
+            })
             .unwrap_or_else(|| Err(api::not_a_block(ptr)))
     }
 
@@ -832,7 +838,12 @@ unsafe impl GlobalAlloc for GlobalHeap {
         let Some(p) = NonNull::new(ptr) else { return };
         if self
             .existing()
-            .and_then(|s| s.with_owner(p, |c| api::deallocate(c, p, layout)))
+            .and_then(|s| {
+                s.with_owner(p, |c| {
+                    api::deallocate(c, p, layout);
+                    c.shed_if_empty();
+                })
+            })
             .is_none()
         {
             crate::os::abort::misuse(HeapCore::NAME, &api::not_a_block(p));

@@ -316,3 +316,34 @@ fn short_lived_threads_reuse_heaps_and_leave_nothing_live() {
     assert_eq!(s.managed_bytes, 0, "{s}");
     heap.check().unwrap();
 }
+
+#[test]
+fn a_heap_its_thread_empties_gives_its_memory_back_before_the_thread_exits() {
+    let _serial = SET_UP.lock();
+    let heap = GlobalHeap::with_config(HeapConfig::default().max_size(64 << 20));
+    let heap = &heap;
+    let n = if cfg!(miri) { 100 } else { 4000 };
+    let (full, emptied) = std::thread::scope(|s| {
+        s.spawn(move || {
+            let ps: Vec<_> = (0..n).map(|i| heap.alloc(16 + i % 300).unwrap()).collect();
+            for (i, &p) in ps.iter().enumerate() {
+                fill(p, 16 + i % 300, i as u8);
+            }
+            let full = heap.stats().managed_bytes;
+            for (i, &p) in ps.iter().enumerate() {
+                assert!(holds(p, 16 + i % 300, i as u8));
+                // SAFETY: live, freed once, by its owner.
+                unsafe { heap.free(p) }.unwrap();
+            }
+            (full, heap.stats())
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(full > 256 << 10 || cfg!(miri), "{full}");
+    assert_eq!(emptied.live_blocks, 0);
+    assert!(
+        emptied.managed_bytes < 64 << 10 || cfg!(miri),
+        "an emptied heap kept {emptied}"
+    );
+}
