@@ -277,6 +277,39 @@ impl HeapCore {
         Ok(())
     }
 
+    /// Whether this heap answers for `addr`: it lies in the break's reservation or starts one
+    /// of its mapped blocks. Spaces and mappings never overlap, so of several heaps at most one
+    /// answers for an address, which is how a global heap finds a pointer's owner.
+    pub(crate) fn owns(&self, addr: usize) -> bool {
+        self.space.as_ref().is_some_and(|s| {
+            let base = s.blocks.base().as_ptr() as usize;
+            addr >= base && addr - base < s.reserved
+        }) || self.large.holds(addr)
+    }
+
+    /// After a free: a heap left holding no block but more than its trim threshold of break
+    /// gives all of it back. Freeing everything need not reach the top (freed small blocks wait
+    /// on pages and quick stacks), and a thread-owned heap that has emptied may not allocate
+    /// again for a long time. Cheap when it does nothing: a few counters compared.
+    #[inline(always)]
+    pub(crate) fn shed_if_empty(&mut self) {
+        let idle = self.large.count() == 0
+            && self.span() > self.trim_threshold
+            && self.space.as_ref().is_some_and(|s| {
+                let c = &s.engine.counters;
+                c.allocations - c.frees == s.small.pages() as u64 && s.small.live_slots() == 0
+            });
+        if idle {
+            self.shed();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn shed(&mut self) {
+        self.trim();
+    }
+
     /// The engine, if the heap has one and `p` lies in its span.
     #[inline(always)]
     fn heap_engine(&mut self, p: NonNull<u8>) -> Option<&mut Engine> {

@@ -366,6 +366,11 @@ impl LargeBlocks {
         map
     }
 
+    /// Whether `addr` is the start of a live block of this table.
+    pub fn holds(&self, addr: usize) -> bool {
+        self.find(addr).is_some()
+    }
+
     /// Length of the live block at `addr`, or why it is not one.
     pub fn len_of(&self, addr: usize) -> Result<usize, Error> {
         match self.find(addr) {

@@ -193,6 +193,13 @@ impl SmallObjects {
         self.pages.pages()
     }
 
+    /// Slots handed out and not freed.
+    #[inline(always)]
+    pub(crate) fn live_slots(&self) -> u64 {
+        let (allocs, frees) = self.pages.counts();
+        allocs - frees
+    }
+
     /// Usable bytes of the allocated slot at `addr` of `page`, else the misuse it is.
     #[inline(always)]
     pub(crate) fn usable(&self, page: NonNull<Page>, addr: usize) -> Result<usize, Error> {

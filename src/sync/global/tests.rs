@@ -1,0 +1,354 @@
+use super::*;
+
+fn small() -> HeapConfig {
+    HeapConfig::default()
+        .max_size(1 << 20)
+        .growth_increment(16 << 10)
+        .mmap_threshold(64 << 10)
+}
+
+/// Serialises the tests that set up global heaps: a registry mapped by one could land at the
+/// address another just unmapped and is asking the fork list about.
+static SET_UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn listed(p: *mut Shared) -> bool {
+    let list = FORK_LIST.lock();
+    let mut q = list.head;
+    while !q.is_null() {
+        if q == p {
+            return true;
+        }
+        // SAFETY: the list is locked; its entries are alive.
+        q = unsafe { *(*q).next.get() };
+    }
+    false
+}
+
+/// Fills `n` bytes at `p` with a pattern of `seed`.
+fn fill(p: NonNull<u8>, n: usize, seed: u8) {
+    // SAFETY: callers pass a live block of at least `n` bytes.
+    unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), n) }
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = seed.wrapping_add(i as u8));
+}
+
+/// Whether the `n` bytes at `p` hold `fill`'s pattern of `seed`.
+fn holds(p: NonNull<u8>, n: usize, seed: u8) -> bool {
+    // SAFETY: callers pass a live block of at least `n` bytes.
+    unsafe { core::slice::from_raw_parts(p.as_ptr(), n) }
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == seed.wrapping_add(i as u8))
+}
+
+/// A pointer as plain data, to hand between threads.
+#[derive(Clone, Copy)]
+struct Addr(usize);
+
+impl Addr {
+    fn of(p: NonNull<u8>) -> Addr {
+        Addr(p.as_ptr() as usize)
+    }
+    fn ptr(self) -> NonNull<u8> {
+        NonNull::new(core::ptr::with_exposed_provenance_mut(self.0)).unwrap()
+    }
+}
+
+fn exposed(p: NonNull<u8>) -> Addr {
+    Addr(p.as_ptr().expose_provenance())
+}
+
+#[test]
+fn the_global_heaps_checked_api() {
+    let _serial = SET_UP.lock();
+    let heap = GlobalHeap::with_config(small());
+    let never = NonNull::new(core::ptr::without_provenance_mut::<u8>(0x1000)).unwrap();
+    // SAFETY: the heap validates; it has not been set up, so nothing is its block.
+    let err = unsafe { heap.free(never) }.unwrap_err();
+    assert!(matches!(err, Error::InvalidPointer { .. }), "{err}");
+    assert_eq!(heap.stats(), crate::Stats::default());
+
+    let p = heap.alloc(100).unwrap();
+    fill(p, 100, 0xA5);
+    // SAFETY: live; only the returned pointer is used afterwards.
+    let q = unsafe { heap.realloc(p, 5000) }.unwrap();
+    assert!(holds(q, 100, 0xA5));
+    assert!(heap.usable_size(q).unwrap() >= 5000);
+    let z = heap.calloc(50, 20).unwrap();
+    // SAFETY: 1000 zeroed bytes.
+    assert!(
+        unsafe { core::slice::from_raw_parts(z.as_ptr(), 1000) }
+            .iter()
+            .all(|&b| b == 0)
+    );
+    assert!(matches!(
+        heap.calloc(usize::MAX, 3),
+        Err(Error::InvalidLayout { .. })
+    ));
+    let a = heap
+        .alloc_layout(Layout::from_size_align(10, 8192).unwrap())
+        .unwrap();
+    assert_eq!(a.as_ptr() as usize % 8192, 0);
+    assert!(matches!(
+        heap.alloc(2 << 20),
+        Err(Error::OutOfMemory { .. })
+    ));
+    heap.check().unwrap();
+    // SAFETY: each live, freed once.
+    unsafe {
+        heap.free(q).unwrap();
+        heap.free(z).unwrap();
+        heap.free(a).unwrap();
+    }
+    // SAFETY: the misuse under test; the heap validates.
+    assert_eq!(
+        unsafe { heap.free(z) },
+        Err(Error::DoubleFree {
+            addr: z.as_ptr() as usize
+        })
+    );
+    let s = heap.stats();
+    assert_eq!((s.live_blocks, s.misuses_caught), (0, 1));
+    heap.check().unwrap();
+}
+
+#[test]
+fn a_moved_global_heap_stays_on_the_fork_list_until_dropped() {
+    let _serial = SET_UP.lock();
+    let heap = GlobalHeap::with_config(small());
+    let p = heap.alloc(10).unwrap();
+    let shared = heap.shared.load(Ordering::Acquire);
+    assert!(listed(shared));
+    let moved = [heap];
+    // SAFETY: live, freed once; the heap moved but its block did not.
+    unsafe { moved[0].free(p) }.unwrap();
+    assert_eq!(moved[0].stats().live_blocks, 0);
+    drop(moved);
+    assert!(!listed(shared));
+}
+
+#[test]
+fn threads_allocate_from_their_own_heaps_and_free_each_others_blocks() {
+    let _serial = SET_UP.lock();
+    let heap = GlobalHeap::with_config(HeapConfig::default().max_size(64 << 20));
+    let threads = 4usize;
+    // Under Miri every byte written is interpreted: fewer, smaller blocks.
+    let (per, sizes): (usize, &[usize]) = if cfg!(miri) {
+        (8, &[8, 24, 100, 700])
+    } else {
+        (3000, &[8, 24, 100, 700, 3000, 70_000])
+    };
+    // Each thread allocates its blocks, patterned by thread and index, and hands them on.
+    let blocks: Vec<Vec<(Addr, usize, u8)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|t| {
+                let heap = &heap;
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    for i in 0..per {
+                        let size = sizes[(i + t) % sizes.len()];
+                        let p = heap.alloc(size).unwrap();
+                        let seed = (t * 31 + i) as u8;
+                        fill(p, size, seed);
+                        mine.push((exposed(p), size, seed));
+                        // Some blocks stay home: freed by their own thread.
+                        if i % 5 == 0 {
+                            let (a, n, sd) = mine.swap_remove(mine.len() / 2);
+                            assert!(holds(a.ptr(), n, sd));
+                            // SAFETY: live, freed once, by its owner.
+                            unsafe { heap.free(a.ptr()) }.unwrap();
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // No two live blocks overlap.
+    let mut spans: Vec<(usize, usize)> = blocks
+        .iter()
+        .flatten()
+        .map(|&(a, n, _)| (a.0, a.0 + n))
+        .collect();
+    spans.sort_unstable();
+    assert!(spans.windows(2).all(|w| w[0].1 <= w[1].0));
+    assert!(heap.heaps() >= 2, "threads share heaps: {}", heap.heaps());
+    // Every thread frees the blocks of the next one, checking their contents first, some
+    // after resizing them on the way (a resized block stays in its owner's heap).
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let theirs = &blocks[(t + 1) % threads];
+            let heap = &heap;
+            s.spawn(move || {
+                for (k, &(a, n, seed)) in theirs.iter().enumerate() {
+                    assert!(holds(a.ptr(), n, seed));
+                    let mut p = a.ptr();
+                    if k % 7 == 0 {
+                        // SAFETY: live; only the returned pointer is used afterwards.
+                        p = unsafe { heap.realloc(p, n + 500) }.unwrap();
+                        assert!(holds(p, n, seed));
+                    }
+                    // SAFETY: live, freed once.
+                    unsafe { heap.free(p) }.unwrap();
+                }
+            });
+        }
+    });
+    let s = heap.stats();
+    assert_eq!(
+        (s.live_blocks, s.bytes_in_use, s.misuses_caught),
+        (0, 0, 0),
+        "{s}"
+    );
+    heap.check().unwrap();
+}
+
+#[test]
+fn a_double_free_from_two_threads_is_caught() {
+    let _serial = SET_UP.lock();
+    let heap = GlobalHeap::with_config(small());
+    let (small_block, large_block) = (heap.alloc(48).unwrap(), heap.alloc(100_000).unwrap());
+    let (a, b) = (exposed(small_block), exposed(large_block));
+    let heap = &heap;
+    // SAFETY: each live, freed once on another thread.
+    std::thread::scope(|s| {
+        s.spawn(move || unsafe {
+            heap.free(a.ptr()).unwrap();
+            heap.free(b.ptr()).unwrap();
+        });
+    });
+    let second = std::thread::scope(|s| {
+        // SAFETY: the misuse under test; the heap validates.
+        s.spawn(move || unsafe { (heap.free(a.ptr()), heap.free(b.ptr())) })
+            .join()
+            .unwrap()
+    });
+    assert_eq!(second.0, Err(Error::DoubleFree { addr: a.0 }));
+    assert_eq!(second.1, Err(Error::DoubleFree { addr: b.0 }));
+    // And on the owner's own thread.
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { heap.free(small_block) },
+        Err(Error::DoubleFree { addr: a.0 })
+    );
+    assert_eq!(heap.stats().misuses_caught, 3);
+    heap.check().unwrap();
+}
+
+#[test]
+fn a_foreign_pointer_is_caught_on_any_thread() {
+    let _serial = SET_UP.lock();
+    let heap = GlobalHeap::with_config(small());
+    let ours = heap.alloc(64).unwrap();
+    let mut elsewhere = [0u8; 64];
+    let foreign = Addr::of(NonNull::from(&mut elsewhere).cast::<u8>());
+    let inner = exposed(ours);
+    let heap = &heap;
+    let errs = std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: the misuse under test; the heap validates and writes nothing.
+            let e1 = unsafe { heap.free(foreign.ptr()) };
+            let e2 = heap.usable_size(foreign.ptr());
+            // An interior pointer of a block of another thread's heap.
+            // SAFETY: as above.
+            let e3 = unsafe { heap.free(Addr(inner.0 + 16).ptr()) };
+            (e1, e2, e3)
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(
+        matches!(errs.0, Err(Error::InvalidPointer { .. })),
+        "{errs:?}"
+    );
+    assert!(
+        matches!(errs.1, Err(Error::InvalidPointer { .. })),
+        "{errs:?}"
+    );
+    assert!(
+        matches!(errs.2, Err(Error::InvalidPointer { .. })),
+        "{errs:?}"
+    );
+    assert_eq!(elsewhere, [0; 64]);
+    // SAFETY: live, freed once.
+    unsafe { heap.free(ours) }.unwrap();
+    assert_eq!(heap.stats().live_blocks, 0);
+}
+
+#[test]
+fn short_lived_threads_reuse_heaps_and_leave_nothing_live() {
+    let _serial = SET_UP.lock();
+    let heap = GlobalHeap::with_config(small());
+    let heap = &heap;
+    let rounds = if cfg!(miri) { 5 } else { 1000 };
+    let mut kept = Vec::new();
+    for r in 0..rounds {
+        let left = std::thread::scope(|s| {
+            s.spawn(move || {
+                let ps: Vec<_> = (0..20).map(|i| heap.alloc(16 + i * 40).unwrap()).collect();
+                for (i, &p) in ps.iter().enumerate() {
+                    fill(p, 16 + i * 40, r as u8);
+                }
+                // One block outlives its thread, freed later from the main thread.
+                for &p in &ps[1..] {
+                    // SAFETY: live, freed once.
+                    unsafe { heap.free(p) }.unwrap();
+                }
+                exposed(ps[0])
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(holds(left.ptr(), 16, r as u8));
+        kept.push((left, r as u8));
+    }
+    // Threads ran one at a time: each adopted the heap the one before left.
+    assert!(heap.heaps() <= 2, "{} heaps", heap.heaps());
+    for &(a, r) in &kept {
+        assert!(holds(a.ptr(), 16, r));
+        // SAFETY: live, freed once, from a thread that does not own it.
+        unsafe { heap.free(a.ptr()) }.unwrap();
+    }
+    let s = heap.stats();
+    assert_eq!(
+        (s.live_blocks, s.allocations),
+        (0, 20 * rounds as u64),
+        "{s}"
+    );
+    // The orphan was left empty: its memory went back to the OS.
+    assert_eq!(s.managed_bytes, 0, "{s}");
+    heap.check().unwrap();
+}
+
+#[test]
+fn a_heap_its_thread_empties_gives_its_memory_back_before_the_thread_exits() {
+    let _serial = SET_UP.lock();
+    let heap = GlobalHeap::with_config(HeapConfig::default().max_size(64 << 20));
+    let heap = &heap;
+    let n = if cfg!(miri) { 100 } else { 4000 };
+    let (full, emptied) = std::thread::scope(|s| {
+        s.spawn(move || {
+            let ps: Vec<_> = (0..n).map(|i| heap.alloc(16 + i % 300).unwrap()).collect();
+            for (i, &p) in ps.iter().enumerate() {
+                fill(p, 16 + i % 300, i as u8);
+            }
+            let full = heap.stats().managed_bytes;
+            for (i, &p) in ps.iter().enumerate() {
+                assert!(holds(p, 16 + i % 300, i as u8));
+                // SAFETY: live, freed once, by its owner.
+                unsafe { heap.free(p) }.unwrap();
+            }
+            (full, heap.stats())
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(full > 256 << 10 || cfg!(miri), "{full}");
+    assert_eq!(emptied.live_blocks, 0);
+    assert!(
+        emptied.managed_bytes < 64 << 10 || cfg!(miri),
+        "an emptied heap kept {emptied}"
+    );
+}
