@@ -9,10 +9,13 @@
 //! the ordinary, fully validated free. A double free from two threads, or a foreign pointer on
 //! any thread, is therefore judged exactly as on a single heap.
 //!
-//! Finding the owner of a pointer: the thread's own heap first; then every heap in the
-//! registry, each asked whether the address lies in its reservation or starts one of its
-//! mapped blocks (reservations and mappings never overlap, so at most one says yes). A pointer
-//! no heap answers for is judged by the thread's own heap, which reports it as foreign.
+//! Finding the owner of a pointer: the thread's own heap first; then the heap an owner hint
+//! names (a table indexed by the address's 64 MiB chunk, filled when a walk finds an owner);
+//! then every heap in the registry. Each is asked, under its lock, whether the address lies in
+//! its reservation or starts one of its mapped blocks (reservations and mappings never
+//! overlap, so at most one says yes): a stale or shared hint costs a walk, never a wrong
+//! answer. A pointer no heap answers for is judged by the thread's own heap, which reports it
+//! as foreign.
 //!
 //! Thread exit: a pthread key's destructor gives up the thread's heaps. An empty one is
 //! replaced by a fresh, empty heap (which holds no memory), its counters kept; one with live
@@ -125,15 +128,26 @@ struct Shared {
     registry: SpinLock<()>,
     /// The next global heap on the fork list; read and written only under its lock.
     next: UnsafeCell<*mut Shared>,
+    /// Owner hints: entry `addr >> HINT_SHIFT` names the heap last found to own an address
+    /// in that chunk (null: none yet), in `_hint_table`'s zeroed mapping.
+    hints: *const AtomicPtr<Node>,
+    _hint_table: Region,
     _home: Region,
 }
+
+/// Address bits one owner hint covers: 64 MiB chunks (fewer, larger ones under Miri, which
+/// materialises the table).
+const HINT_SHIFT: usize = if cfg!(miri) { 38 } else { 26 };
+/// Hints in a table: the 47-bit user address space in chunks.
+const HINTS: usize = 1 << (47 - HINT_SHIFT);
 
 // SAFETY: a Node's heap is reached only through its lock; `owner` is atomic; `next` is fixed
 // before the node is shared; `_home` is touched only when the node is unmapped, by the one
 // thread that drops the global heap.
 unsafe impl Sync for Node {}
-// SAFETY: a Shared is reached from several threads only through atomics, its locks, and
-// `next` under the fork list's lock; `_home` as for Node.
+// SAFETY: a Shared is reached from several threads only through atomics (the hints among
+// them), its locks, and `next` under the fork list's lock; `_home` and `_hint_table` as
+// Node's `_home`.
 unsafe impl Sync for Shared {}
 
 /// Moves `make(home)` into a fresh mapping `home` of its own.
@@ -280,6 +294,27 @@ impl Shared {
         Ok(node)
     }
 
+    /// The owner hint for `addr`'s chunk, if the table covers it. A hint only says where to
+    /// look first: the heap it names is asked, under its lock, whether it owns the address.
+    #[inline(always)]
+    fn hint(&self, addr: usize) -> Option<&AtomicPtr<Node>> {
+        let i = addr >> HINT_SHIFT;
+        // SAFETY: `i < HINTS`, inside the table's zeroed mapping, which lives as long as
+        // `self` and is reached only through atomics.
+        (i < HINTS).then(|| unsafe { &*self.hints.add(i) })
+    }
+
+    /// Runs `f` on `n`'s heap, which owns the pointer `f` is about: an orphan that `f` left
+    /// empty is settled.
+    #[inline(always)]
+    fn finish<R>(&self, n: &Node, slot: &mut Slot, f: impl FnOnce(&mut HeapCore) -> R) -> R {
+        let r = f(&mut slot.core);
+        if n.owner.load(Ordering::Relaxed) == 0 {
+            slot.settle(self.config);
+        }
+        r
+    }
+
     /// Runs `f` on the heap that owns `p`, or, if none does, on the calling thread's heap
     /// (or any), whose validation then reports `p` as foreign. `None`: there is no heap yet.
     fn with_owner<R>(&self, p: NonNull<u8>, f: impl FnOnce(&mut HeapCore) -> R) -> Option<R> {
@@ -297,17 +332,27 @@ impl Shared {
                 return Some(f(&mut slot.core));
             }
         }
+        let hint = self.hint(addr);
+        // SAFETY: a hint is null or a node of this registry (stored below), alive while `self`
+        // is; the acquire load pairs with the release store, after which the node was
+        // published to the storing thread.
+        let hinted = hint.and_then(|h| unsafe { h.load(Ordering::Acquire).as_ref() });
+        if let Some(n) = hinted.filter(|&n| !mine.is_some_and(|m| core::ptr::eq(m, n))) {
+            let mut slot = n.slot.lock();
+            if slot.core.owns(addr) {
+                return Some(self.finish(n, &mut slot, f));
+            }
+        }
         for n in self.heaps() {
             if mine.is_some_and(|m| core::ptr::eq(m, n)) {
                 continue;
             }
             let mut slot = n.slot.lock();
             if slot.core.owns(addr) {
-                let r = f(&mut slot.core);
-                if n.owner.load(Ordering::Relaxed) == 0 {
-                    slot.settle(self.config);
+                if let Some(h) = hint {
+                    h.store(core::ptr::from_ref(n).cast_mut(), Ordering::Release);
                 }
-                return Some(r);
+                return Some(self.finish(n, &mut slot, f));
             }
         }
         let judge = mine.or_else(|| self.heaps().next())?;
@@ -520,12 +565,17 @@ impl GlobalHeap {
         HeapCore::new(self.config)?;
         register_handlers();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let bytes = HINTS * core::mem::size_of::<AtomicPtr<Node>>();
+        let mut hint_table = Region::reserve(bytes)?;
+        let hints = hint_table.grow(bytes)?.cast::<AtomicPtr<Node>>().as_ptr();
         let shared = map_home(|home| Shared {
             id,
             config: self.config,
             heaps: AtomicPtr::new(core::ptr::null_mut()),
             registry: SpinLock::new(()),
             next: UnsafeCell::new(core::ptr::null_mut()),
+            hints,
+            _hint_table: hint_table,
             _home: home,
         })?;
         // On the fork list before it is published: a thread that forks while another uses
