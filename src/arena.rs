@@ -245,10 +245,6 @@ impl Backend for ArenaCore {
         self.engine.usable_size(p)
     }
 
-    fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
-        self.engine.resize_in_place(p, new_size)
-    }
-
     fn reshape(
         &mut self,
         p: NonNull<u8>,

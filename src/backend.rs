@@ -71,72 +71,17 @@ pub(crate) trait Backend {
     /// Usable bytes of the live block at `p`.
     fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error>;
 
-    /// Makes the live block at `p` hold at least `new_size` bytes without moving it, if it
-    /// can; shrinking must always succeed. `Ok(false)` means it has to move.
-    fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error>;
-
-    /// Moves the live block at `p` (of which the first `old` bytes matter) to a block of
-    /// `new_size` bytes aligned to `align`, keeping the contents. The default allocates,
-    /// copies and frees; a backend may do better (the heap remaps large blocks).
-    /// On error the old block is untouched.
-    fn move_block(
-        &mut self,
-        p: NonNull<u8>,
-        old: usize,
-        new_size: usize,
-        align: usize,
-    ) -> Result<NonNull<u8>, Error> {
-        let q = self.alloc(new_size, align)?;
-        self.relocate(p, q, old.min(new_size))
-    }
-
-    /// Copies the first `bytes` of the live block `p` into the fresh block `q`, frees `p` and
-    /// returns `q`: the end of every move that is not done in place. (Inlined: `move_block`
-    /// is on the hot path of `realloc`, and the call alone shows in the trace replay.)
-    #[inline(always)]
-    fn relocate(
-        &mut self,
-        p: NonNull<u8>,
-        q: NonNull<u8>,
-        bytes: usize,
-    ) -> Result<NonNull<u8>, Error> {
-        // SAFETY: both blocks are live and distinct, and callers pass `bytes` no larger than
-        // either block.
-        unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), bytes) };
-        self.free(p)?;
-        Ok(q)
-    }
-
     /// Resizes the live block at `p` to `new_size` bytes aligned to `align`, keeping its first
-    /// bytes (up to the smaller size): the whole decision of `realloc`. The pointer is judged
-    /// before the request (a freed or foreign pointer is reported as what it is, whatever size
-    /// it is asked to become). Returns the block and whether it stayed where it was; on every
-    /// error the old block is untouched.
-    ///
-    /// The default asks the steps below in turn, each judging the pointer itself; a backend
-    /// whose engine hands out a token for a judged block overrides it to judge once.
+    /// bytes (up to the smaller size): the whole decision of `realloc`, with `p` judged once.
+    /// The pointer is judged before the request (a freed or foreign pointer is reported as
+    /// what it is, whatever size it is asked to become, then [`check_layout`]). Returns the
+    /// block and whether it stayed where it was; on every error the old block is untouched.
     fn reshape(
         &mut self,
         p: NonNull<u8>,
         new_size: usize,
         align: usize,
-    ) -> Result<(NonNull<u8>, bool), Error> {
-        reshape_by_steps(self, p, new_size, align)
-    }
-
-    /// Asked before every resize: moves the live block at `p` (of which the first `old` bytes
-    /// matter) to a new block of `new_size` bytes aligned to `align` if the backend's policy
-    /// prefers that to resizing in place, and returns it; `None` leaves the decision to
-    /// `resize_in_place` and `move_block`. The default never moves.
-    fn move_to_pack(
-        &mut self,
-        _p: NonNull<u8>,
-        _old: usize,
-        _new_size: usize,
-        _align: usize,
-    ) -> Result<Option<NonNull<u8>>, Error> {
-        Ok(None)
-    }
+    ) -> Result<(NonNull<u8>, bool), Error>;
 
     /// The counters, for recording failures and reallocations.
     fn stats_mut(&mut self) -> &mut Stats;
@@ -146,23 +91,4 @@ pub(crate) trait Backend {
 
     /// Verifies every invariant of the backend.
     fn check(&mut self) -> Result<(), Error>;
-}
-
-/// `Backend::reshape` by its steps, each judging the pointer itself: the default, and what a
-/// backend whose blocks carry no token (a mapped block) falls back to.
-pub(crate) fn reshape_by_steps<B: Backend + ?Sized>(
-    b: &mut B,
-    p: NonNull<u8>,
-    new_size: usize,
-    align: usize,
-) -> Result<(NonNull<u8>, bool), Error> {
-    let old = b.usable_size(p)?;
-    check_layout(new_size, align, B::MAX_ALIGN)?;
-    if let Some(q) = b.move_to_pack(p, old, new_size, align)? {
-        return Ok((q, false));
-    }
-    if (p.as_ptr() as usize) % align == 0 && b.resize_in_place(p, new_size)? {
-        return Ok((p, true));
-    }
-    b.move_block(p, old, new_size, align).map(|q| (q, false))
 }

@@ -1280,6 +1280,7 @@ impl Engine {
     /// Resizes the live block at `p` without moving it, if it can: shrinking always can
     /// (the tail is freed), growing can when the next block is free and large enough.
     /// Returns whether the block now has at least `new_size` usable bytes.
+    #[cfg(test)] // the owners judge once: `live`, then the `_live` form
     pub fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
         Ok(matches!(self.resize(p, new_size)?, Resize::Done))
     }
@@ -1288,6 +1289,7 @@ impl Engine {
     /// whether it ends the span (alone or followed by the free last block), so that the owner
     /// can move the span's end instead of the block ([`live`](Self::live) and
     /// [`resize_live`](Self::resize_live)).
+    #[cfg(test)] // the owners judge once: `live`, then the `_live` form
     pub fn resize(&mut self, p: NonNull<u8>, new_size: usize) -> Result<Resize, Error> {
         let live = self.live(p)?;
         // SAFETY: `live` was just made by this engine, and nothing changed since.
@@ -1353,22 +1355,10 @@ impl Engine {
         Ok(Resize::Done)
     }
 
-    /// Grows the live block at `p` into the free block before it (and the free block after
+    /// Grows the block `live` names into the free block before it (and the free block after
     /// it, if any), moving its first `keep` bytes down. The last resort of `realloc` when no
     /// free block elsewhere is large enough: the merged space may be. Returns the new payload,
     /// or `None` if even that is too small (nothing changed).
-    pub fn resize_backward(
-        &mut self,
-        p: NonNull<u8>,
-        new_size: usize,
-        keep: usize,
-    ) -> Result<Option<NonNull<u8>>, Error> {
-        let live = self.live(p)?;
-        // SAFETY: `live` was just made by this engine, and nothing changed since.
-        unsafe { self.resize_backward_live(live, new_size, keep) }
-    }
-
-    /// [`resize_backward`](Self::resize_backward) for a block judged already.
     ///
     /// # Safety
     ///
@@ -1449,6 +1439,7 @@ impl Engine {
     /// by allocated blocks moves when a smaller free block holds it, the rule of best fit with
     /// its own place counted as a candidate; a free block before it tips the balance towards
     /// moving, since leaving frees a piece that merges with it.
+    #[cfg(test)] // the owners judge once: `live`, then the `_live` form
     pub fn move_to_pack(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
         let live = self.live(p)?;
         // SAFETY: `live` was just made by this engine, and nothing changed since.

@@ -28,7 +28,7 @@ pub(crate) mod pages;
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
-use crate::backend::{Backend, check_layout, reshape_by_steps};
+use crate::backend::{Backend, check_layout};
 use crate::engine::{self, Engine, Resize};
 use crate::os::region::reserve_halving;
 use crate::source::large::LargeBlocks;
@@ -82,10 +82,9 @@ impl Space {
         let meta_base = meta.grow(meta.capacity())?;
         // SAFETY: `map_at < meta_len`, inside the fresh mapping.
         let map_ptr = unsafe { NonNull::new_unchecked(meta_base.as_ptr().add(map_at)) };
-        // SAFETY: `blocks` is a fresh page-aligned reservation of `bytes` bytes that only this
-        // engine touches; `map_ptr` starts `map_bytes` zeroed bytes of `meta` that nothing
-        // else uses. Both mappings are owned by the Space the engine is moved into, and are
-        // dropped after it.
+        // Both mappings are owned by the Space the engine is moved into, and dropped after it.
+        // SAFETY: `blocks` is a fresh page-aligned reservation of `bytes` bytes only this engine
+        // touches; `map_ptr` starts `map_bytes` zeroed bytes of `meta` that nothing else uses.
         let engine = unsafe { Engine::new(blocks.base(), bytes, map_ptr) };
         // The engine's empty span is one granule; keep the break equal to it.
         blocks.grow(engine.span())?;
@@ -755,7 +754,7 @@ impl HeapCore {
         let p = live.ptr();
         let old = live.usable();
         // Near the limit a resized block may move where the free memory ends up in larger
-        // pieces (see `pack_move`); the engine's fit search ignores alignment.
+        // pieces (see `choose_fit`); the engine's fit search ignores alignment.
         if self.tight && align <= 16 && new_size < self.mmap_threshold {
             if let Some(space) = self.space.as_deref_mut() {
                 // SAFETY: `live` was made by this engine and its block has not changed since.
@@ -965,111 +964,6 @@ impl Backend for HeapCore {
         self.count_misuse(r)
     }
 
-    fn resize_in_place(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
-        if let Some(page) = self.page_of(p.as_ptr() as usize) {
-            // A slot keeps its class: it stays where the new size fits it.
-            let r = self.slot_path(|small| small.usable(page, p.as_ptr() as usize));
-            return Ok(new_size <= self.count_misuse(r)?);
-        }
-        if let Some(engine) = self.heap_engine(p) {
-            let reach = match engine.resize(p, new_size)? {
-                Resize::Done => {
-                    self.note_peak();
-                    return Ok(true);
-                }
-                Resize::Blocked => return Ok(false),
-                // At the top of the heap: move the break instead of the block.
-                Resize::AtTop { reach } => reach,
-            };
-            let Some(want) = engine::block_size(new_size) else {
-                return Ok(false);
-            };
-            let need = want - (reach + 8);
-            if self.grow_break(want, need).is_err() {
-                return Ok(false);
-            }
-            let grown = match self.heap_engine(p) {
-                Some(engine) => engine.resize_in_place(p, new_size)?,
-                None => false,
-            };
-            self.note_peak();
-            return Ok(grown);
-        }
-        let addr = p.as_ptr() as usize;
-        let r = self.large.len_of(addr);
-        let len = self.count_misuse(r)?;
-        let page = crate::page_size();
-        if new_size <= len {
-            // Give pages back only on a real shrink, below half the mapping: a request that
-            // fits the headroom left by `grown_len` must not undo it.
-            if new_size < len / 2 && len - new_size >= self.increment {
-                if let Some((_, new_len, old)) = self.large.remap(addr, new_size, false)? {
-                    self.counters.bytes_to_os += (old - new_len) as u64;
-                }
-            }
-            return Ok(true);
-        }
-        if new_size > self.max_size.saturating_sub(self.footprint()) + len
-            || new_size > isize::MAX as usize - page
-        {
-            return Ok(false);
-        }
-        let target = self.grown_len(len, new_size);
-        match self.large.remap(addr, target, false)? {
-            Some((_, new_len, old)) => {
-                self.counters.bytes_from_os += (new_len - old) as u64;
-                self.note_peak();
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    fn move_block(
-        &mut self,
-        p: NonNull<u8>,
-        old: usize,
-        new_size: usize,
-        align: usize,
-    ) -> Result<NonNull<u8>, Error> {
-        // A remapped block may move to any page: only page alignment survives that.
-        let remappable = !self.is_heap_block(p)
-            && align <= crate::page_size()
-            && new_size >= self.mmap_threshold
-            && new_size <= self.max_size.saturating_sub(self.footprint()) + old;
-        if remappable {
-            let addr = p.as_ptr() as usize;
-            let target = self.grown_len(self.large.len_of(addr)?, new_size);
-            if let Some((q, new_len, old_len)) = self.large.remap(addr, target, true)? {
-                self.counters.bytes_from_os += new_len.saturating_sub(old_len) as u64;
-                self.note_peak();
-                return Ok(q);
-            }
-        }
-        // A block growing into the mapped range gets the same headroom.
-        let target = if new_size >= self.mmap_threshold && new_size > old {
-            self.grown_len(old, new_size)
-        } else {
-            new_size
-        };
-        let q = match self.alloc(target, align) {
-            Ok(q) => q,
-            Err(Error::OutOfMemory { .. })
-                if self.is_heap_block(p) && align <= 16 && !self.owns_slot(p.as_ptr() as usize) =>
-            {
-                // Nothing free elsewhere is large enough; the block's own free neighbours
-                // merged with it may be.
-                let moved = match self.heap_engine(p) {
-                    Some(engine) => engine.resize_backward(p, new_size, old.min(new_size))?,
-                    None => None,
-                };
-                return moved.ok_or_else(|| self.out_of_memory(new_size));
-            }
-            Err(e) => return Err(e),
-        };
-        self.relocate(p, q, old.min(new_size))
-    }
-
     fn reshape(
         &mut self,
         p: NonNull<u8>,
@@ -1086,7 +980,7 @@ impl Backend for HeapCore {
             if new_size <= old && addr % align == 0 {
                 return Ok((p, true));
             }
-            return self.move_block(p, old, new_size, align).map(|q| (q, false));
+            return self.move_out(p, old, new_size, align).map(|q| (q, false));
         }
         if let Some(engine) = self.heap_engine(p) {
             // Judged once: the token travels through the rest of the decision.
@@ -1094,24 +988,7 @@ impl Backend for HeapCore {
             check_layout(new_size, align, Self::MAX_ALIGN)?;
             return self.reshape_engine_block(live, new_size, align);
         }
-        // A mapped block: the table answers each step in O(1).
-        reshape_by_steps(self, p, new_size, align)
-    }
-
-    /// Near the limit, a block being resized may move instead (see `pack_move`); elsewhere
-    /// this is one test on the resize path.
-    #[inline(always)]
-    fn move_to_pack(
-        &mut self,
-        p: NonNull<u8>,
-        old: usize,
-        new_size: usize,
-        align: usize,
-    ) -> Result<Option<NonNull<u8>>, Error> {
-        if !self.tight {
-            return Ok(None);
-        }
-        self.pack_move(p, old, new_size, align)
+        self.reshape_mapped(p, new_size, align)
     }
 
     fn stats(&self) -> Stats {
@@ -1131,38 +1008,77 @@ impl Backend for HeapCore {
 }
 
 impl HeapCore {
-    /// Moves the block at `p` that is being resized to `new_size` bytes if the engine finds
-    /// that the free memory ends up in larger pieces that way ([`Engine::move_to_pack`]).
-    /// Near the limit, every realloc then doubles as a chance to undo fragmentation: the place
-    /// the block leaves merges with its free neighbours. Requests that cannot stay in place
-    /// are left to `move_block`.
-    #[cold]
-    #[inline(never)]
-    fn pack_move(
+    /// `reshape` for a mapped block, judged by the table: in place (shrunk, or remapped where
+    /// it lies), else remapped elsewhere, else moved.
+    fn reshape_mapped(
+        &mut self,
+        p: NonNull<u8>,
+        new_size: usize,
+        align: usize,
+    ) -> Result<(NonNull<u8>, bool), Error> {
+        let addr = p.as_ptr() as usize;
+        let r = self.large.len_of(addr);
+        let len = self.count_misuse(r)?;
+        check_layout(new_size, align, Self::MAX_ALIGN)?;
+        let page = crate::page_size();
+        if addr % align == 0 {
+            if new_size <= len {
+                // Give pages back only on a real shrink, below half the mapping: a request
+                // that fits the headroom left by `grown_len` must not undo it.
+                if new_size < len / 2 && len - new_size >= self.increment {
+                    if let Some((_, new_len, old)) = self.large.remap(addr, new_size, false)? {
+                        self.counters.bytes_to_os += (old - new_len) as u64;
+                    }
+                }
+                return Ok((p, true));
+            }
+            let fits = new_size <= self.max_size.saturating_sub(self.footprint()) + len
+                && new_size <= isize::MAX as usize - page;
+            if fits {
+                let target = self.grown_len(len, new_size);
+                if let Some((_, new_len, old)) = self.large.remap(addr, target, false)? {
+                    self.counters.bytes_from_os += (new_len - old) as u64;
+                    self.note_peak();
+                    return Ok((p, true));
+                }
+            }
+        }
+        // A remapped block may move to any page: only page alignment survives that.
+        let remappable = align <= page
+            && new_size >= self.mmap_threshold
+            && new_size <= self.max_size.saturating_sub(self.footprint()) + len;
+        if remappable {
+            let target = self.grown_len(len, new_size);
+            if let Some((q, new_len, old_len)) = self.large.remap(addr, target, true)? {
+                self.counters.bytes_from_os += new_len.saturating_sub(old_len) as u64;
+                self.note_peak();
+                return Ok((q, false));
+            }
+        }
+        self.move_out(p, len, new_size, align).map(|q| (q, false))
+    }
+
+    /// Moves the live block at `p` (a slot or a mapped block, of which the first `old` bytes
+    /// matter) to a new block of `new_size` bytes: allocate, copy, free. A block growing into
+    /// the mapped range gets the headroom a mapped block gets.
+    fn move_out(
         &mut self,
         p: NonNull<u8>,
         old: usize,
         new_size: usize,
         align: usize,
-    ) -> Result<Option<NonNull<u8>>, Error> {
-        // The engine's fit search ignores alignment, so only blocks that need none beyond the
-        // granule are considered.
-        if align > 16 || new_size >= self.mmap_threshold || self.owns_slot(p.as_ptr() as usize) {
-            return Ok(None);
-        }
-        let Some(engine) = self.heap_engine(p) else {
-            return Ok(None);
+    ) -> Result<NonNull<u8>, Error> {
+        let target = if new_size >= self.mmap_threshold && new_size > old {
+            self.grown_len(old, new_size)
+        } else {
+            new_size
         };
-        if !engine.move_to_pack(p, new_size)? {
-            return Ok(None);
-        }
-        // `Engine::move_to_pack` found a free block that fits, so this succeeds; should it not,
-        // resizing in place still can.
-        let Some(q) = engine.alloc(new_size, align)? else {
-            return Ok(None);
-        };
-        self.note_peak();
-        self.relocate(p, q, old.min(new_size)).map(Some)
+        let q = self.alloc(target, align)?;
+        // SAFETY: both blocks are live and distinct; `old` bytes are readable at `p` and the
+        // smaller size fits at `q`.
+        unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), q.as_ptr(), old.min(new_size)) };
+        self.free(p)?;
+        Ok(q)
     }
 
     /// How far a mapped block of `len` bytes grows for a request of `new_size`: half as much

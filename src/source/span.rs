@@ -95,10 +95,10 @@ impl Span {
                 meta_base.as_ptr().add(map_len + side_len),
             )
         };
-        // SAFETY: `base` is the aligned start of `reserved` bytes that only this engine will
-        // touch (the rest of the reservation is never used); the start map is the first
-        // `map_bytes(granules)` zeroed bytes of the metadata mapping, used by nothing else.
-        // Both mappings are owned by the span and dropped after the engine.
+        // Both mappings are owned by the span and dropped after the engine; the reservation
+        // before `base` is never used.
+        // SAFETY: `base` starts `reserved` bytes only this engine touches; the start map is
+        // the first `map_bytes(granules)` zeroed bytes of the metadata mapping, used by no one else.
         let engine = unsafe {
             let base = NonNull::new_unchecked(blocks.base().as_ptr().add(lead));
             Engine::new(base, reserved, meta_base)

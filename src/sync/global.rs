@@ -833,10 +833,9 @@ unsafe fn unlist(shared: NonNull<Shared>) {
 impl Drop for GlobalHeap {
     fn drop(&mut self) {
         if let Some(shared) = NonNull::new(*self.shared.get_mut()) {
-            // SAFETY: published by `set_up`, so on the list; `&mut self` means no one else
-            // uses it (a thread's cache may still name it, but by an id no live heap has).
-            // It is taken off the list (under the list's lock, so no fork handler or exiting
-            // thread holds it) before its heaps and itself are unmapped.
+            // A thread's cache may still name it, but by an id no live heap has. It is taken
+            // off the list (under the list's lock) before its heaps and itself are unmapped.
+            // SAFETY: published by `set_up`, so on the list; `&mut self`: no one else uses it.
             unsafe {
                 unlist(shared);
                 let mut at = shared.as_ref().heaps.load(Ordering::Acquire);

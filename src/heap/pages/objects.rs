@@ -118,10 +118,10 @@ impl SmallObjects {
             engine.free(mem)?;
             return Ok(None);
         };
-        // SAFETY: the record is in this heap's table. It is not in use: a page's record
-        // describes a live engine block covering its whole cell (invariant 1), and the engine
-        // just handed out this cell's first byte as a fresh block, so no page covers it. The
-        // block's SLOT_BYTES bytes at `mem` are handed out by this path alone from now on.
+        // The record is not in use: a page's record describes a live engine block covering its
+        // whole cell (invariant 1), and the engine just handed out this cell's first byte.
+        // SAFETY: the record is in this heap's table and free, as said; the block's SLOT_BYTES
+        // bytes at `mem` are handed out by this path alone from now on.
         unsafe { self.pages.install(record, mem.as_ptr(), c) };
         self.carved += 1;
         Ok(self.pages.alloc(c))
