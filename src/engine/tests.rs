@@ -384,12 +384,12 @@ fn a_forged_header_with_a_plausible_size_is_caught_by_the_start_map() {
     let c = h.alloc(40);
     // Forge `b`'s header to claim it spans `c` too, with a valid tag: only the out-of-band
     // start map can tell.
-    let bb = b.as_ptr() as usize - HEADER;
+    let bb = PayloadAddr::of(b).block();
     let bsize = h.engine.usable_size(b).unwrap() + HEADER;
     let csize = h.engine.usable_size(c).unwrap() + HEADER;
     let forged = h.engine.tagger.encode(bb, bsize + csize, 0);
     // SAFETY: `bb` is the header slot of block `b`, inside the span.
-    unsafe { b.as_ptr().with_addr(bb).cast::<u64>().write(forged) };
+    unsafe { b.as_ptr().with_addr(bb.get()).cast::<u64>().write(forged) };
     assert!(matches!(h.engine.free(b), Err(Error::Corrupted { .. })));
     let _ = a;
 }
@@ -550,7 +550,7 @@ fn extend_and_truncate_move_the_top() {
         "new memory merges with the free top"
     );
     let (top, size) = e.free_top().unwrap().unwrap();
-    assert_eq!(top + size, base + 8192 - HEADER);
+    assert_eq!((top + size).span_end(), base + 8192);
     // Cut the top back to one page.
     assert_eq!(e.truncate_top(base + 4096, PAGE).unwrap(), 4096);
     e.check().unwrap();
@@ -565,8 +565,8 @@ fn extend_and_truncate_move_the_top() {
     e.free(a).unwrap();
     let (top, _) = e.free_top().unwrap().unwrap();
     assert_eq!(
-        e.truncate_top(top + HEADER, PAGE).unwrap(),
-        base + 4096 - top - HEADER
+        e.truncate_top(top.span_end(), PAGE).unwrap(),
+        base + 4096 - top.span_end()
     );
     assert_eq!(e.span(), 16);
     e.check().unwrap();
@@ -590,7 +590,7 @@ fn a_top_block_cut_off_leaves_nothing_for_calloc_to_miss() {
     e.free(x).unwrap();
     let (top, size) = e.free_top().unwrap().unwrap();
     assert_eq!(bin_of(size), bin_of(8320));
-    e.truncate_top(top + HEADER, PAGE).unwrap();
+    e.truncate_top(top.span_end(), PAGE).unwrap();
     e.free(a).unwrap();
     e.extend(base + 8 * 4096).unwrap();
     let clean = e.clean_mark();
@@ -839,7 +839,7 @@ fn calloc_run(seed: u64) {
                 if let Some((b, size)) = e.free_top().unwrap() {
                     if size > 8192 {
                         let keep = rng.range(0, 2) * 4096;
-                        let new_end = b + HEADER + keep;
+                        let new_end = (b + keep).span_end();
                         e.truncate_top(new_end, PAGE).unwrap();
                         // What an owner's shrink does: release the whole pages from the new
                         // end up to the page the old end was on.

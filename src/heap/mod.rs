@@ -498,7 +498,7 @@ impl HeapCore {
         let old_span = space.engine.span();
         let cut = space
             .engine
-            .truncate_top(b + 8 + keep, crate::page_size())?;
+            .truncate_top((b + keep).span_end(), crate::page_size())?;
         let released = space.blocks.shrink(cut)?;
         space.release_map_tail(old_span);
         self.counters.break_shrinks += 1;

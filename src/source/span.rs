@@ -210,7 +210,7 @@ impl Span {
             return Ok(0);
         };
         let keep = if keep >= engine::block::MIN_BLOCK {
-            keep & !(engine::block::GRANULE - 1)
+            engine::addr::granule_floor(keep)
         } else {
             0
         };
@@ -219,7 +219,7 @@ impl Span {
         }
         let cut = self
             .engine
-            .truncate_top(b + engine::block::HEADER + keep, crate::page_size())?;
+            .truncate_top((b + keep).span_end(), crate::page_size())?;
         self.blocks.shrink(cut)
     }
 
