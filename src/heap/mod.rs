@@ -29,6 +29,8 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
 use crate::backend::{Backend, check_layout};
+use crate::engine::addr::{GRANULE, Granule, HEADER, granule_floor};
+use crate::engine::block::MIN_BLOCK;
 use crate::engine::{self, Engine, Resize};
 use crate::os::region::reserve_halving;
 use crate::source::large::LargeBlocks;
@@ -72,7 +74,7 @@ impl Space {
         let page = crate::page_size();
         let mut blocks = Region::reserve(bytes)?;
         let map_at = core::mem::size_of::<Space>().next_multiple_of(page);
-        let map_len = engine::map_bytes(bytes / engine::block::GRANULE);
+        let map_len = engine::map_bytes(Granule::count(bytes));
         let meta_len = map_at.checked_add(map_len).ok_or(Error::layout(
             bytes,
             page,
@@ -110,9 +112,10 @@ impl Space {
     /// same as fresh pages. The summary words at the map's end stay.
     fn release_map_tail(&self, old_span: usize) {
         let page = crate::page_size();
-        let keep = engine::groups_bytes(self.engine.span() / 16 + 1).next_multiple_of(page);
-        let summary = engine::groups_bytes(self.reserved / 16) & !(page - 1);
-        let to = engine::groups_bytes(old_span / 16 + 1)
+        let keep =
+            engine::groups_bytes(Granule::count(self.engine.span()) + 1).next_multiple_of(page);
+        let summary = engine::groups_bytes(Granule::count(self.reserved)) & !(page - 1);
+        let to = engine::groups_bytes(Granule::count(old_span) + 1)
             .next_multiple_of(page)
             .min(summary);
         if to > keep {
@@ -366,7 +369,7 @@ impl HeapCore {
             self.reserve_space()?;
         }
         let page = crate::page_size();
-        let room = self.break_room() & !15;
+        let room = granule_floor(self.break_room());
         let Some(space) = self.space.as_deref_mut() else {
             return Err(self.out_of_memory(bsize));
         };
@@ -375,7 +378,10 @@ impl HeapCore {
         // keeps growing moves its break a few dozen times, not once per increment.
         // Near `max_size` the step shrinks to what is left: only the request itself must fit.
         let step = self.increment.max(space.engine.span() / 8);
-        let need = bsize.saturating_sub(top).max(at_least).next_multiple_of(16);
+        let need = bsize
+            .saturating_sub(top)
+            .max(at_least)
+            .next_multiple_of(GRANULE);
         if need > room {
             return Err(self.out_of_memory(bsize));
         }
@@ -383,7 +389,7 @@ impl HeapCore {
             .max(step)
             .next_multiple_of(page)
             .min(room)
-            .max(need.max(32));
+            .max(need.max(MIN_BLOCK));
         if grow > room {
             return Err(self.out_of_memory(bsize));
         }
@@ -487,8 +493,8 @@ impl HeapCore {
             return Ok(0);
         };
         // What is kept must be a block of its own, or nothing.
-        let keep = if keep >= engine::block::MIN_BLOCK {
-            keep & !15
+        let keep = if keep >= MIN_BLOCK {
+            granule_floor(keep)
         } else {
             0
         };
@@ -780,7 +786,7 @@ impl HeapCore {
             };
             // At the top of the heap: move the break instead of the block.
             if let (Some(reach), Some(want)) = (reach, engine::block_size(new_size)) {
-                if self.grow_break(want, want - (reach + 8)).is_ok() {
+                if self.grow_break(want, want - (reach + HEADER)).is_ok() {
                     if let Some(space) = self.space.as_deref_mut() {
                         // SAFETY: moving the break changes no live block, so `live` holds.
                         if let Resize::Done = unsafe { space.engine.resize_live(live, new_size) }? {
