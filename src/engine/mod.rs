@@ -3,13 +3,13 @@
 //!
 //! It is written once and configured twice: the [`Arena`](crate::Arena) runs it over one fixed
 //! span, the [`Heap`](crate::Heap) over a span whose end follows a program break
-//! ([`Engine::extend`], [`Engine::truncate_top`]). The engine never allocates, never maps
+//! ([`Engine::grow_span`], [`Engine::shrink_span`]). The engine never allocates, never maps
 //! memory and never calls the OS; its owner hands it the span and the memory for its start
 //! map (the memory-source layer maps both). The integrity check and the walk are in the cold
 //! module [`check`].
 //!
 //! The span `[base, end)` is tiled by blocks from `base + 8` to `end - 8`, so every payload is
-//! 16-byte aligned and `end - 8` is where the header of a block appended by `extend` goes. An
+//! 16-byte aligned and `end - 8` is where the header of a block appended by `grow_span` goes. An
 //! empty span has `end == base + 16`.
 //!
 //! Invariants (checked in full by [`Engine::check`]):
@@ -80,7 +80,7 @@ pub(crate) enum Resize {
     /// It cannot grow in place.
     Blocked,
     /// It cannot grow in place, but nothing but the end of the span stops it: it could reach
-    /// `reach` usable bytes without growing the span, and any size after `extend`.
+    /// `reach` usable bytes without growing the span, and any size after `grow_span`.
     AtTop {
         /// Usable bytes the block would have with the free last block (if any) added.
         reach: usize,
@@ -110,7 +110,7 @@ pub(crate) struct Freed {
 /// only free memory), so a token survives every other call, allocations included: a
 /// reallocation judges the pointer once, tries in place, allocates elsewhere, copies and frees
 /// on the same token. Until then it may be handed to the `_live` methods (the three above and
-/// [`Engine::move_to_pack_live`]) and read ([`Live::usable`], [`Live::ptr`]) as often as
+/// [`Engine::moving_packs_better_live`]) and read ([`Live::usable`], [`Live::ptr`]) as often as
 /// needed: none of them judges the pointer again. The methods that take one are `unsafe`
 /// because a stale token (or one of another engine) would make them write through a block
 /// that is no longer what the check found; debug builds assert that it still is.
@@ -196,7 +196,7 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    /// An engine over an empty span at `base`; `extend` adds memory to it.
+    /// An engine over an empty span at `base`; `grow_span` adds memory to it.
     ///
     /// # Safety
     ///
@@ -328,7 +328,7 @@ impl Engine {
         g.block(self.base)
     }
 
-    /// Where a block appended by `extend` would start: one past the last block.
+    /// Where a block appended by `grow_span` would start: one past the last block.
     #[inline(always)]
     fn last_slot(&self) -> BlockAddr {
         BlockAddr::slot_at_end(self.end)
@@ -1490,19 +1490,23 @@ impl Engine {
     /// its own place counted as a candidate; a free block before it tips the balance towards
     /// moving, since leaving frees a piece that merges with it.
     #[cfg(test)] // the owners judge once: `live`, then the `_live` form
-    pub fn move_to_pack(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
+    pub fn moving_packs_better(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
         let live = self.live(p)?;
         // SAFETY: `live` was just made by this engine, and nothing changed since.
-        unsafe { self.move_to_pack_live(live, new_size) }
+        unsafe { self.moving_packs_better_live(live, new_size) }
     }
 
-    /// [`move_to_pack`](Self::move_to_pack) for a block judged already. Nothing is written
+    /// [`moving_packs_better`](Self::moving_packs_better) for a block judged already. Nothing is written
     /// but containment of damage found in a free neighbour, so `live` stays valid.
     ///
     /// # Safety
     ///
     /// As for [`free_live`](Self::free_live).
-    pub unsafe fn move_to_pack_live(&mut self, live: Live, new_size: usize) -> Result<bool, Error> {
+    pub unsafe fn moving_packs_better_live(
+        &mut self,
+        live: Live,
+        new_size: usize,
+    ) -> Result<bool, Error> {
         debug_assert!(self.still_live(live), "a stale Live token");
         let (b, size) = (live.block(), live.size);
         let Some(want) = block_size_for(new_size) else {
@@ -1569,7 +1573,7 @@ impl Engine {
     /// Adds `[end, new_end)` to the span as free memory, merged with a free last block.
     ///
     /// `new_end - base` must be a multiple of 16, at most the limit, and `new_end` above `end`.
-    pub fn extend(&mut self, new_end: usize) -> Result<(), Error> {
+    pub fn grow_span(&mut self, new_end: usize) -> Result<(), Error> {
         debug_assert!(new_end > self.end && new_end - self.base <= self.limit);
         debug_assert!((new_end - self.base) % GRANULE == 0);
         let added = new_end - self.end;
@@ -1605,7 +1609,7 @@ impl Engine {
     /// block or at least a minimum block. `page` (a power of two) is the unit in which the
     /// owner gives the memory past `new_end` back, so that it reads as zero from the first
     /// multiple of `page` on.
-    pub fn truncate_top(&mut self, new_end: usize, page: usize) -> Result<usize, Error> {
+    pub fn shrink_span(&mut self, new_end: usize, page: usize) -> Result<usize, Error> {
         let Some((b, size)) = self.free_top()? else {
             return Ok(0);
         };
