@@ -23,7 +23,8 @@
 use core::ops::{Add, Sub};
 use core::ptr::NonNull;
 
-/// Allocation granule: every block size and every payload address is a multiple of it.
+/// Allocation granule: every block size, and every payload's offset from the span's base, is a
+/// multiple of it.
 pub(crate) const GRANULE: usize = 16;
 /// `log2(GRANULE)`: a span offset shifted right by it is a granule index.
 pub(crate) const GRANULE_SHIFT: u32 = GRANULE.trailing_zeros();
