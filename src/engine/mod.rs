@@ -473,12 +473,16 @@ impl Engine {
                 !is_head && prev != b && self.is_binned(prev) && self.next_link(prev) == Some(b)
             }
         };
-        let next_ok = next.is_none_or(|next| {
-            next != b
-                && self.is_binned(next)
-                && self.prev_link(next) == Some(b)
-                && self.of_bin(next, i)
-        });
+        // A `match`, not `is_none_or`: a closure here is left out of line on the merge path.
+        let next_ok = match next {
+            None => true,
+            Some(next) => {
+                next != b
+                    && self.is_binned(next)
+                    && self.prev_link(next) == Some(b)
+                    && self.of_bin(next, i)
+            }
+        };
         if prev_ok && next_ok {
             Ok(())
         } else {
