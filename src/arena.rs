@@ -115,7 +115,7 @@ impl Arena {
         // SAFETY: `blocks` is a fresh page-aligned mapping of `capacity` bytes only this engine
         // touches; `map` is fresh, zeroed and sized for it by `reserve_map`.
         let mut engine = unsafe { Engine::new(blocks.base(), capacity, map_ptr) };
-        engine.extend(blocks.base().as_ptr() as usize + capacity)?;
+        engine.grow_span(blocks.base().as_ptr() as usize + capacity)?;
         // A fixed arena never grows: packing decides how much it holds, and its lists are
         // short and in cache, so it always looks further for the smallest fitting block.
         engine.set_best_fit(true);

@@ -762,8 +762,8 @@ impl Bump {
     ///
     /// If `f` panics, what it allocated stays allocated (unreachable, not unsound) until an
     /// enclosing scope ends, a rewind or a reset. Freeing it on unwind too would need a drop
-    /// guard, whose landing pad measurably slows every scope (about 25% on the request
-    /// benchmark); a panicking request is the rare case.
+    /// guard, whose landing pad slows every scope (docs/BENCHMARKS.md has the figures); a
+    /// panicking request is the rare case.
     ///
     /// ```
     /// let mut bump = strata_alloc::Bump::new();

@@ -6,10 +6,11 @@
 //!
 //! Invariants kept here:
 //! - A free block of size `S` is on the list of `bin_of(S)`, exactly once.
-//! - Bit `i` of `nonempty` is set if and only if `heads[i] != 0`.
+//! - Bit `i` of `nonempty` is set if and only if bin `i` has a head.
 //! - Every block in a bin above `bin_of(S)` is larger than `S` (bins are ordered by size), which
 //!   is what lets `find` take any block from the next non-empty bin without looking at it.
 
+use super::addr::BlockAddr;
 use super::block::{GRANULE, MIN_BLOCK};
 
 /// Sizes up to this many bytes have an exact-fit bin each.
@@ -63,8 +64,8 @@ pub(crate) fn bin_is_exact(i: usize) -> bool {
 
 /// The heads of the free lists and which are non-empty.
 pub(crate) struct Bins {
-    /// Payload address of the first free block of each bin, 0 for an empty bin.
-    heads: [usize; NUM_BINS],
+    /// The first free block of each bin, stored as a free-list link is (0 for an empty bin).
+    heads: [u64; NUM_BINS],
     nonempty: [u64; WORDS],
 }
 
@@ -77,16 +78,16 @@ impl Bins {
     }
 
     #[inline(always)]
-    pub fn head(&self, i: usize) -> usize {
-        self.heads[i]
+    pub fn head(&self, i: usize) -> Option<BlockAddr> {
+        BlockAddr::from_link(self.heads[i])
     }
 
     /// Sets the head of bin `i`, keeping the non-empty bit in step.
     #[inline(always)]
-    pub fn set_head(&mut self, i: usize, head: usize) {
-        self.heads[i] = head;
+    pub fn set_head(&mut self, i: usize, head: Option<BlockAddr>) {
+        self.heads[i] = BlockAddr::to_link(head);
         let bit = 1u64 << (i % 64);
-        if head == 0 {
+        if head.is_none() {
             self.nonempty[i / 64] &= !bit;
         } else {
             self.nonempty[i / 64] |= bit;
@@ -159,12 +160,12 @@ mod tests {
     fn nonempty_search_follows_the_heads() {
         let mut b = Bins::new();
         assert_eq!(b.first_nonempty_from(0), None);
-        b.set_head(5, 0x100);
-        b.set_head(200, 0x200);
+        b.set_head(5, Some(BlockAddr::new(0x108)));
+        b.set_head(200, Some(BlockAddr::new(0x208)));
         assert_eq!(b.first_nonempty_from(0), Some(5));
         assert_eq!(b.first_nonempty_from(6), Some(200));
         assert_eq!(b.first_nonempty_from(NUM_BINS - 1), None);
-        b.set_head(5, 0);
+        b.set_head(5, None);
         assert_eq!(b.first_nonempty_from(0), Some(200));
         assert!(!b.marked_nonempty(5) && b.marked_nonempty(200));
     }

@@ -21,20 +21,24 @@
 
 use static_assertions::const_assert;
 
-/// Allocation granule: every block size and every payload address is a multiple of it.
-pub(crate) const GRANULE: usize = 16;
-/// Bytes of header in front of every payload.
-pub(crate) const HEADER: usize = 8;
-/// Smallest block: header, two free-list links and a footer.
+use super::addr::BlockAddr;
+pub(crate) use super::addr::{GRANULE, HEADER};
+
+/// Smallest block: two granules, room for a free block's header and two links (24 bytes)
+/// rounded up to whole granules.
 pub(crate) const MIN_BLOCK: usize = 32;
+/// Word of a free block (counted in [`HEADER`]-sized words from its header) that holds the
+/// link to the next block of its bin.
+pub(crate) const NEXT_WORD: usize = 1;
+/// Word of a free block that holds the link to the previous block of its bin.
+pub(crate) const PREV_WORD: usize = 2;
+/// Words a free block keeps in band: its header and its two links.
+pub(crate) const FREE_WORDS: usize = 3;
 /// Largest block size a header can describe (sizes use bits 4..48).
 pub(crate) const MAX_BLOCK: usize = (1 << 48) - GRANULE;
 
-const_assert!(GRANULE.is_power_of_two());
 const_assert!(MIN_BLOCK % GRANULE == 0);
-const_assert!(MIN_BLOCK >= HEADER + 2 * core::mem::size_of::<usize>() + HEADER);
-const_assert!(HEADER == core::mem::size_of::<u64>());
-const_assert!(HEADER + HEADER == GRANULE);
+const_assert!(MIN_BLOCK >= FREE_WORDS * HEADER);
 const_assert!(core::mem::size_of::<usize>() == 8);
 
 /// This block is free (on a free list).
@@ -73,27 +77,27 @@ impl Tagger {
     }
 
     #[inline(always)]
-    fn tag(self, addr: usize, body: u64) -> u64 {
-        let x = (addr as u64 ^ body.rotate_left(17)).wrapping_mul(self.key);
+    fn tag(self, b: BlockAddr, body: u64) -> u64 {
+        let x = (b.get() as u64 ^ body.rotate_left(17)).wrapping_mul(self.key);
         (x ^ (x >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 48
     }
 
-    /// The header word for a block at `addr`.
+    /// The header word for the block at `b`.
     #[inline(always)]
-    pub fn encode(self, addr: usize, size: usize, flags: u64) -> u64 {
+    pub fn encode(self, b: BlockAddr, size: usize, flags: u64) -> u64 {
         debug_assert!(size % GRANULE == 0 && size <= MAX_BLOCK);
         debug_assert!(flags & !FLAG_MASK == 0);
         let body = size as u64 | flags;
-        self.tag(addr, body) << 48 | body
+        self.tag(b, body) << 48 | body
     }
 
-    /// Decodes the header word of the block at `addr`, or `None` if its tag does not match or
+    /// Decodes the header word of the block at `b`, or `None` if its tag does not match or
     /// its size is impossible.
     #[inline(always)]
-    pub fn decode(self, addr: usize, word: u64) -> Option<Header> {
+    pub fn decode(self, b: BlockAddr, word: u64) -> Option<Header> {
         let body = word & (SIZE_MASK | FLAG_MASK);
         let size = (word & SIZE_MASK) as usize;
-        if word >> 48 != self.tag(addr, body) || size < MIN_BLOCK {
+        if word >> 48 != self.tag(b, body) || size < MIN_BLOCK {
             return None;
         }
         Some(Header {
@@ -156,18 +160,18 @@ mod tests {
     #[test]
     fn headers_round_trip_and_reject_forgeries() {
         let t = Tagger::new(0x7f00_1234_5000);
-        let w = t.encode(0x1008, 4096, FREE);
-        let h = t.decode(0x1008, w).unwrap();
+        let w = t.encode(BlockAddr::new(0x1008), 4096, FREE);
+        let h = t.decode(BlockAddr::new(0x1008), w).unwrap();
         assert_eq!(h.size, 4096);
         assert!(h.is_free());
         // The same word at another address, or a changed size, does not decode.
-        assert_eq!(t.decode(0x1018, w), None);
-        assert_eq!(t.decode(0x1008, w ^ (1 << 12)), None);
+        assert_eq!(t.decode(BlockAddr::new(0x1018), w), None);
+        assert_eq!(t.decode(BlockAddr::new(0x1008), w ^ (1 << 12)), None);
         // Plain data imitating a header (no tag) is refused.
-        assert_eq!(t.decode(0x1008, 4096 | FREE), None);
+        assert_eq!(t.decode(BlockAddr::new(0x1008), 4096 | FREE), None);
         // A different engine's key gives a different tag.
         let other = Tagger::new(0x7f00_9999_0000);
-        assert_eq!(other.decode(0x1008, w), None);
+        assert_eq!(other.decode(BlockAddr::new(0x1008), w), None);
     }
 
     #[test]
@@ -176,7 +180,7 @@ mod tests {
         let mut rng = crate::test_rng::Rng::new(1);
         let n = if cfg!(miri) { 1000 } else { 200_000 };
         let passed = (0..n)
-            .filter(|_| t.decode(0x2008, rng.next_u64()).is_some())
+            .filter(|_| t.decode(BlockAddr::new(0x2008), rng.next_u64()).is_some())
             .count();
         // Expect n / 65536 on average.
         assert!(

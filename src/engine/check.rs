@@ -1,8 +1,9 @@
 //! The engine's cold half: the full integrity check, the walk over every block and the
 //! snapshot. Nothing here is on an allocation path; all of it only reads.
 
+use super::addr::{BlockAddr, Granule};
 use super::bins::{self, bin_floor, bin_of};
-use super::block::{self, GRANULE, HEADER};
+use super::block::{self, HEADER, PREV_WORD};
 use super::quick::{self, Quick};
 use super::{Engine, Live};
 use crate::{BlockInfo, BlockState, Error, Stats};
@@ -11,20 +12,23 @@ impl Engine {
     /// Debug builds: whether `live` still names a live block of this engine of its size.
     pub(super) fn still_live(&self, live: Live) -> bool {
         let b = live.block();
-        self.contains(b)
+        self.contains(b.get())
             && self.map.is_live(self.granule(b))
-            && block::is_allocated_header(self.read(b), live.size)
+            && block::is_allocated_header(self.header_word(b), live.size)
     }
 
-    /// The block at `b`, validated against the start map, and the address of the next one.
-    /// `None` at the end of the span or if the block does not validate (the walk stops there).
+    /// The block at walk position `at` (a block address, as a number: the owners' walks mix
+    /// engine blocks with their own positions), validated against the start map, and the
+    /// position of the next one. `None` at the end of the span or if the block does not
+    /// validate (the walk stops there).
     ///
     /// The extent comes from the map; a header that disagrees with it stops the walk, except
     /// a quarantined block's, which is the program's damage and not read.
-    pub fn block_at(&self, b: usize) -> Option<(BlockInfo, usize)> {
-        if b < self.base + HEADER
+    pub fn block_at(&self, at: usize) -> Option<(BlockInfo, usize)> {
+        let b = BlockAddr::new(at);
+        if b < BlockAddr::first_of(self.base)
             || b >= self.last_slot()
-            || (b + HEADER - self.base) % GRANULE != 0
+            || !BlockAddr::is_aligned(at, self.base)
         {
             return None;
         }
@@ -36,7 +40,7 @@ impl Engine {
         let state = if self.map.is_quarantined(g) {
             BlockState::Quarantined
         } else {
-            let h = self.tagger.decode(b, self.read(b))?;
+            let h = self.tagger.decode(b, self.header_word(b))?;
             if h.size != size || h.is_free() != self.map.is_binned(g) {
                 return None;
             }
@@ -47,33 +51,30 @@ impl Engine {
             }
         };
         let info = BlockInfo {
-            addr: b + HEADER,
-            offset: b - self.base,
+            addr: b.payload().get(),
+            offset: at - self.base,
             size,
             usable: size - HEADER,
             state,
         };
-        Some((info, b + size))
+        Some((info, (b + size).get()))
     }
 
-    /// Address of the first block (where a walk starts).
+    /// Walk position of the first block (where a walk starts): its block address.
     pub fn first_block(&self) -> usize {
-        self.base + HEADER
+        BlockAddr::first_of(self.base).get()
     }
 
-    /// Free blocks on bin `i`, in list order: `(address, size)`; stops at damage.
-    pub fn bin_entries(&self, i: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
-        let mut b = self.bins.head(i);
+    /// Free blocks on bin `i`, in list order: `(block, size)`; stops at damage.
+    pub fn bin_entries(&self, i: usize) -> impl Iterator<Item = (BlockAddr, usize)> + '_ {
+        let mut next = self.bins.head(i);
         let mut steps = 0usize;
         core::iter::from_fn(move || {
-            if b == 0 || !self.is_binned(b) || steps > self.binned {
-                return None;
-            }
-            let h = self.tagger.decode(b, self.read(b))?;
-            let item = (b, h.size);
+            let b = next.filter(|&b| self.is_binned(b) && steps <= self.binned)?;
+            let h = self.tagger.decode(b, self.header_word(b))?;
             steps += 1;
-            b = self.next_link(b);
-            Some(item)
+            next = self.next_link(b);
+            Some((b, h.size))
         })
     }
 
@@ -91,7 +92,7 @@ impl Engine {
         if self.quarantined == 0 {
             return Ok(());
         }
-        let mut g = self.granule(self.first_block());
+        let mut g = self.granule(BlockAddr::first_of(self.base));
         while !self.map.is_quarantined(g) {
             match self.map.next_start_after(g) {
                 Some(n) => g = n,
@@ -99,7 +100,7 @@ impl Engine {
             }
         }
         Err(Error::Corrupted {
-            addr: self.block_of_granule(g),
+            addr: self.block_of_granule(g).get(),
             what: "damaged free memory was found and is quarantined (never handed out again)",
         })
     }
@@ -108,16 +109,17 @@ impl Engine {
     pub fn check_structure(&self) -> Result<(), Error> {
         let bad = |addr, what| Err(Error::Corrupted { addr, what });
         let last = self.last_slot();
-        let counts = self.map.counts(self.span() / GRANULE + 1);
+        let granules = Granule::count(self.span()) + 1;
+        let counts = self.map.counts(granules);
         if !counts.consistent {
             return bad(
                 self.base,
                 "start map has a state bit without a start, or two states",
             );
         }
-        let mut b = self.first_block();
+        let mut b = BlockAddr::first_of(self.base);
         if b < last && !self.map.is_start(self.granule(b)) {
-            return bad(b, "a block starts where the start map has none");
+            return bad(b.get(), "a block starts where the start map has none");
         }
         let (mut blocks, mut live, mut in_use, mut free, mut free_bytes) = (0, 0, 0, 0, 0);
         let (mut cached, mut cached_bytes, mut quarantined, mut quarantined_bytes) = (0, 0, 0, 0);
@@ -133,21 +135,21 @@ impl Engine {
                 quarantined += 1;
                 quarantined_bytes += size;
                 prev_binned = false;
-                b += size;
+                b = b + size;
                 continue;
             }
-            let Some(h) = self.tagger.decode(b, self.read(b)) else {
-                return bad(b, "block header was overwritten");
+            let Some(h) = self.tagger.decode(b, self.header_word(b)) else {
+                return bad(b.get(), "block header was overwritten");
             };
             if h.size != size {
-                return bad(b, "block size does not end on a block boundary");
+                return bad(b.get(), "block size does not end on a block boundary");
             }
             if h.is_free() != binned {
-                return bad(b, "block state disagrees with the start map");
+                return bad(b.get(), "block state disagrees with the start map");
             }
             if binned {
                 if prev_binned {
-                    return bad(b, "two free blocks are adjacent");
+                    return bad(b.get(), "two free blocks are adjacent");
                 }
                 free += 1;
                 free_bytes += size;
@@ -159,7 +161,7 @@ impl Engine {
                 cached_bytes += size;
             }
             prev_binned = binned;
-            b += size;
+            b = b + size;
         }
         if (
             counts.starts,
@@ -170,38 +172,39 @@ impl Engine {
         {
             return bad(self.base, "start map has bits for blocks that do not exist");
         }
-        if !self.map.summary_agrees(self.span() / GRANULE + 1) {
+        if !self.map.summary_agrees(granules) {
             return bad(self.base, "start map summary disagrees with its groups");
         }
-        let last_start = self.map.start_at_or_before(self.span() / GRANULE);
+        let last_start = self.map.start_at_or_before(Granule::at_offset(self.span()));
         if self.map.last_start() != last_start {
             return bad(self.base, "start map's last start is not the last block's");
         }
         let mut listed = 0;
         for i in 0..bins::NUM_BINS {
-            if (self.bins.head(i) != 0) != self.bins.marked_nonempty(i) {
+            if self.bins.head(i).is_some() != self.bins.marked_nonempty(i) {
                 return bad(
                     self.base,
                     "non-empty bin bitmap disagrees with the bin heads",
                 );
             }
-            let mut prev = 0;
-            let mut n = self.bins.head(i);
-            while n != 0 {
+            let mut prev = None;
+            let mut next = self.bins.head(i);
+            while let Some(n) = next {
                 if !self.is_binned(n) || listed > free {
-                    return bad(n, "free list points at something that is not a free block");
+                    let what = "free list points at something that is not a free block";
+                    return bad(n.get(), what);
                 }
                 // The walk confirmed every binned header against the map.
-                let size = block::raw_header(self.read(n)).size;
+                let size = block::raw_header(self.header_word(n)).size;
                 if bin_of(size) != i || size < bin_floor(i) {
-                    return bad(n, "free block is on the wrong bin");
+                    return bad(n.get(), "free block is on the wrong bin");
                 }
                 if self.prev_link(n) != prev {
-                    return bad(n + 2 * HEADER, "free list back link is wrong");
+                    return bad(n.word(PREV_WORD), "free list back link is wrong");
                 }
                 listed += 1;
-                prev = n;
-                n = self.next_link(n);
+                prev = Some(n);
+                next = self.next_link(n);
             }
         }
         if listed != free {
@@ -210,12 +213,13 @@ impl Engine {
         let mut quick_listed = 0;
         for i in 0..quick::LISTS {
             for &n in self.quick.entries(i) {
-                let ok = n > self.base
+                let ok = n.get() > self.base
                     && n < last
                     && self.map.is_cached(self.granule(n))
-                    && block::raw_header(self.read(n)).size == Quick::size_of(i);
+                    && block::raw_header(self.header_word(n)).size == Quick::size_of(i);
                 if !ok {
-                    return bad(n, "quick stack holds something that is not a cached block");
+                    let what = "quick stack holds something that is not a cached block";
+                    return bad(n.get(), what);
                 }
                 quick_listed += 1;
             }
@@ -242,15 +246,15 @@ impl Engine {
             blocks.push(info);
             b = next;
         }
-        let damaged_at = (b != self.last_slot()).then(|| b - self.base);
+        let damaged_at = (b != self.last_slot().get()).then(|| b - self.base);
         let free_lists = (0..bins::NUM_BINS)
-            .filter(|&i| self.bins.head(i) != 0)
+            .filter(|&i| self.bins.head(i).is_some())
             .map(|i| crate::snapshot::FreeList {
                 bin: i,
                 min_size: bin_floor(i),
                 blocks: self
                     .bin_entries(i)
-                    .map(|(b, size)| (b - self.base, size))
+                    .map(|(b, size)| (b.get() - self.base, size))
                     .collect(),
             })
             .collect();
@@ -264,7 +268,7 @@ impl Engine {
                     .entries(i)
                     .iter()
                     .rev()
-                    .map(|&b| (b - self.base, Quick::size_of(i)))
+                    .map(|&b| (b.get() - self.base, Quick::size_of(i)))
                     .collect(),
             })
             .collect();

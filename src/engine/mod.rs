@@ -3,13 +3,13 @@
 //!
 //! It is written once and configured twice: the [`Arena`](crate::Arena) runs it over one fixed
 //! span, the [`Heap`](crate::Heap) over a span whose end follows a program break
-//! ([`Engine::extend`], [`Engine::truncate_top`]). The engine never allocates, never maps
+//! ([`Engine::grow_span`], [`Engine::shrink_span`]). The engine never allocates, never maps
 //! memory and never calls the OS; its owner hands it the span and the memory for its start
 //! map (the memory-source layer maps both). The integrity check and the walk are in the cold
 //! module [`check`].
 //!
 //! The span `[base, end)` is tiled by blocks from `base + 8` to `end - 8`, so every payload is
-//! 16-byte aligned and `end - 8` is where the header of a block appended by `extend` goes. An
+//! 16-byte aligned and `end - 8` is where the header of a block appended by `grow_span` goes. An
 //! empty span has `end == base + 16`.
 //!
 //! Invariants (checked in full by [`Engine::check`]):
@@ -39,6 +39,7 @@
 //! operation that found it returns [`Error::Corrupted`]; every later request is served as if
 //! the quarantined piece were allocated.
 
+pub(crate) mod addr;
 pub(crate) mod bins;
 pub(crate) mod block;
 mod check;
@@ -48,8 +49,12 @@ pub(crate) mod starts;
 use core::ptr::NonNull;
 
 use crate::{Error, Stats};
+use addr::{BlockAddr, Granule, PayloadAddr};
 use bins::{Bins, bin_is_exact, bin_of};
-use block::{FREE, GRANULE, HEADER, Header, MIN_BLOCK, Tagger, block_size_for, small_block_size};
+use block::{
+    FREE, FREE_WORDS, GRANULE, HEADER, Header, MIN_BLOCK, NEXT_WORD, PREV_WORD, Tagger,
+    block_size_for, small_block_size,
+};
 use quick::Quick;
 use starts::StartMap;
 
@@ -75,7 +80,7 @@ pub(crate) enum Resize {
     /// It cannot grow in place.
     Blocked,
     /// It cannot grow in place, but nothing but the end of the span stops it: it could reach
-    /// `reach` usable bytes without growing the span, and any size after `extend`.
+    /// `reach` usable bytes without growing the span, and any size after `grow_span`.
     AtTop {
         /// Usable bytes the block would have with the free last block (if any) added.
         reach: usize,
@@ -105,13 +110,13 @@ pub(crate) struct Freed {
 /// only free memory), so a token survives every other call, allocations included: a
 /// reallocation judges the pointer once, tries in place, allocates elsewhere, copies and frees
 /// on the same token. Until then it may be handed to the `_live` methods (the three above and
-/// [`Engine::move_to_pack_live`]) and read ([`Live::usable`], [`Live::ptr`]) as often as
+/// [`Engine::moving_packs_better_live`]) and read ([`Live::usable`], [`Live::ptr`]) as often as
 /// needed: none of them judges the pointer again. The methods that take one are `unsafe`
 /// because a stale token (or one of another engine) would make them write through a block
 /// that is no longer what the check found; debug builds assert that it still is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Live {
-    /// The payload, with the provenance of the engine's span.
+    /// The payload, with the provenance of the engine's span (the owner copies through it).
     ptr: NonNull<u8>,
     /// The block's size, as confirmed by the start map.
     size: usize,
@@ -130,10 +135,16 @@ impl Live {
         self.size - HEADER
     }
 
-    /// The block's address (its header's).
+    /// The block's payload address.
     #[inline(always)]
-    fn block(self) -> usize {
-        self.ptr.as_ptr() as usize - HEADER
+    fn payload(self) -> PayloadAddr {
+        PayloadAddr::of(self.ptr)
+    }
+
+    /// The block's address.
+    #[inline(always)]
+    fn block(self) -> BlockAddr {
+        self.payload().block()
     }
 }
 
@@ -185,7 +196,7 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    /// An engine over an empty span at `base`; `extend` adds memory to it.
+    /// An engine over an empty span at `base`; `grow_span` adds memory to it.
     ///
     /// # Safety
     ///
@@ -250,7 +261,7 @@ impl Engine {
     /// Marks the cached block `b` of `size` bytes, just taken off its stack, live and counts
     /// it (all but the peak).
     #[inline(always)]
-    fn record_cached_allocated(&mut self, b: usize, size: usize) {
+    fn record_cached_allocated(&mut self, b: BlockAddr, size: usize) {
         let g = self.granule(b);
         self.map.mark_cached_live(g);
         let s = &mut self.counters;
@@ -264,7 +275,7 @@ impl Engine {
         self.base
     }
 
-    /// Whether `addr` lies in the span's current extent.
+    /// Whether `addr` lies in the span's current extent (any kind of address, as a number).
     #[inline]
     pub fn contains(&self, addr: usize) -> bool {
         addr.wrapping_sub(self.base) < self.end - self.base
@@ -274,14 +285,15 @@ impl Engine {
 
     #[inline(always)]
     fn ptr(&self, addr: usize) -> *mut u64 {
-        debug_assert!(addr >= self.base && addr + 8 <= self.base + self.limit);
+        debug_assert!(addr >= self.base && addr + HEADER <= self.base + self.limit);
         self.base_ptr.with_addr(addr).cast()
     }
 
+    /// The word at `addr` (a block's header or link word).
     #[inline(always)]
     fn read(&self, addr: usize) -> u64 {
-        // SAFETY: every caller passes an 8-aligned address inside the span (a header, footer or
-        // link slot of a block the start map vouches for), which is engine-owned memory.
+        // SAFETY: every caller passes an 8-aligned address inside the span (a header or link
+        // word of a block the start map vouches for), which is engine-owned memory.
         unsafe { self.ptr(addr).read() }
     }
 
@@ -291,27 +303,43 @@ impl Engine {
         unsafe { self.ptr(addr).write(word) }
     }
 
+    /// The header word of the block at `b`, undecoded.
     #[inline(always)]
-    fn granule(&self, b: usize) -> usize {
-        (b + HEADER - self.base) / GRANULE
+    fn header_word(&self, b: BlockAddr) -> u64 {
+        self.read(b.get())
     }
 
+    /// The payload pointer of the block at `b`, with the span's provenance.
     #[inline(always)]
-    fn block_of_granule(&self, g: usize) -> usize {
-        self.base + g * GRANULE - HEADER
+    fn payload_ptr(&self, b: BlockAddr) -> NonNull<u8> {
+        // SAFETY: a block's payload is inside the span, whose base pointer is non-null.
+        unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b.payload().get())) }
     }
 
+    /// The granule the block at `b` is recorded at.
     #[inline(always)]
-    fn last_slot(&self) -> usize {
-        self.end - HEADER
+    fn granule(&self, b: BlockAddr) -> Granule {
+        b.granule(self.base)
+    }
+
+    /// The block recorded at granule `g`.
+    #[inline(always)]
+    fn block_of_granule(&self, g: Granule) -> BlockAddr {
+        g.block(self.base)
+    }
+
+    /// Where a block appended by `grow_span` would start: one past the last block.
+    #[inline(always)]
+    fn last_slot(&self) -> BlockAddr {
+        BlockAddr::slot_at_end(self.end)
     }
 
     /// Whether the start map confirms that the block whose payload granule is `g` is exactly
     /// `size` bytes long: the next block starts right after it (or the span ends there) and
     /// no block starts inside it.
     #[inline(always)]
-    fn map_confirms(&self, g: usize, size: usize) -> bool {
-        let k = size / GRANULE;
+    fn map_confirms(&self, g: Granule, size: usize) -> bool {
+        let k = Granule::count(size);
         if self.block_of_granule(g + k) == self.last_slot() {
             // No start after `g` means none inside the block: O(1) for the heap's top block,
             // which may span gigabytes.
@@ -332,11 +360,11 @@ impl Engine {
         Error::Corrupted { addr, what }
     }
 
-    /// The extent of the block whose payload granule is `g`, by the start map alone: the
-    /// distance to the next start, or to the end of the span for the last block.
-    fn extent(&self, g: usize) -> usize {
+    /// The extent of the block recorded at granule `g`, by the start map alone: the distance
+    /// to the next start, or to the end of the span for the last block.
+    fn extent(&self, g: Granule) -> usize {
         match self.map.next_start_after(g) {
-            Some(n) => (n - g) * GRANULE,
+            Some(n) => Granule::bytes(n - g),
             None => self.last_slot() - self.block_of_granule(g),
         }
     }
@@ -344,8 +372,8 @@ impl Engine {
     /// The size in the header of the binned block `b` if the header decodes as a free block
     /// whose size the start map confirms; `None` if it is damaged.
     #[inline(always)]
-    fn binned_size(&self, b: usize) -> Option<usize> {
-        let h = self.tagger.decode(b, self.read(b))?;
+    fn binned_size(&self, b: BlockAddr) -> Option<usize> {
+        let h = self.tagger.decode(b, self.header_word(b))?;
         let ok = h.is_free()
             && h.size <= self.last_slot() - b
             && self.map_confirms(self.granule(b), h.size);
@@ -353,29 +381,40 @@ impl Engine {
     }
 
     #[inline(always)]
-    fn write_allocated_header(&mut self, b: usize, size: usize) {
+    fn write_allocated_header(&mut self, b: BlockAddr, size: usize) {
         let word = self.tagger.encode(b, size, 0);
-        self.write(b, word);
+        self.write(b.get(), word);
     }
 
     // ---------------------------------------------------------------- free lists
 
     #[inline(always)]
-    fn next_link(&self, b: usize) -> usize {
-        self.read(b + HEADER) as usize
+    fn next_link(&self, b: BlockAddr) -> Option<BlockAddr> {
+        BlockAddr::from_link(self.read(b.word(NEXT_WORD)))
     }
 
     #[inline(always)]
-    fn prev_link(&self, b: usize) -> usize {
-        self.read(b + 2 * HEADER) as usize
+    fn prev_link(&self, b: BlockAddr) -> Option<BlockAddr> {
+        BlockAddr::from_link(self.read(b.word(PREV_WORD)))
     }
 
-    /// Whether `b` is the address of a binned free block, by the start map alone.
     #[inline(always)]
-    fn is_binned(&self, b: usize) -> bool {
-        b > self.base
+    fn set_next_link(&mut self, b: BlockAddr, next: Option<BlockAddr>) {
+        self.write(b.word(NEXT_WORD), BlockAddr::to_link(next));
+    }
+
+    #[inline(always)]
+    fn set_prev_link(&mut self, b: BlockAddr, prev: Option<BlockAddr>) {
+        self.write(b.word(PREV_WORD), BlockAddr::to_link(prev));
+    }
+
+    /// Whether `b`, read from a link, is the address of a binned free block, by the start map
+    /// alone.
+    #[inline(always)]
+    fn is_binned(&self, b: BlockAddr) -> bool {
+        b.get() > self.base
             && b < self.last_slot()
-            && (b + HEADER - self.base) % GRANULE == 0
+            && BlockAddr::is_aligned(b.get(), self.base)
             && self.map.is_binned(self.granule(b))
     }
 
@@ -383,7 +422,7 @@ impl Engine {
     /// block may start at `b` (it is new, or a free block cut shorter), and the blocks on
     /// either side must not be binned (free neighbours are always merged first).
     #[inline(always)]
-    fn make_free(&mut self, b: usize, size: usize) {
+    fn make_free(&mut self, b: BlockAddr, size: usize) {
         self.bin_free(b, size);
         let g = self.granule(b);
         self.map.add_free(g);
@@ -391,65 +430,71 @@ impl Engine {
 
     /// `make_free` without the start map: the caller records the block there.
     #[inline(always)]
-    fn bin_free(&mut self, b: usize, size: usize) {
+    fn bin_free(&mut self, b: BlockAddr, size: usize) {
         let word = self.tagger.encode(b, size, FREE);
-        self.write(b, word);
+        self.write(b.get(), word);
         self.push_on_bin(b, size);
     }
 
     /// Links the free block `b` of `size` bytes in at the head of its bin.
     #[inline(always)]
-    fn push_on_bin(&mut self, b: usize, size: usize) {
+    fn push_on_bin(&mut self, b: BlockAddr, size: usize) {
         let i = bin_of(size);
         // A head is always a binned block of this bin (invariant 5), so this writes only into
         // free memory.
         let head = self.bins.head(i);
-        self.write(b + HEADER, head as u64);
-        self.write(b + 2 * HEADER, 0);
-        if head != 0 {
-            self.write(head + 2 * HEADER, b as u64);
+        self.set_next_link(b, head);
+        self.set_prev_link(b, None);
+        if let Some(head) = head {
+            self.set_prev_link(head, Some(b));
         }
-        self.bins.set_head(i, b);
+        self.bins.set_head(i, Some(b));
         self.binned += 1;
     }
 
     /// Checks that the binned block `b` (of `size` bytes, confirmed by the map) sits correctly
     /// in its list, so that unlinking it writes only into binned blocks and keeps every head a
     /// block of its own bin. The link rule:
-    /// - `prev` is 0 exactly when `b` is its bin's head; otherwise it names a binned block
+    /// - `prev` is none exactly when `b` is its bin's head; otherwise it names a binned block
     ///   (not `b`) whose `next` is `b`;
-    /// - `next` is 0, or names a binned block (not `b`) whose `prev` is `b` and which belongs
-    ///   to the same bin by the map (it may become the head).
+    /// - `next` is none, or names a binned block (not `b`) whose `prev` is `b` and which
+    ///   belongs to the same bin by the map (it may become the head).
     ///
     /// A link into a live, cached or quarantined block never passes: the map has no
     /// `free` bit there.
     #[inline(always)]
-    fn check_links(&mut self, b: usize, size: usize) -> Result<(), Error> {
+    fn check_links(&mut self, b: BlockAddr, size: usize) -> Result<(), Error> {
         let i = bin_of(size);
         let (next, prev) = (self.next_link(b), self.prev_link(b));
-        let is_head = self.bins.head(i) == b;
-        let prev_ok = if prev == 0 {
-            is_head
-        } else {
-            !is_head && prev != b && self.is_binned(prev) && self.next_link(prev) == b
+        let is_head = self.bins.head(i) == Some(b);
+        let prev_ok = match prev {
+            None => is_head,
+            Some(prev) => {
+                !is_head && prev != b && self.is_binned(prev) && self.next_link(prev) == Some(b)
+            }
         };
-        let next_ok = next == 0
-            || (next != b
-                && self.is_binned(next)
-                && self.prev_link(next) == b
-                && self.of_bin(next, i));
+        // A `match`, not `is_none_or`: a closure here is left out of line on the merge path.
+        let next_ok = match next {
+            None => true,
+            Some(next) => {
+                next != b
+                    && self.is_binned(next)
+                    && self.prev_link(next) == Some(b)
+                    && self.of_bin(next, i)
+            }
+        };
         if prev_ok && next_ok {
             Ok(())
         } else {
-            Err(self.damaged(i, b, b + HEADER, "free-list link was overwritten"))
+            Err(self.damaged(i, b, b.word(NEXT_WORD), "free-list link was overwritten"))
         }
     }
 
     /// Whether the binned block `n` belongs on bin `i` by the start map (its header's size is
     /// the one the map confirms).
     #[inline(always)]
-    fn of_bin(&self, n: usize, i: usize) -> bool {
-        let size = block::raw_header(self.read(n)).size;
+    fn of_bin(&self, n: BlockAddr, i: usize) -> bool {
+        let size = block::raw_header(self.header_word(n)).size;
         size >= MIN_BLOCK
             && size <= self.last_slot() - n
             && bin_of(size) == i
@@ -458,15 +503,14 @@ impl Engine {
 
     /// Takes the free block `b` off its list. Its links must have passed `check_links`.
     #[inline(always)]
-    fn unlink(&mut self, b: usize, size: usize) {
+    fn unlink(&mut self, b: BlockAddr, size: usize) {
         let (next, prev) = (self.next_link(b), self.prev_link(b));
-        if prev == 0 {
-            self.bins.set_head(bin_of(size), next);
-        } else {
-            self.write(prev + HEADER, next as u64);
+        match prev {
+            None => self.bins.set_head(bin_of(size), next),
+            Some(prev) => self.set_next_link(prev, next),
         }
-        if next != 0 {
-            self.write(next + 2 * HEADER, prev as u64);
+        if let Some(next) = next {
+            self.set_prev_link(next, prev);
         }
         self.binned -= 1;
     }
@@ -474,7 +518,7 @@ impl Engine {
     /// Validates the free block at `b` found on bin `bin` as one to take: map, header, size
     /// confirmed by the map, links.
     #[inline(always)]
-    fn checked_free(&mut self, b: usize, bin: usize) -> Result<Header, Error> {
+    fn checked_free(&mut self, b: BlockAddr, bin: usize) -> Result<Header, Error> {
         let h = self.listed_free(b, bin)?;
         self.confirm_size(b, h.size, bin)?;
         self.check_links(b, h.size)?;
@@ -483,11 +527,16 @@ impl Engine {
 
     /// Confirms by the map that the listed block `b` is `size` bytes long.
     #[inline(always)]
-    fn confirm_size(&mut self, b: usize, size: usize, bin: usize) -> Result<(), Error> {
+    fn confirm_size(&mut self, b: BlockAddr, size: usize, bin: usize) -> Result<(), Error> {
         if self.map_confirms(self.granule(b), size) {
             Ok(())
         } else {
-            Err(self.damaged(bin, b, b, "free block size disagrees with the start map"))
+            Err(self.damaged(
+                bin,
+                b,
+                b.get(),
+                "free block size disagrees with the start map",
+            ))
         }
     }
 
@@ -496,25 +545,26 @@ impl Engine {
     /// next candidate (which is validated the same way before it is read). The block that is
     /// finally taken off the list gets its size confirmed and its links checked too.
     #[inline(always)]
-    fn listed_free(&mut self, b: usize, bin: usize) -> Result<Header, Error> {
+    fn listed_free(&mut self, b: BlockAddr, bin: usize) -> Result<Header, Error> {
         debug_assert!(self.is_binned(b), "a candidate is always a binned block");
-        match self.tagger.decode(b, self.read(b)) {
+        match self.tagger.decode(b, self.header_word(b)) {
             Some(h) if h.is_free() && bin_of(h.size) == bin && h.size <= self.last_slot() - b => {
                 Ok(h)
             }
-            _ => Err(self.damaged(bin, b, b, "free block header was overwritten")),
+            _ => Err(self.damaged(bin, b, b.get(), "free block header was overwritten")),
         }
     }
 
     /// The block `next` links to from the binned block `from` on bin `bin`, checked to be
     /// binned before anything in it is read.
     #[inline(always)]
-    fn follow(&mut self, from: usize, bin: usize) -> Result<usize, Error> {
+    fn follow(&mut self, from: BlockAddr, bin: usize) -> Result<Option<BlockAddr>, Error> {
         let n = self.next_link(from);
-        if n == 0 || self.is_binned(n) {
+        if n.is_none_or(|n| self.is_binned(n)) {
             Ok(n)
         } else {
-            Err(self.damaged(bin, from, from + HEADER, "free-list link was overwritten"))
+            let link = from.word(NEXT_WORD);
+            Err(self.damaged(bin, from, link, "free-list link was overwritten"))
         }
     }
 
@@ -525,7 +575,7 @@ impl Engine {
     /// the map, so no later request meets the damage again.
     #[cold]
     #[inline(never)]
-    fn damaged(&mut self, bin: usize, b: usize, addr: usize, what: &'static str) -> Error {
+    fn damaged(&mut self, bin: usize, b: BlockAddr, addr: usize, what: &'static str) -> Error {
         let mut dirty = Dirty::default();
         dirty.add(bin);
         if self.is_binned(b) {
@@ -542,9 +592,9 @@ impl Engine {
     /// block): contained as by `damaged`, in the bin the map puts it in.
     #[cold]
     #[inline(never)]
-    fn damaged_block(&mut self, b: usize, addr: usize, what: &'static str) -> Error {
+    fn damaged_block(&mut self, b: BlockAddr, what: &'static str) -> Error {
         let bin = bin_of(self.extent(self.granule(b)));
-        self.damaged(bin, b, addr, what)
+        self.damaged(bin, b, b.get(), what)
     }
 
     /// Quarantines the front of the binned block `b` (`size` bytes by the map), where every
@@ -552,7 +602,7 @@ impl Engine {
     /// bytes, or all of it if the rest could not be a block. The rest becomes a fresh free
     /// block, linked now unless its bin is `dirty` (about to be rebuilt).
     #[cold]
-    fn quarantine_piece(&mut self, b: usize, size: usize, dirty: &mut Dirty) {
+    fn quarantine_piece(&mut self, b: BlockAddr, size: usize, dirty: &mut Dirty) {
         let g = self.granule(b);
         let piece = if size >= 2 * MIN_BLOCK {
             MIN_BLOCK
@@ -564,9 +614,9 @@ impl Engine {
         self.quarantined_bytes += piece;
         if piece < size {
             let rest = b + piece;
-            self.map.add_free(g + piece / GRANULE);
+            self.map.add_free(g + Granule::count(piece));
             let word = self.tagger.encode(rest, size - piece, FREE);
-            self.write(rest, word);
+            self.write(rest.get(), word);
             if !dirty.has(bin_of(size - piece)) {
                 self.push_on_bin(rest, size - piece);
             }
@@ -582,11 +632,11 @@ impl Engine {
         let mut dirty = *dirty;
         for i in 0..bins::NUM_BINS {
             if dirty.has(i) {
-                self.bins.set_head(i, 0);
+                self.bins.set_head(i, None);
             }
         }
         let mut binned = 0;
-        let mut g = self.granule(self.first_block());
+        let mut g = self.granule(BlockAddr::first_of(self.base));
         let last = self.last_slot();
         while self.block_of_granule(g) < last {
             if self.map.is_binned(g) {
@@ -594,7 +644,7 @@ impl Engine {
                 let size = self.extent(g);
                 let i = bin_of(size);
                 if dirty.has(i) {
-                    match self.tagger.decode(b, self.read(b)) {
+                    match self.tagger.decode(b, self.header_word(b)) {
                         Some(h) if h.is_free() && h.size == size => {
                             self.push_on_bin(b, size);
                             binned += 1;
@@ -621,7 +671,7 @@ impl Engine {
 
     /// Finds a free block of at least `size` bytes (validated, still on its list).
     #[inline(always)]
-    fn take_fit(&mut self, size: usize) -> Result<Option<(usize, Header)>, Error> {
+    fn take_fit(&mut self, size: usize) -> Result<Option<(BlockAddr, Header)>, Error> {
         let i = bin_of(size);
         let mut from = i;
         if !bin_is_exact(i) {
@@ -640,7 +690,10 @@ impl Engine {
         }
         // Every block of a larger bin fits: take the first (looking further costs more in
         // cache misses than it saves in fragmentation; docs/BENCHMARKS.md has the figures).
-        let b = self.bins.head(j);
+        let Some(b) = self.bins.head(j) else {
+            debug_assert!(false, "a bin marked non-empty has a head");
+            return Ok(None);
+        };
         let h = self.checked_free(b, j)?;
         Ok(Some((b, h)))
     }
@@ -667,18 +720,18 @@ impl Engine {
     /// The smallest block of at least `size` bytes among the first [`BIN_SCAN`] of bin `i`
     /// ([`BEST_FIT_SCAN`] in best-fit mode), validated (links included) and still on its list.
     #[inline(always)]
-    fn best_in_bin(&mut self, i: usize, size: usize) -> Result<Option<(usize, Header)>, Error> {
-        let mut b = self.bins.head(i);
-        let mut best: Option<(usize, Header)> = None;
+    fn best_in_bin(&mut self, i: usize, size: usize) -> Result<Option<(BlockAddr, Header)>, Error> {
+        let mut next = self.bins.head(i);
+        let mut best: Option<(BlockAddr, Header)> = None;
         let scan = if self.best_fit {
             BEST_FIT_SCAN
         } else {
             BIN_SCAN
         };
         for _ in 0..scan {
-            if b == 0 {
+            let Some(b) = next else {
                 break;
-            }
+            };
             let h = self.listed_free(b, i)?;
             if h.size >= size && best.is_none_or(|(_, bh)| h.size < bh.size) {
                 best = Some((b, h));
@@ -686,7 +739,7 @@ impl Engine {
                     break;
                 }
             }
-            b = self.follow(b, i)?;
+            next = self.follow(b, i)?;
         }
         if let Some((b, h)) = best {
             self.confirm_size(b, h.size, i)?;
@@ -699,7 +752,7 @@ impl Engine {
     /// of `size` bytes, returning the tail to the free lists when it is large enough to be a
     /// block. Nothing outside `b` is written: no neighbour keeps a flag about it.
     #[inline(always)]
-    fn carve(&mut self, b: usize, h: Header, size: usize) -> NonNull<u8> {
+    fn carve(&mut self, b: BlockAddr, h: Header, size: usize) -> NonNull<u8> {
         self.unlink(b, h.size);
         let rest = h.size - size;
         let block = if rest >= MIN_BLOCK {
@@ -713,13 +766,12 @@ impl Engine {
         };
         let g = self.granule(b);
         self.map.mark_live(g);
-        self.clean_from = self.clean_from.max(b + block);
+        self.clean_from = self.clean_from.max((b + block).get());
         let s = &mut self.counters;
         s.allocations += 1;
         s.bytes_in_use += block - HEADER;
         s.note_in_use();
-        // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
-        unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) }
+        self.payload_ptr(b)
     }
 
     /// Allocates `size` usable bytes aligned to `align` (a power of two, at most
@@ -744,29 +796,27 @@ impl Engine {
         let bsize = small_block_size(size);
         let i = Quick::list_of(bsize);
         let b = self.quick.top(i)?;
-        if !block::is_allocated_header(self.read(b), bsize) {
+        if !block::is_allocated_header(self.header_word(b), bsize) {
             return None;
         }
         self.quick.drop_top(i);
         self.record_cached_allocated(b, bsize);
         self.counters.note_in_use();
-        // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
-        Some(unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) })
+        Some(self.payload_ptr(b))
     }
 
     /// Marks the cached block `b` of `size` bytes, just popped, allocated. The quick stacks
     /// are out of the program's reach; only the header, which a dangling write could have
     /// changed, is checked.
     #[inline(always)]
-    fn hand_out_cached(&mut self, b: usize, size: usize) -> Result<NonNull<u8>, Error> {
-        if !block::is_allocated_header(self.read(b), size) {
+    fn hand_out_cached(&mut self, b: BlockAddr, size: usize) -> Result<NonNull<u8>, Error> {
+        if !block::is_allocated_header(self.header_word(b), size) {
             self.quarantine_cached(b, size);
-            return Err(self.corrupted(b, "block header was overwritten"));
+            return Err(self.corrupted(b.get(), "block header was overwritten"));
         }
         self.record_cached_allocated(b, size);
         self.counters.note_in_use();
-        // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
-        Ok(unsafe { NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER)) })
+        Ok(self.payload_ptr(b))
     }
 
     /// Serves a block of `bsize` bytes from the smallest larger cached block, when its own
@@ -796,9 +846,9 @@ impl Engine {
         if rest < MIN_BLOCK {
             return self.hand_out_cached(b, big).map(Some);
         }
-        if !block::is_allocated_header(self.read(b), big) {
+        if !block::is_allocated_header(self.header_word(b), big) {
             self.quarantine_cached(b, big);
-            return Err(self.corrupted(b, "block header was overwritten"));
+            return Err(self.corrupted(b.get(), "block header was overwritten"));
         }
         // Validated; now write. The rest's header lies inside the block just taken.
         let n = b + bsize;
@@ -811,16 +861,13 @@ impl Engine {
         self.counters.splits += 1;
         self.record_cached_allocated(b, bsize);
         self.counters.note_in_use();
-        // SAFETY: `b + HEADER` is inside the span, whose base pointer is non-null.
-        Ok(Some(unsafe {
-            NonNull::new_unchecked(self.base_ptr.with_addr(b + HEADER))
-        }))
+        Ok(Some(self.payload_ptr(b)))
     }
 
     /// Quarantines the cached block `b` of `size` bytes, off its stack already: its header is
     /// damaged, and the stack and the map (both out of band) still say what it is.
     #[cold]
-    fn quarantine_cached(&mut self, b: usize, size: usize) {
+    fn quarantine_cached(&mut self, b: BlockAddr, size: usize) {
         self.map.mark_quarantined(self.granule(b));
         self.quarantined += 1;
         self.quarantined_bytes += size;
@@ -839,7 +886,7 @@ impl Engine {
             if let Some(b) = self.quick.pop(Quick::list_of(bsize)) {
                 return self.hand_out_cached(b, bsize).map(Some);
             }
-            if self.bins.head(bin_of(bsize)) == 0 {
+            if self.bins.head(bin_of(bsize)).is_none() {
                 if let Some(p) = self.take_larger_cached(bsize)? {
                     return Ok(Some(p));
                 }
@@ -929,12 +976,12 @@ impl Engine {
     }
 
     /// Merges the cached block `b` of `size` bytes, just popped off its stack, and bins it.
-    fn merge_cached(&mut self, b: usize, size: usize) -> Result<(), Error> {
+    fn merge_cached(&mut self, b: BlockAddr, size: usize) -> Result<(), Error> {
         let g = self.granule(b);
         debug_assert!(self.map.is_cached(g) && self.map_confirms(g, size));
-        if !block::is_allocated_header(self.read(b), size) {
+        if !block::is_allocated_header(self.header_word(b), size) {
             self.quarantine_cached(b, size);
-            return Err(self.corrupted(b, "block header was overwritten"));
+            return Err(self.corrupted(b.get(), "block header was overwritten"));
         }
         let mut first_damage = None;
         // Each failure quarantines a damaged neighbour; there are only two of them, and the
@@ -967,7 +1014,7 @@ impl Engine {
         let Some((b, h)) = self.take_fit(need)? else {
             return Ok(None);
         };
-        let p = b + HEADER;
+        let p = b.payload().get();
         if p % align == 0 {
             return Ok(Some(self.carve(b, h, bsize)));
         }
@@ -1005,7 +1052,7 @@ impl Engine {
                 reason: "it is not aligned like any block this allocator hands out",
             };
         }
-        let g = (addr - self.base) / GRANULE;
+        let g = Granule::at_offset(addr - self.base);
         match self.map.start_at_or_before(g) {
             Some(s) if self.map.is_live(s) => Error::InvalidPointer {
                 addr,
@@ -1033,7 +1080,7 @@ impl Engine {
     /// it established travels in the [`Live`] token to the `_live` methods.
     #[inline(always)]
     pub fn live(&mut self, p: NonNull<u8>) -> Result<Live, Error> {
-        let (addr, g) = self.live_granule(p)?;
+        let (payload, g) = self.live_granule(p)?;
         // A small block's extent is the distance to the next start in the map; its header
         // must agree (an overflow from the block before would have changed it). No start in
         // the window: a block of more than 64 granules, or the last one. A start right at
@@ -1041,56 +1088,61 @@ impl Engine {
         // not what it should be; the general check reports it.
         let window = self.map.starts_after(g);
         if window != 0 && window & 1 == 0 {
-            let size = (window.trailing_zeros() as usize + 1) * GRANULE;
-            let b = addr - HEADER;
-            if !block::is_allocated_header(self.read(b), size) {
-                return Err(self.corrupted(b, "block header was overwritten"));
+            let size = Granule::bytes(window.trailing_zeros() as usize + 1);
+            let b = payload.block();
+            if !block::is_allocated_header(self.header_word(b), size) {
+                return Err(self.corrupted(b.get(), "block header was overwritten"));
             }
             return Ok(Live { ptr: p, size });
         }
-        self.live_general(p, addr, g)
+        self.live_general(p, payload, g)
     }
 
     /// `live` for a block whose extent the window of the map does not show (larger than
     /// 64 granules, or the last one): its header's size, confirmed by the map. Out of line,
     /// so that the hot path of `free` keeps to a few registers.
     #[inline(never)]
-    fn live_general(&mut self, p: NonNull<u8>, addr: usize, g: usize) -> Result<Live, Error> {
-        let (_, h) = self.live_header(addr, g)?;
+    fn live_general(
+        &mut self,
+        p: NonNull<u8>,
+        payload: PayloadAddr,
+        g: Granule,
+    ) -> Result<Live, Error> {
+        let h = self.live_header(payload.block(), g)?;
         Ok(Live {
             ptr: p,
             size: h.size,
         })
     }
 
-    /// The payload granule of `p` if the start map says a live block starts there (nothing is
-    /// read but the map).
+    /// `p` as a payload address, and its granule, if the start map says a live block is
+    /// recorded there (nothing is read but the map).
     #[inline(always)]
-    fn live_granule(&mut self, p: NonNull<u8>) -> Result<(usize, usize), Error> {
+    fn live_granule(&mut self, p: NonNull<u8>) -> Result<(PayloadAddr, Granule), Error> {
         let addr = p.as_ptr() as usize;
         let off = addr.wrapping_sub(self.base);
+        let g = Granule::at_offset(off);
         // Granule 0 never holds a block (the first payload is at granule 1), so its live bit
         // is never set and needs no test of its own.
-        if off >= self.end - self.base || off % GRANULE != 0 || !self.map.is_live(off / GRANULE) {
+        if off >= self.end - self.base || off % GRANULE != 0 || !self.map.is_live(g) {
             return Err(self.reject(addr));
         }
-        Ok((addr, off / GRANULE))
+        Ok((PayloadAddr::new(addr), g))
     }
 
-    /// The header of the live block whose payload `addr` is at granule `g`, checked against
-    /// the map. The map says where the next block starts, which is all the header's size has
-    /// to agree with. (Its tag is checked on the merge paths, where its flags matter.)
+    /// The header of the live block `b` recorded at granule `g`, checked against the map. The
+    /// map says where the next block starts, which is all the header's size has to agree
+    /// with. (Its tag is checked on the merge paths, where its flags matter.)
     #[inline(always)]
-    fn live_header(&mut self, addr: usize, g: usize) -> Result<(usize, Header), Error> {
-        let b = addr - HEADER;
-        let h = block::raw_header(self.read(b));
+    fn live_header(&mut self, b: BlockAddr, g: Granule) -> Result<Header, Error> {
+        let h = block::raw_header(self.header_word(b));
         if h.is_free() || h.size < MIN_BLOCK || h.size > self.last_slot() - b {
-            return Err(self.corrupted(b, "block header was overwritten"));
+            return Err(self.corrupted(b.get(), "block header was overwritten"));
         }
         if !self.map_confirms(g, h.size) {
-            return Err(self.corrupted(b, "block size does not end on a block boundary"));
+            return Err(self.corrupted(b.get(), "block size does not end on a block boundary"));
         }
-        Ok((b, h))
+        Ok(h)
     }
 
     /// Usable bytes of the live block at `p` ([`live`](Self::live) and [`Live::usable`]).
@@ -1101,9 +1153,13 @@ impl Engine {
     /// The binned block right before block `b`, if there is one, found by the start map (no
     /// footer is read): its address and size, its header confirmed and its links checked.
     #[inline(always)]
-    fn free_before(&mut self, b: usize) -> Result<Option<(usize, usize)>, Error> {
+    fn free_before(&mut self, b: BlockAddr) -> Result<Option<(BlockAddr, usize)>, Error> {
         // Granule 0 never holds a start, so the first block (granule 1) finds none.
-        let Some(gp) = self.map.start_at_or_before(self.granule(b) - 1) else {
+        let Some(gp) = self
+            .granule(b)
+            .before()
+            .and_then(|g| self.map.start_at_or_before(g))
+        else {
             return Ok(None);
         };
         if !self.map.is_binned(gp) {
@@ -1113,9 +1169,9 @@ impl Engine {
         // No start lies between `gp` and `b`'s granule, so the map says the block is `b - pb`
         // bytes long; its header must say the same.
         let size = b - pb;
-        match self.tagger.decode(pb, self.read(pb)) {
+        match self.tagger.decode(pb, self.header_word(pb)) {
             Some(h) if h.is_free() && h.size == size => {}
-            _ => return Err(self.damaged_block(pb, pb, "free block header was overwritten")),
+            _ => return Err(self.damaged_block(pb, "free block header was overwritten")),
         }
         self.check_links(pb, size)?;
         Ok(Some((pb, size)))
@@ -1125,7 +1181,7 @@ impl Engine {
     /// confirmed by the map and its links checked; `None` if `n` is not a binned block or is
     /// the end of the span.
     #[inline(always)]
-    fn free_after(&mut self, n: usize) -> Result<Option<usize>, Error> {
+    fn free_after(&mut self, n: BlockAddr) -> Result<Option<usize>, Error> {
         let size = self.binned_after(n)?;
         if let Some(size) = size {
             self.check_links(n, size)?;
@@ -1138,13 +1194,13 @@ impl Engine {
     /// cache miss in each of the two blocks they point at). Only a binned neighbour's header is
     /// read: whatever else follows is none of the caller's business.
     #[inline(always)]
-    fn binned_after(&mut self, n: usize) -> Result<Option<usize>, Error> {
+    fn binned_after(&mut self, n: BlockAddr) -> Result<Option<usize>, Error> {
         if n >= self.last_slot() || !self.map.is_binned(self.granule(n)) {
             return Ok(None);
         }
         match self.binned_size(n) {
             Some(size) => Ok(Some(size)),
-            None => Err(self.damaged_block(n, n, "free block header was overwritten")),
+            None => Err(self.damaged_block(n, "free block header was overwritten")),
         }
     }
 
@@ -1181,7 +1237,7 @@ impl Engine {
     /// Records the free of the live block at granule `g` (of `size` bytes) that was just
     /// pushed on its quick stack.
     #[inline(always)]
-    fn record_cached_free(&mut self, g: usize, size: usize) -> Freed {
+    fn record_cached_free(&mut self, g: Granule, size: usize) -> Freed {
         self.map.mark_cached(g);
         let s = &mut self.counters;
         s.frees += 1;
@@ -1196,7 +1252,7 @@ impl Engine {
     /// Frees the validated live block `b` of `size` bytes by merging it with its free
     /// neighbours.
     #[inline(never)]
-    fn free_slow(&mut self, b: usize, size: usize) -> Result<Freed, Error> {
+    fn free_slow(&mut self, b: BlockAddr, size: usize) -> Result<Freed, Error> {
         let prev = self.free_before(b)?;
         let next = self.free_after(b + size)?;
         // Everything this free touches is validated; from here on nothing can fail.
@@ -1211,9 +1267,9 @@ impl Engine {
     /// result on its bin.
     fn merge_and_bin(
         &mut self,
-        b: usize,
+        b: BlockAddr,
         size: usize,
-        prev: Option<(usize, usize)>,
+        prev: Option<(BlockAddr, usize)>,
         next: Option<usize>,
     ) -> Freed {
         let g = self.granule(b);
@@ -1250,10 +1306,10 @@ impl Engine {
     /// before it are now in the middle of a free block; above `clean_from` they would break
     /// its promise, so they are cleared there.
     #[inline]
-    fn bury_metadata(&mut self, n: usize) {
-        if n + 3 * HEADER > self.clean_from {
-            for w in 0..3 {
-                self.write(n + w * HEADER, 0);
+    fn bury_metadata(&mut self, n: BlockAddr) {
+        if n.word(FREE_WORDS) > self.clean_from {
+            for w in 0..FREE_WORDS {
+                self.write(n.word(w), 0);
             }
         }
     }
@@ -1264,7 +1320,8 @@ impl Engine {
     /// about the block is read: its header may be the program's damage already.
     pub fn clear_for_calloc(&mut self, p: NonNull<u8>, size: usize, clean_before: usize) {
         let addr = p.as_ptr() as usize;
-        let prefix = clean_before.saturating_sub(addr).max(2 * HEADER).min(size);
+        let links = (FREE_WORDS - 1) * HEADER;
+        let prefix = clean_before.saturating_sub(addr).max(links).min(size);
         // SAFETY: `p` is a live block of at least `size` bytes that the caller just allocated.
         unsafe { p.as_ptr().write_bytes(0, prefix) };
     }
@@ -1348,7 +1405,7 @@ impl Engine {
             self.write_allocated_header(b, available);
             available
         };
-        self.clean_from = self.clean_from.max(b + block);
+        self.clean_from = self.clean_from.max((b + block).get());
         let s = &mut self.counters;
         s.bytes_in_use = s.bytes_in_use + block - size;
         s.note_in_use();
@@ -1399,8 +1456,8 @@ impl Engine {
         // overlap, hence `copy`.
         unsafe {
             core::ptr::copy(
-                self.base_ptr.with_addr(b + HEADER),
-                self.base_ptr.with_addr(pb + HEADER),
+                self.payload_ptr(b).as_ptr(),
+                self.payload_ptr(pb).as_ptr(),
                 keep,
             )
         };
@@ -1416,14 +1473,11 @@ impl Engine {
         };
         let gp = self.granule(pb);
         self.map.mark_live(gp);
-        self.clean_from = self.clean_from.max(pb + block);
+        self.clean_from = self.clean_from.max((pb + block).get());
         let s = &mut self.counters;
         s.bytes_in_use = s.bytes_in_use + block - size;
         s.note_in_use();
-        // SAFETY: `pb + HEADER` is inside the span, whose base pointer is non-null.
-        Ok(Some(unsafe {
-            NonNull::new_unchecked(self.base_ptr.with_addr(pb + HEADER))
-        }))
+        Ok(Some(self.payload_ptr(pb)))
     }
 
     /// Whether the free memory ends up in larger pieces if the live block at `p`, resized to
@@ -1440,19 +1494,23 @@ impl Engine {
     /// its own place counted as a candidate; a free block before it tips the balance towards
     /// moving, since leaving frees a piece that merges with it.
     #[cfg(test)] // the owners judge once: `live`, then the `_live` form
-    pub fn move_to_pack(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
+    pub fn moving_packs_better(&mut self, p: NonNull<u8>, new_size: usize) -> Result<bool, Error> {
         let live = self.live(p)?;
         // SAFETY: `live` was just made by this engine, and nothing changed since.
-        unsafe { self.move_to_pack_live(live, new_size) }
+        unsafe { self.moving_packs_better_live(live, new_size) }
     }
 
-    /// [`move_to_pack`](Self::move_to_pack) for a block judged already. Nothing is written
+    /// [`moving_packs_better`](Self::moving_packs_better) for a block judged already. Nothing is written
     /// but containment of damage found in a free neighbour, so `live` stays valid.
     ///
     /// # Safety
     ///
     /// As for [`free_live`](Self::free_live).
-    pub unsafe fn move_to_pack_live(&mut self, live: Live, new_size: usize) -> Result<bool, Error> {
+    pub unsafe fn moving_packs_better_live(
+        &mut self,
+        live: Live,
+        new_size: usize,
+    ) -> Result<bool, Error> {
         debug_assert!(self.still_live(live), "a stale Live token");
         let (b, size) = (live.block(), live.size);
         let Some(want) = block_size_for(new_size) else {
@@ -1492,12 +1550,16 @@ impl Engine {
     // ---------------------------------------------------------------- growing and shrinking the span
 
     /// The last block, if it is free: its address and size.
-    pub fn free_top(&mut self) -> Result<Option<(usize, usize)>, Error> {
+    pub fn free_top(&mut self) -> Result<Option<(BlockAddr, usize)>, Error> {
         if self.end - self.base <= GRANULE {
             return Ok(None);
         }
-        let g_max = (self.last_slot() - HEADER - self.base) / GRANULE;
-        let Some(g) = self.map.start_at_or_before(g_max) else {
+        // The granule before the last slot's is the last one a block can be recorded at.
+        let Some(g) = self
+            .granule(self.last_slot())
+            .before()
+            .and_then(|g| self.map.start_at_or_before(g))
+        else {
             return Ok(None);
         };
         // Live, cached (free, but not merged yet) or quarantined: nothing to trim or grow into.
@@ -1506,16 +1568,16 @@ impl Engine {
         }
         let b = self.block_of_granule(g);
         let size = self.last_slot() - b;
-        match self.tagger.decode(b, self.read(b)) {
+        match self.tagger.decode(b, self.header_word(b)) {
             Some(h) if h.is_free() && h.size == size => Ok(Some((b, size))),
-            _ => Err(self.damaged_block(b, b, "last block's header disagrees with the start map")),
+            _ => Err(self.damaged_block(b, "last block's header disagrees with the start map")),
         }
     }
 
     /// Adds `[end, new_end)` to the span as free memory, merged with a free last block.
     ///
     /// `new_end - base` must be a multiple of 16, at most the limit, and `new_end` above `end`.
-    pub fn extend(&mut self, new_end: usize) -> Result<(), Error> {
+    pub fn grow_span(&mut self, new_end: usize) -> Result<(), Error> {
         debug_assert!(new_end > self.end && new_end - self.base <= self.limit);
         debug_assert!((new_end - self.base) % GRANULE == 0);
         let added = new_end - self.end;
@@ -1551,12 +1613,12 @@ impl Engine {
     /// block or at least a minimum block. `page` (a power of two) is the unit in which the
     /// owner gives the memory past `new_end` back, so that it reads as zero from the first
     /// multiple of `page` on.
-    pub fn truncate_top(&mut self, new_end: usize, page: usize) -> Result<usize, Error> {
+    pub fn shrink_span(&mut self, new_end: usize, page: usize) -> Result<usize, Error> {
         let Some((b, size)) = self.free_top()? else {
             return Ok(0);
         };
-        let keep = new_end.saturating_sub(HEADER).saturating_sub(b);
-        debug_assert!(new_end <= self.end && new_end >= b + HEADER);
+        let keep = BlockAddr::slot_at_end(new_end) - b;
+        debug_assert!(new_end <= self.end && new_end >= b.span_end());
         debug_assert!(keep == 0 || keep >= MIN_BLOCK);
         self.check_links(b, size)?;
         self.unlink(b, size);
@@ -1585,7 +1647,7 @@ impl Engine {
     pub fn largest_free(&self) -> usize {
         let mut best = 0;
         for i in (0..bins::NUM_BINS).rev() {
-            if self.bins.head(i) != 0 {
+            if self.bins.head(i).is_some() {
                 for (_, size) in self.bin_entries(i) {
                     best = best.max(size - HEADER);
                 }

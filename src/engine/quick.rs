@@ -19,6 +19,7 @@
 //! - Every cached block is on exactly one stack, the one of its exact size; `counts[i]`
 //!   entries of `slots[i]` are in use.
 
+use super::addr::BlockAddr;
 use super::block::{GRANULE, MIN_BLOCK};
 
 /// The largest block size that is cached. Up to 1 KiB a freed block's extent comes from one
@@ -35,8 +36,8 @@ const COUNT_BYTES: usize = LISTS.next_multiple_of(8);
 
 /// The stacks of cached blocks.
 pub(crate) struct Quick {
-    /// Block addresses (headers) of the cached blocks of each size.
-    slots: [[usize; LIMIT]; LISTS],
+    /// The cached blocks of each size.
+    slots: [[BlockAddr; LIMIT]; LISTS],
     /// Entries in use per stack, padded to whole words (the padding stays 0) so that
     /// `first_nonempty_above` reads eight counts at a time.
     counts: [u8; COUNT_BYTES],
@@ -47,7 +48,7 @@ pub(crate) struct Quick {
 impl Quick {
     pub const fn new() -> Quick {
         Quick {
-            slots: [[0; LIMIT]; LISTS],
+            slots: [[BlockAddr::new(0); LIMIT]; LISTS],
             counts: [0; COUNT_BYTES],
             depth: LIMIT as u8,
         }
@@ -108,7 +109,7 @@ impl Quick {
 
     /// Takes the most recently cached block of stack `i`, if any.
     #[inline(always)]
-    pub fn pop(&mut self, i: usize) -> Option<usize> {
+    pub fn pop(&mut self, i: usize) -> Option<BlockAddr> {
         debug_assert!(i < LISTS);
         let count = self.counts.get_mut(i).filter(|_| i < LISTS)?;
         let n = *count as usize;
@@ -124,7 +125,7 @@ impl Quick {
     /// The most recently cached block of stack `i`, if any, left on the stack: the hot path
     /// of `alloc` looks at its header before it takes it ([`drop_top`](Self::drop_top)).
     #[inline(always)]
-    pub fn top(&self, i: usize) -> Option<usize> {
+    pub fn top(&self, i: usize) -> Option<BlockAddr> {
         let n = *self.counts.get(i).filter(|_| i < LISTS)? as usize;
         let at = n.checked_sub(1)?;
         // SAFETY: `i < LISTS` was just checked and `at < n <= LIMIT` (counts only grow through
@@ -141,16 +142,16 @@ impl Quick {
         }
     }
 
-    /// Takes the most recently cached block of stack `i` whose payload (`b + 8`) is aligned to
-    /// `align`, if any: an over-aligned request served without carving.
+    /// Takes the most recently cached block of stack `i` whose payload is aligned to `align`,
+    /// if any: an over-aligned request served without carving.
     #[inline]
-    pub fn pop_aligned(&mut self, i: usize, align: usize) -> Option<usize> {
+    pub fn pop_aligned(&mut self, i: usize, align: usize) -> Option<BlockAddr> {
         debug_assert!(i < LISTS);
         let n = *self.counts.get(i)? as usize;
         let stack = self.slots.get_mut(i)?.get_mut(..n)?;
         let at = stack
             .iter()
-            .rposition(|&b| (b + super::block::HEADER) & (align - 1) == 0)?;
+            .rposition(|&b| b.payload().get() & (align - 1) == 0)?;
         // The order within a stack does not matter beyond preferring recent blocks; the top
         // entry takes the hole.
         let b = stack[at];
@@ -162,7 +163,7 @@ impl Quick {
     /// Caches block `b` on stack `i`; `false` if the stack is full, caching is off, or `i` names no
     /// stack (a block larger than [`MAX_SIZE`]).
     #[inline(always)]
-    pub fn push(&mut self, i: usize, b: usize) -> bool {
+    pub fn push(&mut self, i: usize, b: BlockAddr) -> bool {
         let Some(&n) = self.counts.get(i).filter(|_| i < LISTS) else {
             return false;
         };
@@ -177,7 +178,7 @@ impl Quick {
     }
 
     /// The blocks cached on stack `i`, oldest first.
-    pub fn entries(&self, i: usize) -> &[usize] {
+    pub fn entries(&self, i: usize) -> &[BlockAddr] {
         let n = self.counts.get(i).map_or(0, |&n| n as usize);
         self.slots.get(i).map_or(&[], |s| &s[..n])
     }
@@ -187,38 +188,42 @@ impl Quick {
 mod tests {
     use super::*;
 
+    fn b(addr: usize) -> BlockAddr {
+        BlockAddr::new(addr)
+    }
+
     #[test]
     fn stacks_are_lifo_and_bounded() {
         let mut q = Quick::new();
         assert_eq!(q.pop(3), None);
-        for b in 0..LIMIT {
-            assert!(q.push(3, 0x1008 + b * 16));
+        for k in 0..LIMIT {
+            assert!(q.push(3, b(0x1008 + k * 16)));
         }
-        assert!(!q.push(3, 0x9008));
-        assert!(!q.push(LISTS, 0x9008), "no stack past the last");
-        assert!(!q.push(Quick::list_of(1 << 40), 0x9008));
+        assert!(!q.push(3, b(0x9008)));
+        assert!(!q.push(LISTS, b(0x9008)), "no stack past the last");
+        assert!(!q.push(Quick::list_of(1 << 40), b(0x9008)));
         // Payloads are at 0x1010 + 16k, 64-aligned for k = 3, 7, 11, 15. Take k = 15 (the top)
         // away first, so the most recent aligned one (k = 11) sits below the top.
-        assert_eq!(q.top(3), Some(0x1008 + 15 * 16));
+        assert_eq!(q.top(3), Some(b(0x1008 + 15 * 16)));
         let top = q.pop(3).unwrap();
         assert_eq!(
             q.top(3),
-            Some(0x1008 + 14 * 16),
+            Some(b(0x1008 + 14 * 16)),
             "the top stays until taken"
         );
-        let b = q.pop_aligned(3, 64).unwrap();
-        assert_eq!(b, 0x1008 + 11 * 16);
+        let aligned = q.pop_aligned(3, 64).unwrap();
+        assert_eq!(aligned, b(0x1008 + 11 * 16));
         assert_eq!(q.entries(3).len(), LIMIT - 2);
-        assert!(!q.entries(3).contains(&b));
+        assert!(!q.entries(3).contains(&aligned));
         assert!(
-            q.entries(3).contains(&(0x1008 + 14 * 16)),
+            q.entries(3).contains(&b(0x1008 + 14 * 16)),
             "the top took the hole"
         );
         assert_eq!(q.pop_aligned(3, 4096), None);
         assert!(q.push(3, top));
-        assert!(q.push(3, b));
+        assert!(q.push(3, aligned));
         assert_eq!(q.total(), LIMIT);
-        assert_eq!(q.pop(3), Some(b), "last in, first out");
+        assert_eq!(q.pop(3), Some(aligned), "last in, first out");
         assert_eq!(q.entries(3).len(), LIMIT - 1);
         assert_eq!(Quick::size_of(Quick::list_of(528)), 528);
     }
@@ -233,18 +238,18 @@ mod tests {
         let mut rng = crate::test_rng::Rng::new(7);
         for _ in 0..200 {
             let a = rng.range(0, LISTS);
-            let b = rng.range(0, LISTS);
-            assert!(q.push(a, 0x1008));
-            assert!(q.push(b, 0x2008));
+            let c = rng.range(0, LISTS);
+            assert!(q.push(a, b(0x1008)));
+            assert!(q.push(c, b(0x2008)));
             for i in 0..LISTS {
                 let want = (i + 1..LISTS).find(|&j| !q.entries(j).is_empty());
-                assert_eq!(q.first_nonempty_above(i), want, "{a} {b} from {i}");
+                assert_eq!(q.first_nonempty_above(i), want, "{a} {c} from {i}");
             }
-            assert!(q.pop(a).is_some() && q.pop(b).is_some());
+            assert!(q.pop(a).is_some() && q.pop(c).is_some());
             assert!(q.has_room(a));
         }
         for _ in 0..LIMIT {
-            assert!(q.push(LISTS - 1, 0x1008));
+            assert!(q.push(LISTS - 1, b(0x1008)));
         }
         assert!(!q.has_room(LISTS - 1) && q.has_room(0));
         assert_eq!(q.first_nonempty_above(LISTS - 2), Some(LISTS - 1));

@@ -10,7 +10,8 @@
 //! - a free-list link is only followed to a block whose `free` bit says it is on a bin, so a
 //!   forged link can never reach a live, cached or quarantined block.
 //!
-//! Granule `g` stands for the payload address `base + g * GRANULE`. Each start has exactly one
+//! Granule `g` (a [`Granule`]) stands for the payload address `base + g * GRANULE`: a block is
+//! recorded at its payload's granule (see [`super::addr`]). Each start has exactly one
 //! state: *live* (`live` bit), *binned* free (`free` bit), *quarantined* (`quarantined` bit:
 //! damaged memory set aside for good), or *cached* (none of the three: on a quick stack).
 //! Bits are kept in groups of four words (`starts`, `live`, `free`, `quarantined`) per
@@ -31,6 +32,8 @@
 //!   `add_free` and `remove` change `starts`, and each updates the summary with it.
 //! - Top bit `w` is set exactly when summary word `w` is non-zero; `last` is the highest start
 //!   (0 if there is none).
+
+use super::addr::Granule;
 
 /// Bits for one group of 64 granules.
 #[repr(C)]
@@ -157,7 +160,8 @@ impl StartMap {
 
     /// `(starts, live)` bits of granule `g`.
     #[inline(always)]
-    pub fn get(&self, g: usize) -> (bool, bool) {
+    pub fn get(&self, g: Granule) -> (bool, bool) {
+        let g = g.index();
         let grp = self.group(g);
         let bit = 1u64 << (g % 64);
         (grp.starts & bit != 0, grp.live & bit != 0)
@@ -165,32 +169,35 @@ impl StartMap {
 
     /// Whether a block starts at `g` (free or allocated).
     #[inline(always)]
-    pub fn is_start(&self, g: usize) -> bool {
+    pub fn is_start(&self, g: Granule) -> bool {
         self.get(g).0
     }
 
     /// Whether an allocated block starts at `g`.
     #[inline(always)]
-    pub fn is_live(&self, g: usize) -> bool {
+    pub fn is_live(&self, g: Granule) -> bool {
         self.get(g).1
     }
 
     /// Whether a binned free block starts at `g` (one on a free list).
     #[inline(always)]
-    pub fn is_binned(&self, g: usize) -> bool {
+    pub fn is_binned(&self, g: Granule) -> bool {
+        let g = g.index();
         self.group(g).free & (1u64 << (g % 64)) != 0
     }
 
     /// Whether a cached (quick-stack) block starts at `g`.
     #[inline(always)]
-    pub fn is_cached(&self, g: usize) -> bool {
+    pub fn is_cached(&self, g: Granule) -> bool {
+        let g = g.index();
         let grp = self.group(g);
         (grp.starts & !(grp.live | grp.free | grp.quarantined)) >> (g % 64) & 1 != 0
     }
 
     /// Whether a quarantined block starts at `g`.
     #[inline(always)]
-    pub fn is_quarantined(&self, g: usize) -> bool {
+    pub fn is_quarantined(&self, g: Granule) -> bool {
+        let g = g.index();
         self.group(g).quarantined & (1u64 << (g % 64)) != 0
     }
 
@@ -230,7 +237,8 @@ impl StartMap {
     /// Records a new binned free block at `g`, where no live block starts: either no block
     /// starts there yet, or a free one is cut shorter.
     #[inline(always)]
-    pub fn add_free(&mut self, g: usize) {
+    pub fn add_free(&mut self, g: Granule) {
+        let g = g.index();
         let bit = 1u64 << (g % 64);
         let grp = self.group_mut(g);
         debug_assert!(grp.live & bit == 0, "add_free over an allocated block");
@@ -244,7 +252,8 @@ impl StartMap {
     /// Records a new cached block at `g`, inside a cached block cut shorter (no block starts
     /// there): a start with no state bit.
     #[inline(always)]
-    pub fn add_cached(&mut self, g: usize) {
+    pub fn add_cached(&mut self, g: Granule) {
+        let g = g.index();
         let bit = 1u64 << (g % 64);
         let grp = self.group_mut(g);
         debug_assert!(grp.starts & bit == 0, "add_cached over a block start");
@@ -274,13 +283,14 @@ impl StartMap {
 
     /// The highest granule with a start, if any.
     #[inline(always)]
-    pub fn last_start(&self) -> Option<usize> {
-        (self.last != 0).then_some(self.last)
+    pub fn last_start(&self) -> Option<Granule> {
+        (self.last != 0).then_some(Granule::new(self.last))
     }
 
     /// Forgets the block at `g` (merged into its neighbour, or cut off the span).
     #[inline(always)]
-    pub fn remove(&mut self, g: usize) {
+    pub fn remove(&mut self, g: Granule) {
+        let g = g.index();
         let bit = 1u64 << (g % 64);
         let grp = self.group_mut(g);
         grp.starts &= !bit;
@@ -302,14 +312,15 @@ impl StartMap {
             // Usually the start before is close (a top block merged into the one before it).
             self.last = g
                 .checked_sub(1)
-                .and_then(|h| self.start_at_or_before(h))
-                .unwrap_or(0);
+                .and_then(|h| self.start_at_or_before(Granule::new(h)))
+                .map_or(0, Granule::index);
         }
     }
 
     /// Marks the block at `g`, binned or cached until now, allocated.
     #[inline(always)]
-    pub fn mark_live(&mut self, g: usize) {
+    pub fn mark_live(&mut self, g: Granule) {
+        let g = g.index();
         let bit = 1u64 << (g % 64);
         let grp = self.group_mut(g);
         debug_assert!(grp.starts & bit != 0 && grp.quarantined & bit == 0);
@@ -320,7 +331,8 @@ impl StartMap {
     /// Marks the cached block at `g` allocated: a cached block has no state bit, so only
     /// `live` changes. (The hot path of `alloc`.)
     #[inline(always)]
-    pub fn mark_cached_live(&mut self, g: usize) {
+    pub fn mark_cached_live(&mut self, g: Granule) {
+        let g = g.index();
         let bit = 1u64 << (g % 64);
         let grp = self.group_mut(g);
         debug_assert!(grp.starts & bit != 0 && (grp.live | grp.free | grp.quarantined) & bit == 0);
@@ -330,7 +342,8 @@ impl StartMap {
     /// Marks the block at `g`, live until now, cached: free for misuse detection, allocated
     /// to its neighbours. (The hot path of `free`: one bit changes.)
     #[inline(always)]
-    pub fn mark_cached(&mut self, g: usize) {
+    pub fn mark_cached(&mut self, g: Granule) {
+        let g = g.index();
         let bit = 1u64 << (g % 64);
         let grp = self.group_mut(g);
         debug_assert!(grp.live & bit != 0 && (grp.free | grp.quarantined) & bit == 0);
@@ -339,7 +352,8 @@ impl StartMap {
 
     /// Marks the block at `g`, live or cached until now, binned free.
     #[inline(always)]
-    pub fn mark_binned(&mut self, g: usize) {
+    pub fn mark_binned(&mut self, g: Granule) {
+        let g = g.index();
         let bit = 1u64 << (g % 64);
         let grp = self.group_mut(g);
         debug_assert!(grp.starts & bit != 0 && grp.quarantined & bit == 0);
@@ -348,7 +362,8 @@ impl StartMap {
     }
 
     /// Marks the block at `g`, binned or cached until now, quarantined.
-    pub fn mark_quarantined(&mut self, g: usize) {
+    pub fn mark_quarantined(&mut self, g: Granule) {
+        let g = g.index();
         let bit = 1u64 << (g % 64);
         let grp = self.group_mut(g);
         debug_assert!(grp.starts & bit != 0 && grp.live & bit == 0);
@@ -367,7 +382,8 @@ impl StartMap {
 
     /// The 64 `starts` bits after `g` (bits `g + 1 ..= g + 64`), bit 0 first.
     #[inline(always)]
-    pub fn starts_after(&self, g: usize) -> u64 {
+    pub fn starts_after(&self, g: Granule) -> u64 {
+        let g = g.index();
         let lo = g + 1;
         let (i, shift) = (lo / 64, (lo % 64) as u32);
         // Both words are always read (the spare groups make `i + 1` valid even for the last
@@ -380,15 +396,17 @@ impl StartMap {
     /// inside it, and one starts right after it unless it is the last block (`at_end`).
     /// Blocks of up to 64 granules (1 KiB) are checked with one 128-bit window, no loop.
     #[inline(always)]
-    pub fn spans_exactly(&self, g: usize, k: usize, at_end: bool) -> bool {
+    pub fn spans_exactly(&self, g: Granule, k: usize, at_end: bool) -> bool {
+        let g = g.index();
         debug_assert!(k >= 1);
         if k <= 64 {
-            let window = self.starts_after(g);
+            let window = self.starts_after(Granule::new(g));
             let mask = u64::MAX >> (64 - k);
             let want = if at_end { 0 } else { 1u64 << (k - 1) };
             window & mask == want
         } else {
-            !self.any_start_between(g, g + k) && (at_end || self.is_start(g + k))
+            let (g, end) = (Granule::new(g), Granule::new(g + k));
+            !self.any_start_between(g, end) && (at_end || self.is_start(end))
         }
     }
 
@@ -397,7 +415,8 @@ impl StartMap {
     /// through the summary, so a block of up to 64 KiB costs at most four words, and larger
     /// ones one more summary word per 64 KiB; never anything outside the range.
     #[inline]
-    pub fn any_start_between(&self, lo: usize, hi: usize) -> bool {
+    pub fn any_start_between(&self, lo: Granule, hi: Granule) -> bool {
+        let (lo, hi) = (lo.index(), hi.index());
         let first = lo + 1;
         if first >= hi {
             return false;
@@ -420,7 +439,8 @@ impl StartMap {
     /// The first block start after `g`, if any: the rest of `g`'s group, else the first group
     /// with a start found through the summary and the top words, so a few words are read
     /// however far away it is.
-    pub fn next_start_after(&self, g: usize) -> Option<usize> {
+    pub fn next_start_after(&self, g: Granule) -> Option<Granule> {
+        let g = g.index();
         let lo = g + 1;
         if lo >= self.granules {
             return None;
@@ -433,7 +453,7 @@ impl StartMap {
             let j = self.next_group_from(i + 1)?;
             j * 64 + self.starts_word(j).trailing_zeros() as usize
         };
-        (found < self.granules).then_some(found)
+        (found < self.granules).then_some(Granule::new(found))
     }
 
     /// The first group at or after `first` that holds a start.
@@ -468,13 +488,14 @@ impl StartMap {
 
     /// The last block start at or before `g`, if any. Groups before `g`'s are found through
     /// the summary, one word per 64 KiB of span searched.
-    pub fn start_at_or_before(&self, g: usize) -> Option<usize> {
+    pub fn start_at_or_before(&self, g: Granule) -> Option<Granule> {
+        let g = g.index();
         let g = g.min(self.granules.checked_sub(1)?);
         let top = |i: usize, word: u64| i * 64 + 63 - word.leading_zeros() as usize;
         let i = g / 64;
         let word = self.group(g).starts & (u64::MAX >> (63 - g % 64));
         if word != 0 {
-            return Some(top(i, word));
+            return Some(Granule::new(top(i, word)));
         }
         // The last group before `i` with a start: the highest summary bit below bit `i`.
         let mut w = i / 64;
@@ -491,7 +512,7 @@ impl StartMap {
         // The summary invariant guarantees a start in group `j`; without one, `top` would
         // name a granule of the group before.
         debug_assert!(word != 0, "summary bit {j} set for an empty group");
-        Some(top(j, word))
+        Some(Granule::new(top(j, word)))
     }
 
     /// Groups `counts` and `summary_agrees` look at for an extent of `granules` in use: those
@@ -558,38 +579,84 @@ mod tests {
     fn searches_find_the_neighbouring_starts() {
         with_map(300, |m| {
             for g in [1, 5, 63, 64, 200, 299] {
-                m.add_free(g);
+                m.add_free(Granule::new(g));
             }
-            m.mark_live(64);
-            assert_eq!(m.get(64), (true, true));
-            assert!(m.is_binned(63) && !m.is_binned(64) && m.is_live(64));
-            m.mark_live(5);
-            m.mark_cached(5);
-            assert!(m.is_cached(5) && !m.is_binned(5) && !m.is_live(5) && !m.is_cached(63));
-            m.mark_binned(5);
-            assert!(m.is_binned(5) && !m.is_cached(5));
-            m.mark_quarantined(5);
-            assert!(m.is_quarantined(5) && !m.is_binned(5) && !m.is_cached(5));
-            m.add_free(5);
-            assert!(m.is_binned(5) && !m.is_quarantined(5));
-            assert_eq!(m.next_start_after(0), Some(1));
-            assert_eq!(m.next_start_after(5), Some(63));
-            assert_eq!(m.next_start_after(64), Some(200));
-            assert_eq!(m.next_start_after(200), Some(299));
-            assert_eq!(m.next_start_after(299), None);
-            assert_eq!(m.start_at_or_before(0), None);
-            assert_eq!(m.start_at_or_before(4), Some(1));
-            assert_eq!(m.start_at_or_before(64), Some(64));
-            assert_eq!(m.start_at_or_before(199), Some(64));
-            assert_eq!(m.start_at_or_before(1000), Some(299));
-            assert!(m.any_start_between(5, 64));
-            assert!(!m.any_start_between(64, 200));
+            m.mark_live(Granule::new(64));
+            assert_eq!(m.get(Granule::new(64)), (true, true));
+            assert!(
+                m.is_binned(Granule::new(63))
+                    && !m.is_binned(Granule::new(64))
+                    && m.is_live(Granule::new(64))
+            );
+            m.mark_live(Granule::new(5));
+            m.mark_cached(Granule::new(5));
+            assert!(
+                m.is_cached(Granule::new(5))
+                    && !m.is_binned(Granule::new(5))
+                    && !m.is_live(Granule::new(5))
+                    && !m.is_cached(Granule::new(63))
+            );
+            m.mark_binned(Granule::new(5));
+            assert!(m.is_binned(Granule::new(5)) && !m.is_cached(Granule::new(5)));
+            m.mark_quarantined(Granule::new(5));
+            assert!(
+                m.is_quarantined(Granule::new(5))
+                    && !m.is_binned(Granule::new(5))
+                    && !m.is_cached(Granule::new(5))
+            );
+            m.add_free(Granule::new(5));
+            assert!(m.is_binned(Granule::new(5)) && !m.is_quarantined(Granule::new(5)));
+            assert_eq!(
+                m.next_start_after(Granule::new(0)).map(Granule::index),
+                Some(1)
+            );
+            assert_eq!(
+                m.next_start_after(Granule::new(5)).map(Granule::index),
+                Some(63)
+            );
+            assert_eq!(
+                m.next_start_after(Granule::new(64)).map(Granule::index),
+                Some(200)
+            );
+            assert_eq!(
+                m.next_start_after(Granule::new(200)).map(Granule::index),
+                Some(299)
+            );
+            assert_eq!(
+                m.next_start_after(Granule::new(299)).map(Granule::index),
+                None
+            );
+            assert_eq!(
+                m.start_at_or_before(Granule::new(0)).map(Granule::index),
+                None
+            );
+            assert_eq!(
+                m.start_at_or_before(Granule::new(4)).map(Granule::index),
+                Some(1)
+            );
+            assert_eq!(
+                m.start_at_or_before(Granule::new(64)).map(Granule::index),
+                Some(64)
+            );
+            assert_eq!(
+                m.start_at_or_before(Granule::new(199)).map(Granule::index),
+                Some(64)
+            );
+            assert_eq!(
+                m.start_at_or_before(Granule::new(1000)).map(Granule::index),
+                Some(299)
+            );
+            assert!(m.any_start_between(Granule::new(5), Granule::new(64)));
+            assert!(!m.any_start_between(Granule::new(64), Granule::new(200)));
             let c = m.counts(300);
             assert_eq!((c.starts, c.live, c.binned, c.consistent), (6, 1, 5, true));
-            m.remove(64);
+            m.remove(Granule::new(64));
             let c = m.counts(300);
             assert_eq!((c.starts, c.live, c.binned), (5, 0, 5));
-            assert_eq!(m.start_at_or_before(199), Some(63));
+            assert_eq!(
+                m.start_at_or_before(Granule::new(199)).map(Granule::index),
+                Some(63)
+            );
         });
     }
 
@@ -601,9 +668,9 @@ mod tests {
             for _ in 0..if cfg!(miri) { 100 } else { 5000 } {
                 let g = rng.range(0, 300);
                 if model[g] {
-                    m.remove(g);
+                    m.remove(Granule::new(g));
                 } else {
-                    m.add_free(g);
+                    m.add_free(Granule::new(g));
                 }
                 model[g] = !model[g];
                 let g = rng.range(0, 299);
@@ -616,7 +683,7 @@ mod tests {
                     model[g + k]
                 };
                 assert_eq!(
-                    m.spans_exactly(g, k, at_end),
+                    m.spans_exactly(Granule::new(g), k, at_end),
                     inside_clear && ends,
                     "g {g} k {k} end {at_end}"
                 );
@@ -632,19 +699,29 @@ mod tests {
             for _ in 0..if cfg!(miri) { 50 } else { 3000 } {
                 let g = rng.range(0, 1000);
                 if model[g] {
-                    m.remove(g);
+                    m.remove(Granule::new(g));
                 } else {
-                    m.add_free(g);
+                    m.add_free(Granule::new(g));
                 }
                 model[g] = !model[g];
                 let q = rng.range(0, 1000);
                 let next = (q + 1..1000).find(|&i| model[i]);
                 let prev = (0..=q).rev().find(|&i| model[i]);
-                assert_eq!(m.next_start_after(q), next);
-                assert_eq!(m.start_at_or_before(q), prev);
+                assert_eq!(
+                    m.next_start_after(Granule::new(q)).map(Granule::index),
+                    next
+                );
+                assert_eq!(
+                    m.start_at_or_before(Granule::new(q)).map(Granule::index),
+                    prev
+                );
                 let hi = rng.range(q + 1, 1001);
                 let any = (q + 1..hi).any(|i| model[i]);
-                assert_eq!(m.any_start_between(q, hi), any, "between {q} and {hi}");
+                assert_eq!(
+                    m.any_start_between(Granule::new(q), Granule::new(hi)),
+                    any,
+                    "between {q} and {hi}"
+                );
                 assert!(m.summary_agrees(1000));
             }
         });
@@ -678,12 +755,12 @@ mod tests {
                 let target = [2, 12, 60][step / 500 % 3];
                 if set.len() > target || (!set.is_empty() && rng.chance(1, 3)) {
                     let g = set.swap_remove(rng.range(0, set.len()));
-                    m.remove(g);
+                    m.remove(Granule::new(g));
                     model[g] = false;
                 } else {
                     let g = pick(&mut rng, LONG);
                     if !model[g] {
-                        m.add_free(g);
+                        m.add_free(Granule::new(g));
                         model[g] = true;
                         set.push(g);
                     }
@@ -692,16 +769,28 @@ mod tests {
 
                 let q = pick(&mut rng, LONG);
                 let prev = (0..=q).rev().find(|&i| model[i]);
-                assert_eq!(m.start_at_or_before(q), prev, "at or before {q}");
+                assert_eq!(
+                    m.start_at_or_before(Granule::new(q)).map(Granule::index),
+                    prev,
+                    "at or before {q}"
+                );
                 let next = (q + 1..LONG).find(|&i| model[i]);
-                assert_eq!(m.next_start_after(q), next, "after {q}");
+                assert_eq!(
+                    m.next_start_after(Granule::new(q)).map(Granule::index),
+                    next,
+                    "after {q}"
+                );
                 // Ranges ending anywhere, and ranges ending exactly at a group boundary.
                 let mut hi = rng.range(q + 1, LONG + 1);
                 if rng.chance(1, 3) && hi & !63 > q {
                     hi &= !63;
                 }
                 let any = (q + 1..hi).any(|i| model[i]);
-                assert_eq!(m.any_start_between(q, hi), any, "between {q} and {hi}");
+                assert_eq!(
+                    m.any_start_between(Granule::new(q), Granule::new(hi)),
+                    any,
+                    "between {q} and {hi}"
+                );
                 // Blocks of every length, up to the whole map, judged as the engine judges
                 // them when freeing or reallocating.
                 if q + 1 < LONG {
@@ -716,7 +805,7 @@ mod tests {
                         model[q + k]
                     };
                     assert_eq!(
-                        m.spans_exactly(q, k, at_end),
+                        m.spans_exactly(Granule::new(q), k, at_end),
                         inside_clear && ends,
                         "g {q} k {k} end {at_end}"
                     );
@@ -729,24 +818,40 @@ mod tests {
     fn the_last_start_of_a_group_clears_its_summary_bit() {
         with_map(LONG, |m| {
             let far = 64 * 64 * 2 + 64 * 3; // first granule of a group in the third summary word
-            m.add_free(far + 5);
-            m.add_free(far + 63);
-            m.add_free(0);
-            assert!(m.any_start_between(0, far + 64));
-            assert_eq!(m.start_at_or_before(LONG - 1), Some(far + 63));
-            m.remove(far + 63);
+            m.add_free(Granule::new(far + 5));
+            m.add_free(Granule::new(far + 63));
+            m.add_free(Granule::new(0));
+            assert!(m.any_start_between(Granule::new(0), Granule::new(far + 64)));
+            assert_eq!(
+                m.start_at_or_before(Granule::new(LONG - 1))
+                    .map(Granule::index),
+                Some(far + 63)
+            );
+            m.remove(Granule::new(far + 63));
             // The group still holds a start: its bit must stay.
             assert!(m.summary_agrees(LONG));
-            assert!(m.any_start_between(64, LONG));
-            assert_eq!(m.start_at_or_before(LONG - 1), Some(far + 5));
-            m.mark_live(far + 5);
-            m.remove(far + 5);
+            assert!(m.any_start_between(Granule::new(64), Granule::new(LONG)));
+            assert_eq!(
+                m.start_at_or_before(Granule::new(LONG - 1))
+                    .map(Granule::index),
+                Some(far + 5)
+            );
+            m.mark_live(Granule::new(far + 5));
+            m.remove(Granule::new(far + 5));
             assert!(m.summary_agrees(LONG));
-            assert!(!m.any_start_between(0, LONG));
-            assert!(m.spans_exactly(0, LONG, true));
-            assert_eq!(m.start_at_or_before(LONG - 1), Some(0));
-            m.remove(0);
-            assert_eq!(m.start_at_or_before(LONG - 1), None);
+            assert!(!m.any_start_between(Granule::new(0), Granule::new(LONG)));
+            assert!(m.spans_exactly(Granule::new(0), LONG, true));
+            assert_eq!(
+                m.start_at_or_before(Granule::new(LONG - 1))
+                    .map(Granule::index),
+                Some(0)
+            );
+            m.remove(Granule::new(0));
+            assert_eq!(
+                m.start_at_or_before(Granule::new(LONG - 1))
+                    .map(Granule::index),
+                None
+            );
             assert_eq!((m.counts(LONG).starts, m.counts(LONG).live), (0, 0));
         });
     }
@@ -754,7 +859,7 @@ mod tests {
     #[test]
     fn a_summary_that_disagrees_is_caught() {
         with_map(LONG, |m| {
-            m.add_free(64 * 70 + 3);
+            m.add_free(Granule::new(64 * 70 + 3));
             assert!(m.summary_agrees(LONG));
             // A summary bit for an empty group, and a group whose bit is missing.
             *m.summary_word_mut(0) |= 1 << 9;

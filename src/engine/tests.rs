@@ -90,7 +90,7 @@ impl Harness {
     fn new(bytes: usize) -> Harness {
         let mem = Memory::new(bytes);
         let mut engine = mem.engine();
-        engine.extend(mem.base() + mem.capacity()).unwrap();
+        engine.grow_span(mem.base() + mem.capacity()).unwrap();
         engine.check().unwrap();
         Harness { engine, _mem: mem }
     }
@@ -295,7 +295,7 @@ fn one_check_makes_a_live_token_that_the_live_methods_trust() {
     // Asking whether moving packs better writes nothing, so the token stays good for the
     // resize that follows; growing into the free memory after `big` keeps its contents.
     // SAFETY: made by this engine; nothing changed blocks since.
-    let moved = unsafe { h.engine.move_to_pack_live(tb, 4000) }.unwrap();
+    let moved = unsafe { h.engine.moving_packs_better_live(tb, 4000) }.unwrap();
     assert!(
         !moved,
         "4000 bytes do not fit in place: not a choice between staying and moving"
@@ -384,12 +384,12 @@ fn a_forged_header_with_a_plausible_size_is_caught_by_the_start_map() {
     let c = h.alloc(40);
     // Forge `b`'s header to claim it spans `c` too, with a valid tag: only the out-of-band
     // start map can tell.
-    let bb = b.as_ptr() as usize - HEADER;
+    let bb = PayloadAddr::of(b).block();
     let bsize = h.engine.usable_size(b).unwrap() + HEADER;
     let csize = h.engine.usable_size(c).unwrap() + HEADER;
     let forged = h.engine.tagger.encode(bb, bsize + csize, 0);
     // SAFETY: `bb` is the header slot of block `b`, inside the span.
-    unsafe { b.as_ptr().with_addr(bb).cast::<u64>().write(forged) };
+    unsafe { b.as_ptr().with_addr(bb.get()).cast::<u64>().write(forged) };
     assert!(matches!(h.engine.free(b), Err(Error::Corrupted { .. })));
     let _ = a;
 }
@@ -504,7 +504,7 @@ fn resize_tells_a_block_at_the_top_from_a_blocked_one() {
     let mem = Memory::new(16 * 4096);
     let mut e = mem.engine();
     let base = mem.base();
-    e.extend(base + 4096).unwrap();
+    e.grow_span(base + 4096).unwrap();
     let a = e.alloc(1000, 16).unwrap().unwrap();
     // SAFETY: `a` is a live block of at least 1000 bytes.
     unsafe { a.as_ptr().write_bytes(0xA5, 1000) };
@@ -512,7 +512,7 @@ fn resize_tells_a_block_at_the_top_from_a_blocked_one() {
     assert_eq!(e.resize(a, 10_000).unwrap(), Resize::AtTop { reach });
     // Nothing changed; growing the span lets the same call succeed in place.
     e.check().unwrap();
-    e.extend(base + 4 * 4096).unwrap();
+    e.grow_span(base + 4 * 4096).unwrap();
     assert_eq!(e.resize(a, 10_000).unwrap(), Resize::Done);
     assert!(e.usable_size(a).unwrap() >= 10_000);
     // SAFETY: the block kept its first 1000 bytes and now has at least 10000.
@@ -531,7 +531,7 @@ fn resize_tells_a_block_at_the_top_from_a_blocked_one() {
 }
 
 #[test]
-fn extend_and_truncate_move_the_top() {
+fn growing_and_shrinking_the_span_moves_the_top() {
     let mem = Memory::new(16 * 4096);
     let mut e = mem.engine();
     let base = mem.base();
@@ -540,9 +540,9 @@ fn extend_and_truncate_move_the_top() {
         None,
         "an empty span has no blocks"
     );
-    e.extend(base + 4096).unwrap();
+    e.grow_span(base + 4096).unwrap();
     let a = e.alloc(3000, 16).unwrap().unwrap();
-    e.extend(base + 8192).unwrap();
+    e.grow_span(base + 8192).unwrap();
     e.check().unwrap();
     assert_eq!(
         e.stats().free_blocks,
@@ -550,9 +550,9 @@ fn extend_and_truncate_move_the_top() {
         "new memory merges with the free top"
     );
     let (top, size) = e.free_top().unwrap().unwrap();
-    assert_eq!(top + size, base + 8192 - HEADER);
+    assert_eq!((top + size).span_end(), base + 8192);
     // Cut the top back to one page.
-    assert_eq!(e.truncate_top(base + 4096, PAGE).unwrap(), 4096);
+    assert_eq!(e.shrink_span(base + 4096, PAGE).unwrap(), 4096);
     e.check().unwrap();
     // Growth in place at the top of the span: blocked by the span's end alone, the block
     // could reach everything up to it, and does once the span grows.
@@ -565,12 +565,12 @@ fn extend_and_truncate_move_the_top() {
     e.free(a).unwrap();
     let (top, _) = e.free_top().unwrap().unwrap();
     assert_eq!(
-        e.truncate_top(top + HEADER, PAGE).unwrap(),
-        base + 4096 - top - HEADER
+        e.shrink_span(top.span_end(), PAGE).unwrap(),
+        base + 4096 - top.span_end()
     );
     assert_eq!(e.span(), 16);
     e.check().unwrap();
-    e.extend(base + 4096).unwrap();
+    e.grow_span(base + 4096).unwrap();
     e.check().unwrap();
 }
 
@@ -583,16 +583,16 @@ fn a_top_block_cut_off_leaves_nothing_for_calloc_to_miss() {
     let base = mem.base();
     // | x 8320 | guard 112 | a 3008 | top 8704 |: x and the top share a bin, so once x is
     // freed the top's `prev` link names it.
-    e.extend(base + 16 + 8320 + 112 + 3008 + 8704).unwrap();
+    e.grow_span(base + 16 + 8320 + 112 + 3008 + 8704).unwrap();
     let x = e.alloc(8300, 16).unwrap().unwrap();
     let _guard = e.alloc(100, 16).unwrap().unwrap();
     let a = e.alloc(3000, 16).unwrap().unwrap();
     e.free(x).unwrap();
     let (top, size) = e.free_top().unwrap().unwrap();
     assert_eq!(bin_of(size), bin_of(8320));
-    e.truncate_top(top + HEADER, PAGE).unwrap();
+    e.shrink_span(top.span_end(), PAGE).unwrap();
     e.free(a).unwrap();
-    e.extend(base + 8 * 4096).unwrap();
+    e.grow_span(base + 8 * 4096).unwrap();
     let clean = e.clean_mark();
     let p = e.alloc(20_000, 16).unwrap().unwrap();
     assert_eq!(p, a);
@@ -801,7 +801,7 @@ fn calloc_run(seed: u64) {
                             continue;
                         }
                         end += grow;
-                        e.extend(end).unwrap();
+                        e.grow_span(end).unwrap();
                         e.alloc(size, 16).unwrap().unwrap()
                     }
                 };
@@ -839,8 +839,8 @@ fn calloc_run(seed: u64) {
                 if let Some((b, size)) = e.free_top().unwrap() {
                     if size > 8192 {
                         let keep = rng.range(0, 2) * 4096;
-                        let new_end = b + HEADER + keep;
-                        e.truncate_top(new_end, PAGE).unwrap();
+                        let new_end = (b + keep).span_end();
+                        e.shrink_span(new_end, PAGE).unwrap();
                         // What an owner's shrink does: release the whole pages from the new
                         // end up to the page the old end was on.
                         let from = new_end.next_multiple_of(PAGE);
@@ -918,23 +918,23 @@ fn a_resized_block_moves_when_that_leaves_larger_free_pieces() {
 
     // Between allocated blocks, `a` moves only to a free block smaller than its own place.
     assert!(
-        h.engine.move_to_pack(a, 1000).unwrap(),
+        h.engine.moving_packs_better(a, 1000).unwrap(),
         "the 1120-byte block holds 1000 bytes"
     );
     assert!(
-        !h.engine.move_to_pack(a, 3000).unwrap(),
+        !h.engine.moving_packs_better(a, 3000).unwrap(),
         "only the 5008-byte block holds 3000 bytes; shrinking in place is better"
     );
     assert!(
-        !h.engine.move_to_pack(a, 6000).unwrap(),
+        !h.engine.moving_packs_better(a, 6000).unwrap(),
         "growing beyond its place is not a choice between staying and moving"
     );
 
     // A free block before `a` tips the balance: leaving merges the place with it.
     h.free(before);
-    assert!(h.engine.move_to_pack(a, 3000).unwrap());
+    assert!(h.engine.moving_packs_better(a, 3000).unwrap());
     // The block before is itself the best fit: carving it and freeing `a` leaves one piece.
-    assert!(h.engine.move_to_pack(a, 1500).unwrap());
+    assert!(h.engine.moving_packs_better(a, 1500).unwrap());
 
     // Nothing was written by asking.
     h.engine.check().unwrap();

@@ -29,6 +29,8 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 
 use crate::backend::{Backend, check_layout};
+use crate::engine::addr::{GRANULE, Granule, HEADER, granule_floor};
+use crate::engine::block::MIN_BLOCK;
 use crate::engine::{self, Engine, Resize};
 use crate::os::region::reserve_halving;
 use crate::source::large::LargeBlocks;
@@ -72,7 +74,7 @@ impl Space {
         let page = crate::page_size();
         let mut blocks = Region::reserve(bytes)?;
         let map_at = core::mem::size_of::<Space>().next_multiple_of(page);
-        let map_len = engine::map_bytes(bytes / engine::block::GRANULE);
+        let map_len = engine::map_bytes(Granule::count(bytes));
         let meta_len = map_at.checked_add(map_len).ok_or(Error::layout(
             bytes,
             page,
@@ -110,9 +112,10 @@ impl Space {
     /// same as fresh pages. The summary words at the map's end stay.
     fn release_map_tail(&self, old_span: usize) {
         let page = crate::page_size();
-        let keep = engine::groups_bytes(self.engine.span() / 16 + 1).next_multiple_of(page);
-        let summary = engine::groups_bytes(self.reserved / 16) & !(page - 1);
-        let to = engine::groups_bytes(old_span / 16 + 1)
+        let keep =
+            engine::groups_bytes(Granule::count(self.engine.span()) + 1).next_multiple_of(page);
+        let summary = engine::groups_bytes(Granule::count(self.reserved)) & !(page - 1);
+        let to = engine::groups_bytes(Granule::count(old_span) + 1)
             .next_multiple_of(page)
             .min(summary);
         if to > keep {
@@ -204,9 +207,9 @@ pub(crate) struct HeapCore {
     trim_threshold: usize,
     /// Whether the heap packs (see `choose_fit`).
     tight: bool,
-    /// The break when `give_back` last merged the quick stacks, so that a heap that stays
+    /// The break when `trim_after_free` last merged the quick stacks, so that a heap that stays
     /// mostly free without being able to trim merges them once, not on every free.
-    packed_at: usize,
+    flushed_at: usize,
     /// The largest request the small-object path serves (0: none).
     small_max: usize,
 }
@@ -244,7 +247,7 @@ impl HeapCore {
             mmap_threshold: config.mmap_threshold.max(1),
             trim_threshold: config.trim_threshold.max(increment),
             tight: false,
-            packed_at: 0,
+            flushed_at: 0,
             small_max: if config.pages_on() {
                 pages::SMALL_MAX.min(config.mmap_threshold.max(1) - 1)
             } else {
@@ -291,7 +294,7 @@ impl HeapCore {
     /// on pages and quick stacks), and a thread-owned heap that has emptied may not allocate
     /// again for a long time. Cheap when it does nothing: a few counters compared.
     #[inline(always)]
-    pub(crate) fn shed_if_empty(&mut self) {
+    pub(crate) fn trim_if_empty(&mut self) {
         let idle = self.large.count() == 0
             && self.span() > self.trim_threshold
             && self.space.as_ref().is_some_and(|s| {
@@ -299,13 +302,14 @@ impl HeapCore {
                 c.allocations - c.frees == s.small.pages() as u64 && s.small.live_slots() == 0
             });
         if idle {
-            self.shed();
+            self.trim_cold();
         }
     }
 
+    /// [`trim`](Self::trim) out of line, for the hot path's rare call.
     #[cold]
     #[inline(never)]
-    fn shed(&mut self) {
+    fn trim_cold(&mut self) {
         self.trim();
     }
 
@@ -366,7 +370,7 @@ impl HeapCore {
             self.reserve_space()?;
         }
         let page = crate::page_size();
-        let room = self.break_room() & !15;
+        let room = granule_floor(self.break_room());
         let Some(space) = self.space.as_deref_mut() else {
             return Err(self.out_of_memory(bsize));
         };
@@ -375,7 +379,10 @@ impl HeapCore {
         // keeps growing moves its break a few dozen times, not once per increment.
         // Near `max_size` the step shrinks to what is left: only the request itself must fit.
         let step = self.increment.max(space.engine.span() / 8);
-        let need = bsize.saturating_sub(top).max(at_least).next_multiple_of(16);
+        let need = bsize
+            .saturating_sub(top)
+            .max(at_least)
+            .next_multiple_of(GRANULE);
         if need > room {
             return Err(self.out_of_memory(bsize));
         }
@@ -383,13 +390,13 @@ impl HeapCore {
             .max(step)
             .next_multiple_of(page)
             .min(room)
-            .max(need.max(32));
+            .max(need.max(MIN_BLOCK));
         if grow > room {
             return Err(self.out_of_memory(bsize));
         }
         space.blocks.grow(grow)?;
         let end = space.blocks.base().as_ptr() as usize + space.blocks.brk();
-        space.engine.extend(end)?;
+        space.engine.grow_span(end)?;
         self.counters.break_growths += 1;
         self.counters.bytes_from_os += grow as u64;
         self.choose_fit();
@@ -397,7 +404,7 @@ impl HeapCore {
     }
 
     /// Packs once the heap is near `max_size`: best fit, every free merged at once, and a
-    /// resized block moved when that leaves the free memory in larger pieces (`move_to_pack`).
+    /// resized block moved when that leaves the free memory in larger pieces (`moving_packs_better`).
     ///
     /// While the break can grow, a request that finds no free block costs only a break move,
     /// so the default fit and deferred coalescing are good enough. Near the limit,
@@ -453,7 +460,7 @@ impl HeapCore {
     /// the free memory below them from reaching the top. When most of the heap is free and the
     /// top is still too small to trim, the stacks are merged first: once per break position.
     #[inline(never)]
-    fn give_back(&mut self, freed: engine::Freed, in_use: usize) -> Result<(), Error> {
+    fn trim_after_free(&mut self, freed: engine::Freed, in_use: usize) -> Result<(), Error> {
         let threshold = self.trim_threshold.max(in_use / 4);
         let mut top = if freed.at_top { freed.size } else { 0 };
         let brk = self.span();
@@ -462,10 +469,10 @@ impl HeapCore {
         };
         if top < threshold
             && in_use < brk / 4
-            && brk != self.packed_at
+            && brk != self.flushed_at
             && (space.engine.cached_blocks() != 0 || space.small.pages() != 0)
         {
-            self.packed_at = brk;
+            self.flushed_at = brk;
             // Empty small-object pages kept as spares go back too, so that they can merge.
             space.small.retire_empty(&mut space.engine);
             // A damaged cached block stays where it is; `check` reports it.
@@ -487,8 +494,8 @@ impl HeapCore {
             return Ok(0);
         };
         // What is kept must be a block of its own, or nothing.
-        let keep = if keep >= engine::block::MIN_BLOCK {
-            keep & !15
+        let keep = if keep >= MIN_BLOCK {
+            granule_floor(keep)
         } else {
             0
         };
@@ -498,7 +505,7 @@ impl HeapCore {
         let old_span = space.engine.span();
         let cut = space
             .engine
-            .truncate_top(b + 8 + keep, crate::page_size())?;
+            .shrink_span((b + keep).span_end(), crate::page_size())?;
         let released = space.blocks.shrink(cut)?;
         space.release_map_tail(old_span);
         self.counters.break_shrinks += 1;
@@ -737,7 +744,7 @@ impl HeapCore {
             if freed.at_top || (in_use < brk / 4 && brk > 4 * self.trim_threshold) {
                 // The free is done whatever happens here: damage found on the way to the
                 // top is contained (and counted), and only the trim is skipped.
-                let _ = self.give_back(freed, in_use);
+                let _ = self.trim_after_free(freed, in_use);
             }
         }
     }
@@ -755,10 +762,10 @@ impl HeapCore {
         let old = live.usable();
         // Near the limit a resized block may move where the free memory ends up in larger
         // pieces (see `choose_fit`); the engine's fit search ignores alignment.
-        if self.tight && align <= 16 && new_size < self.mmap_threshold {
+        if self.tight && align <= GRANULE && new_size < self.mmap_threshold {
             if let Some(space) = self.space.as_deref_mut() {
                 // SAFETY: `live` was made by this engine and its block has not changed since.
-                if unsafe { space.engine.move_to_pack_live(live, new_size) }? {
+                if unsafe { space.engine.moving_packs_better_live(live, new_size) }? {
                     if let Some(q) = space.engine.alloc(new_size, align)? {
                         return self.finish_move(live, q, old.min(new_size));
                     }
@@ -780,7 +787,7 @@ impl HeapCore {
             };
             // At the top of the heap: move the break instead of the block.
             if let (Some(reach), Some(want)) = (reach, engine::block_size(new_size)) {
-                if self.grow_break(want, want - (reach + 8)).is_ok() {
+                if self.grow_break(want, want - (reach + HEADER)).is_ok() {
                     if let Some(space) = self.space.as_deref_mut() {
                         // SAFETY: moving the break changes no live block, so `live` holds.
                         if let Resize::Done = unsafe { space.engine.resize_live(live, new_size) }? {

@@ -611,7 +611,8 @@ impl<T, A: Allocator> Pool<T, A> {
     }
 
     /// Grows the slots for one more push. Kept out of line: `Vec::push` of allocator-api2
-    /// inlines its whole growth path into every push, which measured slower in the insert loop.
+    /// inlines its whole growth path into every push, which makes the common push slower
+    /// (docs/BENCHMARKS.md).
     #[cold]
     #[inline(never)]
     fn grow_one(&mut self) {

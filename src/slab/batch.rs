@@ -36,9 +36,9 @@ pub(super) struct Batch {
     pub(super) source: u8,
     /// Size class index (slot size is `(class + 1) * 16`), or `VACANT` for a free table entry.
     pub(super) class: u8,
-    // All four counters are `u32`, not `u16`: with mixed widths the compiler widened a `used`
-    // load over the `hint` just stored, and the failed store-to-load forwarding stalled every
-    // allocation (60% of the fast path's samples in perf).
+    // All four counters are `u32`, not `u16`: with mixed widths the compiler widens a `used`
+    // load over the `hint` just stored, and the failed store-to-load forwarding stalls every
+    // allocation (the profile is in docs/BENCHMARKS.md).
     pub(super) slots: u32,
     pub(super) used: u32,
     pub(super) hint: u32,

@@ -197,7 +197,7 @@ impl Span {
             return Err(Error::oom(bytes, self.room()));
         }
         let end = self.base() + self.engine.span() + bytes;
-        self.engine.extend(end)?;
+        self.engine.grow_span(end)?;
         self.blocks.grow(bytes)?;
         Ok(())
     }
@@ -210,7 +210,7 @@ impl Span {
             return Ok(0);
         };
         let keep = if keep >= engine::block::MIN_BLOCK {
-            keep & !(engine::block::GRANULE - 1)
+            engine::addr::granule_floor(keep)
         } else {
             0
         };
@@ -219,7 +219,7 @@ impl Span {
         }
         let cut = self
             .engine
-            .truncate_top(b + engine::block::HEADER + keep, crate::page_size())?;
+            .shrink_span((b + keep).span_end(), crate::page_size())?;
         self.blocks.shrink(cut)
     }
 

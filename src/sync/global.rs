@@ -745,7 +745,7 @@ impl GlobalHeap {
             .and_then(|s| {
                 s.with_owner(ptr, |c| {
                     let r = Backend::free(c, ptr);
-                    c.shed_if_empty();
+                    c.trim_if_empty();
                     r
                 })
             })
@@ -890,7 +890,7 @@ unsafe impl GlobalAlloc for GlobalHeap {
             .and_then(|s| {
                 s.with_owner(p, |c| {
                     api::deallocate(c, p, layout);
-                    c.shed_if_empty();
+                    c.trim_if_empty();
                 })
             })
             .is_none()
