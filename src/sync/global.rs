@@ -771,19 +771,23 @@ extern "C" fn after_fork_child() {
 ///
 /// **Threads.** Each thread that allocates gets a heap of its own, so threads do not contend
 /// on their own allocations. A block may be freed or resized on any thread: it goes back to
-/// the heap that owns it, validated there. When a thread exits its heap is kept for the next
-/// new thread, after giving its free memory back to the OS; its live blocks stay valid.
+/// the heap that owns it, validated there. A block freed on a thread that does not own it is
+/// validated when the owner next allocates or frees: a second free while the first waits is
+/// an error at once, and a double free or interior pointer found then aborts with the one-line
+/// report. When a thread exits its heap is kept for the next new thread, after giving its free
+/// memory back to the OS; its live blocks stay valid.
 ///
 /// It has the checked API of the other allocators too (`alloc`, `free`, `realloc`, ...,
 /// returning [`Error`]s), which is what the C ABI (`strata-malloc`) is written on.
 /// [`stats`](GlobalHeap::stats), [`check`](GlobalHeap::check) and
-/// [`trim`](GlobalHeap::trim) cover every thread's heap, each taken under its lock in turn
-/// (the totals are a sum over heaps, not one instant; `peak_bytes_in_use` is the sum of the
-/// heaps' peaks).
+/// [`trim`](GlobalHeap::trim) cover every thread's heap, each entered in turn with its owner
+/// held out, after the frees other threads made into it are drained, so the counts include
+/// them (the totals are a sum over heaps, not one instant; `peak_bytes_in_use` is the sum of
+/// the heaps' peaks).
 ///
 /// **fork.** A child of a multi-threaded program inherits every lock as it was at the fork.
 /// Fork handlers (`pthread_atfork`, registered on the first set-up) take every global heap's
-/// locks before the fork and release them in both processes afterwards, so the child finds
+/// locks and hold every thread's heap's owner out before the fork and release them in both processes afterwards, so the child finds
 /// each heap whole and unlocked, as glibc's malloc does for its arenas; in the child, the
 /// heaps of the threads that did not survive the fork become orphans for new threads.
 ///
@@ -1108,7 +1112,7 @@ impl GlobalHeap {
         total
     }
 
-    /// Verifies every invariant of every thread's heap, each under its lock.
+    /// Verifies every invariant of every thread's heap, each drained and entered in turn.
     ///
     /// # Errors
     ///
