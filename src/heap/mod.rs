@@ -289,6 +289,13 @@ impl HeapCore {
         }) || self.large.holds(addr)
     }
 
+    /// The break's reservation once the heap has one: its first byte and its length in bytes.
+    /// It stays put until the heap is dropped (a heap reserves once), so a global heap can
+    /// publish it to other threads once.
+    pub(crate) fn reservation(&self) -> Option<(NonNull<u8>, usize)> {
+        self.space.as_ref().map(|s| (s.blocks.base(), s.reserved))
+    }
+
     /// After a free: a heap left holding no block but more than its trim threshold of break
     /// gives all of it back. Freeing everything need not reach the top (freed small blocks wait
     /// on pages and quick stacks), and a thread-owned heap that has emptied may not allocate

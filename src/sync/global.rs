@@ -3,72 +3,75 @@
 //! A global heap is a registry of heaps, one per thread that allocates through it. A thread
 //! finds its own heap through a thread-local cache (a const-initialised `Cell` of plain data,
 //! which needs no allocation and no destructor), so two threads allocating at once touch
-//! different heaps and different cache lines. Each heap sits behind its own spin lock: its
-//! owner takes it uncontended (one compare-exchange, one store), and a thread that frees or
-//! resizes a block of another heap takes that heap's lock and frees the block there through
-//! the ordinary, fully validated free. A double free from two threads, or a foreign pointer on
-//! any thread, is therefore judged exactly as on a single heap.
+//! different heaps and different cache lines.
 //!
-//! Finding the owner of a pointer: the thread's own heap first; then the heap an owner hint
-//! names (a table indexed by the address's 64 MiB chunk, filled when a walk finds an owner);
-//! then every heap in the registry. Each is asked, under its lock, whether the address lies in
-//! its reservation or starts one of its mapped blocks (reservations and mappings never
-//! overlap, so at most one says yes): a stale or shared hint costs a walk, never a wrong
-//! answer. A pointer no heap answers for is judged by the thread's own heap, which reports it
-//! as foreign.
+//! **The owner's path.** Each heap sits behind a [`Gate`](super::gate): its owner enters with
+//! two plain stores and a load (no atomic read-modify-write, no lock), and any other thread
+//! that must work on the heap itself (stats, check, trim, fork, resizing another thread's
+//! block, a mapped block freed on another thread, an orphan) intrudes, paying for a process
+//! wide barrier alone. The gate's module docs give the argument that the two exclude.
 //!
-//! Thread exit: a pthread key's destructor gives up the thread's heaps. An empty one is
-//! replaced by a fresh, empty heap (which holds no memory), its counters kept; one with live
-//! blocks is trimmed and stays freeable from any thread. Either way it is an orphan, and the
-//! next thread that needs a heap adopts an orphan before it creates one, so the number of heaps
-//! is bounded by the most threads that were ever alive at once. An orphan whose last block is
-//! freed (from any thread) gives its memory back at once.
+//! **Frees from other threads.** A thread that frees a block in another heap's break does not
+//! enter it: it sets the block's granule bit in that heap's [`RemoteFrees`] bitmap (one
+//! `fetch_or`; nothing is written through the pointer), and the first such bit of a batch
+//! raises the heap's `pending` flag. The owner loads the flag (a plain load) on every entry,
+//! so its next allocation or free drains the batch and frees each granule through the
+//! ordinary, fully validated free: a pointer that is not a live block start is reported there
+//! as misuse (an abort with the one-line report, as every misuse of a global heap is). A
+//! second free of a granule still waiting is refused at once as a double free, and counted in
+//! the heap's `misuses`. An orphan has no owner to drain it: a free into an orphan is done
+//! under an intrusion (which needs no barrier for an orphan), and whoever intrudes on a heap
+//! drains it first, so `stats()` and `check()` count every remote free made before them.
 //!
-//! Locks, always taken in this order: the fork list, a registry, a heap. The registry's lock
-//! guards only ownership changes and new heaps; walking the registry takes no lock, because
-//! heaps are pushed at the front with a release store and never removed until the global
-//! heap is dropped.
+//! Invariants kept here:
+//! - A heap's published reservation (`Remote::base`, `len`, `frees`) is written once, under
+//!   the gate, before the first pointer into it is returned (the owner publishes on its way
+//!   out of the call that reserved), and never changes until the global heap is dropped: a
+//!   heap reserves its break once and keeps it for its life, so a granule pushed is always
+//!   drained as the very address that was freed.
+//! - `pending` is raised after the push that made the bitmap non-empty, and swapped down
+//!   before a drain, so no batch is left without a raised flag. A push that raises it for a
+//!   heap being given up (thread exit) is a Dekker pair with the exit: each side stores
+//!   (`pending`; `owner = 0`), issues `fence(SeqCst)`, and loads the other's store, so either
+//!   the pusher sees the orphan and drains it, or the exit's drain sees the push.
+//! - The span table entry for each 64 MiB chunk a reservation covers names that heap (written
+//!   when it publishes). Two reservations can share a chunk at their ends; an entry whose heap
+//!   does not contain the address sends the lookup to a scan of the published reservations
+//!   (atomics only), so the answer is always certain.
+//!
+//! Finding the owner of a pointer: the thread's own heap first; then the span table, which is
+//! exact for break reservations; then, for mapped blocks and foreign pointers, the owner hint
+//! (a table indexed by the address's 64 MiB chunk, filled when a walk finds an owner) and a
+//! walk of the registry, asking each heap under an intrusion whether it starts a mapped block
+//! there (a stale or shared hint costs a walk, never a wrong answer). A pointer no heap
+//! answers for is judged by the thread's own heap, which reports it as foreign.
+//!
+//! Thread exit: a pthread key's destructor gives up the thread's heaps: each is drained and
+//! trimmed (its free memory goes back to the OS) and becomes an orphan, whose live blocks stay
+//! freeable from any thread. The next thread that needs a heap adopts an orphan before it
+//! creates one, so the number of heaps is bounded by the most threads that were ever alive at
+//! once. An orphan is trimmed again after every free into it, so an emptied one holds no
+//! break.
+//!
+//! Locks, always taken in this order: the fork list, a registry, a heap's intruder lock. The
+//! registry's lock guards only ownership changes and new heaps; walking the registry takes no
+//! lock, because heaps are pushed at the front with a release store and never removed until
+//! the global heap is dropped. A heap's owner changes only under its intruder lock as well.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::{Cell, UnsafeCell};
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence};
 
 use super::SpinLock;
+use super::gate::{Barrier, Gate, Intrusion, this_thread};
 use crate::backend::Backend;
+use crate::engine::block::GRANULE;
 use crate::facade as api;
 use crate::heap::HeapCore;
+use crate::source::remote::{Pushed, RemoteFrees, bitmap_bytes};
 use crate::{Error, HeapConfig, Region, Stats};
-
-/// One thread's heap, and the counters of the heaps it replaced when they were left empty.
-struct Slot {
-    core: HeapCore,
-    retired: Stats,
-}
-
-impl Slot {
-    /// Settles an orphan: an empty heap (no live block, nothing set aside as damaged) is
-    /// replaced by a fresh one, which drops its mappings; a heap with live blocks gives back
-    /// what it can.
-    fn settle(&mut self, config: HeapConfig) {
-        let s = self.core.stats();
-        if s.live_blocks == 0 && s.quarantined_blocks == 0 {
-            if let Ok(fresh) = HeapCore::new(config) {
-                let old = core::mem::replace(&mut self.core, fresh);
-                add_history(&mut self.retired, &old.stats());
-            }
-        } else {
-            self.core.trim();
-        }
-    }
-
-    /// What this heap counts now, and has counted over its replaced heaps.
-    fn stats(&self) -> Stats {
-        let mut s = self.core.stats();
-        add_history(&mut s, &self.retired);
-        s
-    }
-}
 
 /// Adds the event counters of `o` (not what it holds now) to `t`.
 fn add_history(t: &mut Stats, o: &Stats) {
@@ -105,12 +108,36 @@ fn add_all(t: &mut Stats, o: &Stats) {
     t.max_size = t.max_size.max(o.max_size);
 }
 
+/// A value on cache lines of its own, so that what one side writes often does not share a
+/// line with what the other side reads.
+#[repr(align(128))]
+struct Line<T>(T);
+
+/// What other threads read to free into a heap's break without entering it.
+struct Remote {
+    /// First byte of the heap's break reservation; null until published (Release, after
+    /// `len` and `frees` are written; never changed after).
+    base: AtomicPtr<u8>,
+    /// Bytes of the reservation.
+    len: AtomicUsize,
+    /// The granules freed by other threads, waiting for a drain; written once, before `base`.
+    frees: UnsafeCell<MaybeUninit<RemoteFrees>>,
+    /// Raised by the push that found the bitmap empty; swapped down by the drain.
+    pending: AtomicBool,
+    /// Double frees refused at the push, for `stats()`.
+    misuses: AtomicU64,
+    /// The bitmap's mapping; touched only inside the gate, and when the node is dropped.
+    bitmap: UnsafeCell<Option<Region>>,
+    /// Mapping the bitmap was refused: frees from other threads take the intruder's path.
+    refused: UnsafeCell<bool>,
+}
+
 /// A heap on a registry, in a mapping of its own.
 struct Node {
-    slot: SpinLock<Slot>,
-    /// The owning thread (`pthread_self`), 0 for an orphan. Changed under the registry's lock;
-    /// read without it only as a hint (an orphan's last free settles it, under `slot`).
-    owner: AtomicUsize,
+    gate: Line<Gate>,
+    /// The heap; touched only inside `gate` (as its owner or as an intruder).
+    core: UnsafeCell<HeapCore>,
+    remote: Line<Remote>,
     /// The next heap on the registry; fixed before this one is published.
     next: *mut Node,
     _home: Region,
@@ -122,32 +149,38 @@ struct Shared {
     /// Unique in the process, so that a thread's cache never matches a heap dropped since.
     id: u64,
     config: HeapConfig,
+    /// The gates' barriers, chosen at set-up.
+    barrier: Barrier,
     /// The newest heap; the others follow through `Node::next`.
     heaps: AtomicPtr<Node>,
     /// Taken to change a heap's owner or to push a heap.
     registry: SpinLock<()>,
     /// The next global heap on the fork list; read and written only under its lock.
     next: UnsafeCell<*mut Shared>,
-    /// Owner hints: entry `addr >> HINT_SHIFT` names the heap last found to own an address
-    /// in that chunk (null: none yet), in `_hint_table`'s zeroed mapping.
+    /// Owner hints for mapped blocks: entry `addr >> HINT_SHIFT` names the heap last found
+    /// to own an address in that chunk (null: none yet), in `_hint_table`'s zeroed mapping.
     hints: *const AtomicPtr<Node>,
+    /// The span table: entry `addr >> HINT_SHIFT` names a heap whose break reservation
+    /// covers (part of) that chunk, in `_span_table`'s zeroed mapping.
+    spans: *const AtomicPtr<Node>,
     _hint_table: Region,
+    _span_table: Region,
     _home: Region,
 }
 
-/// Address bits one owner hint covers: 64 MiB chunks (fewer, larger ones under Miri, which
-/// materialises the table).
+/// Address bits one table entry covers: 64 MiB chunks (fewer, larger ones under Miri, which
+/// materialises the tables).
 const HINT_SHIFT: usize = if cfg!(miri) { 38 } else { 26 };
-/// Hints in a table: the 47-bit user address space in chunks.
+/// Entries in a table: the 47-bit user address space in chunks.
 const HINTS: usize = 1 << (47 - HINT_SHIFT);
 
-// SAFETY: a Node's heap is reached only through its lock; `owner` is atomic; `next` is fixed
-// before the node is shared; `_home` is touched only when the node is unmapped, by the one
-// thread that drops the global heap.
+// SAFETY: a Node's heap is reached only inside its gate; `remote` is atomics plus values
+// written once before their publication (Release on `base`) or touched only inside the gate;
+// `next` is fixed before the node is shared; `_home` is touched only when the node is
+// unmapped, by the one thread that drops the global heap.
 unsafe impl Sync for Node {}
-// SAFETY: a Shared is reached from several threads only through atomics (the hints among
-// them), its locks, and `next` under the fork list's lock; `_home` and `_hint_table` as
-// Node's `_home`.
+// SAFETY: a Shared is reached from several threads only through atomics (the tables among
+// them), its locks, and `next` under the fork list's lock; the regions as Node's `_home`.
 unsafe impl Sync for Shared {}
 
 /// Moves `make(home)` into a fresh mapping `home` of its own.
@@ -172,10 +205,20 @@ unsafe fn unmap_home<T>(p: NonNull<T>) {
     drop(unsafe { p.as_ptr().read() });
 }
 
-/// The calling thread, as the registries name owners: never 0 for a live thread.
-fn this_thread() -> usize {
-    // SAFETY: pthread_self has no preconditions.
-    (unsafe { libc::pthread_self() }) as usize
+/// A zeroed table of `HINTS` atomic pointers.
+fn map_table() -> Result<(Region, *const AtomicPtr<Node>), Error> {
+    let bytes = HINTS * core::mem::size_of::<AtomicPtr<Node>>();
+    let mut table = Region::reserve(bytes)?;
+    let at = table.grow(bytes)?.cast::<AtomicPtr<Node>>().as_ptr();
+    Ok((table, at))
+}
+
+/// Frees `p` on the heap that owns it, which then gives back its memory if it is left empty.
+#[inline(always)]
+fn free_on(core: &mut HeapCore, p: NonNull<u8>) -> Result<(), Error> {
+    let r = Backend::free(core, p);
+    core.trim_if_empty();
+    r
 }
 
 std::thread_local! {
@@ -220,6 +263,188 @@ unsafe fn each_global(mut f: impl FnMut(&Shared)) {
     }
 }
 
+impl Node {
+    fn new(core: HeapCore, owner: usize, next: *mut Node, home: Region) -> Node {
+        Node {
+            gate: Line(Gate::new(owner)),
+            core: UnsafeCell::new(core),
+            remote: Line(Remote {
+                base: AtomicPtr::new(core::ptr::null_mut()),
+                len: AtomicUsize::new(0),
+                frees: UnsafeCell::new(MaybeUninit::uninit()),
+                pending: AtomicBool::new(false),
+                misuses: AtomicU64::new(0),
+                bitmap: UnsafeCell::new(None),
+                refused: UnsafeCell::new(false),
+            }),
+            next,
+            _home: home,
+        }
+    }
+
+    /// The heap.
+    ///
+    /// # Safety
+    ///
+    /// The caller is inside the gate (as its owner or an intruder), and holds no other
+    /// reference from this function.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    unsafe fn core(&self) -> &mut HeapCore {
+        // SAFETY: the gate excludes every other thread; the caller holds no other reference.
+        unsafe { &mut *self.core.get() }
+    }
+
+    /// Runs `f` on the heap as its owner: the calling thread owns this node.
+    #[inline(always)]
+    fn as_owner<R>(&self, shared: &Shared, f: impl FnOnce(&mut HeapCore) -> R) -> R {
+        self.gate.0.enter(shared.barrier);
+        // SAFETY: inside the gate as its owner; the reference ends before `leave`.
+        let core = unsafe { self.core() };
+        if self.remote.0.pending.load(Ordering::Relaxed) {
+            self.drain(core);
+        }
+        let r = f(core);
+        if self.remote.0.base.load(Ordering::Relaxed).is_null() {
+            self.publish(shared, core);
+        }
+        self.gate.0.leave();
+        r
+    }
+
+    /// Runs `f` on the heap from outside: drained first; an orphan is trimmed after.
+    fn intruding<R>(&self, shared: &Shared, f: impl FnOnce(&mut HeapCore) -> R) -> R {
+        let _in = self.gate.0.intrude(shared.barrier, this_thread());
+        // SAFETY: inside the gate as an intruder; the reference ends before `_in` drops.
+        let core = unsafe { self.core() };
+        self.drain(core);
+        let r = f(core);
+        if self.remote.0.base.load(Ordering::Relaxed).is_null() {
+            self.publish(shared, core);
+        }
+        if self.gate.0.owner() == 0 {
+            core.trim();
+        }
+        r
+    }
+
+    /// Gives the heap up (thread exit): drained, trimmed, an orphan. The caller owns it and
+    /// holds the registry's lock.
+    fn give_up(&self) {
+        let held = self.gate.0.begin_intrusion();
+        held.set_owner(0);
+        // The exit's half of the Dekker pair with a pusher (see the module docs).
+        fence(Ordering::SeqCst);
+        // SAFETY: inside the gate: the owner is this thread, which is not inside the heap.
+        let core = unsafe { self.core() };
+        self.drain(core);
+        core.trim();
+        drop(held);
+    }
+
+    /// Frees every granule other threads pushed, through the ordinary free.
+    #[cold]
+    #[inline(never)]
+    fn drain(&self, core: &mut HeapCore) {
+        if !self.remote.0.pending.swap(false, Ordering::Acquire) {
+            return;
+        }
+        let base = self.remote.0.base.load(Ordering::Relaxed);
+        // SAFETY: `pending` is raised only after a push, which needs the published `frees`.
+        let frees = unsafe { (*self.remote.0.frees.get()).assume_init_ref() };
+        frees.drain(|g| {
+            // SAFETY: `push` takes only granules inside the reservation that `base` starts.
+            let p = unsafe { NonNull::new_unchecked(base.add(g * GRANULE)) };
+            if let Err(e) = Backend::free(core, p) {
+                if e.is_misuse() {
+                    crate::os::abort::misuse(HeapCore::NAME, &e);
+                }
+            }
+        });
+        core.trim_if_empty();
+    }
+
+    /// Publishes the heap's reservation, once it has one, with a bitmap for it.
+    #[cold]
+    #[inline(never)]
+    fn publish(&self, shared: &Shared, core: &HeapCore) {
+        let Some((base, len)) = core.reservation() else {
+            return;
+        };
+        // SAFETY: inside the gate, which is what guards `refused` and `bitmap`.
+        let refused = unsafe { &mut *self.remote.0.refused.get() };
+        if *refused {
+            return;
+        }
+        let granules = len / GRANULE;
+        let Ok(region) = Region::reserve(bitmap_bytes(granules)) else {
+            *refused = true;
+            return;
+        };
+        // SAFETY: a fresh zeroed, page-aligned mapping of `bitmap_bytes(granules)` bytes, kept
+        // in this node until it is dropped and accessed only through the bitmap. `frees` is
+        // written before `base` publishes it, and only read after.
+        unsafe {
+            (*self.remote.0.frees.get()).write(RemoteFrees::new(region.base().as_ptr(), granules));
+            *self.remote.0.bitmap.get() = Some(region);
+        }
+        self.remote.0.len.store(len, Ordering::Relaxed);
+        self.remote.0.base.store(base.as_ptr(), Ordering::Release);
+        let first = base.as_ptr() as usize >> HINT_SHIFT;
+        let last = (base.as_ptr() as usize + (len - 1)) >> HINT_SHIFT;
+        for i in first..=last.min(HINTS - 1) {
+            // SAFETY: `i < HINTS`, inside the zeroed table, reached only through atomics.
+            let entry = unsafe { &*shared.spans.add(i) };
+            entry.store(core::ptr::from_ref(self).cast_mut(), Ordering::Release);
+        }
+    }
+
+    /// `addr`'s offset in this heap's published reservation, if it lies there.
+    #[inline(always)]
+    fn offset(&self, addr: usize) -> Option<usize> {
+        let base = self.remote.0.base.load(Ordering::Acquire);
+        let off = addr.wrapping_sub(base as usize);
+        (!base.is_null() && off < self.remote.0.len.load(Ordering::Relaxed)).then_some(off)
+    }
+
+    /// Frees `p`, at `off` in this heap's reservation, from a thread that does not own the
+    /// heap: pushed for the owner to validate (see the module docs).
+    fn free_remote(&self, shared: &Shared, p: NonNull<u8>, off: usize) -> Result<(), Error> {
+        if off % GRANULE != 0 || self.gate.0.owner() == 0 {
+            // No block starts off a granule: the heap itself reports it. An orphan has no
+            // owner to drain it, and an intrusion on it needs no barrier.
+            return self.intruding(shared, |c| free_on(c, p));
+        }
+        // SAFETY: `offset` found the reservation published, so `frees` is written.
+        let frees = unsafe { (*self.remote.0.frees.get()).assume_init_ref() };
+        match frees.push(off / GRANULE) {
+            Pushed::Queued => Ok(()),
+            Pushed::First => {
+                self.remote.0.pending.store(true, Ordering::Release);
+                // The pusher's half of the Dekker pair with `give_up`.
+                fence(Ordering::SeqCst);
+                if self.gate.0.owner() == 0 {
+                    self.intruding(shared, |_| ());
+                }
+                Ok(())
+            }
+            Pushed::AlreadyPending => {
+                self.remote.0.misuses.fetch_add(1, Ordering::Relaxed);
+                Err(Error::DoubleFree {
+                    addr: p.as_ptr() as usize,
+                })
+            }
+        }
+    }
+
+    /// The heap's counters, with the double frees refused at the push.
+    fn stats(&self, core: &HeapCore) -> Stats {
+        let mut s = core.stats();
+        s.misuses_caught += self.remote.0.misuses.load(Ordering::Relaxed);
+        s
+    }
+}
+
 impl Shared {
     /// Every heap on the registry, newest first.
     fn heaps(&self) -> impl Iterator<Item = &Node> + '_ {
@@ -245,7 +470,7 @@ impl Shared {
             let mut orphan = None;
             let mut mine = None;
             for n in self.heaps() {
-                match n.owner.load(Ordering::Relaxed) {
+                match n.gate.0.owner() {
                     o if o == me => {
                         mine = Some(n);
                         break;
@@ -256,21 +481,14 @@ impl Shared {
             }
             match mine.or(orphan) {
                 Some(n) => {
-                    n.owner.store(me, Ordering::Relaxed);
+                    // An orphan's gate: no owner is inside, so no barrier is needed.
+                    n.gate.0.begin_intrusion().set_owner(me);
                     n
                 }
                 None => {
                     let core = HeapCore::new(self.config)?;
                     let next = self.heaps.load(Ordering::Relaxed);
-                    let n = map_home(|home| Node {
-                        slot: SpinLock::new(Slot {
-                            core,
-                            retired: Stats::default(),
-                        }),
-                        owner: AtomicUsize::new(me),
-                        next,
-                        _home: home,
-                    })?;
+                    let n = map_home(|home| Node::new(core, me, next, home))?;
                     self.heaps.store(n.as_ptr(), Ordering::Release);
                     // SAFETY: just published; it lives as long as `self`.
                     unsafe { &*n.as_ptr() }
@@ -294,69 +512,144 @@ impl Shared {
         Ok(node)
     }
 
-    /// The owner hint for `addr`'s chunk, if the table covers it. A hint only says where to
-    /// look first: the heap it names is asked, under its lock, whether it owns the address.
+    /// The calling thread's cached heap on this registry, if any.
     #[inline(always)]
-    fn hint(&self, addr: usize) -> Option<&AtomicPtr<Node>> {
-        let i = addr >> HINT_SHIFT;
-        // SAFETY: `i < HINTS`, inside the table's zeroed mapping, which lives as long as
-        // `self` and is reached only through atomics.
-        (i < HINTS).then(|| unsafe { &*self.hints.add(i) })
-    }
-
-    /// Runs `f` on `n`'s heap, which owns the pointer `f` is about: an orphan that `f` left
-    /// empty is settled.
-    #[inline(always)]
-    fn finish<R>(&self, n: &Node, slot: &mut Slot, f: impl FnOnce(&mut HeapCore) -> R) -> R {
-        let r = f(&mut slot.core);
-        if n.owner.load(Ordering::Relaxed) == 0 {
-            slot.settle(self.config);
-        }
-        r
-    }
-
-    /// Runs `f` on the heap that owns `p`, or, if none does, on the calling thread's heap
-    /// (or any), whose validation then reports `p` as foreign. `None`: there is no heap yet.
-    fn with_owner<R>(&self, p: NonNull<u8>, f: impl FnOnce(&mut HeapCore) -> R) -> Option<R> {
-        let addr = p.as_ptr() as usize;
-        let mine = CURRENT
+    fn cached(&self) -> Option<&Node> {
+        CURRENT
             .try_with(Cell::get)
             .ok()
             .filter(|&(id, _)| id == self.id)
-            // SAFETY: the cache names a node of this registry (the ids match), alive while
-            // `self` is.
-            .map(|(_, n)| unsafe { &*n });
-        if let Some(n) = mine {
-            let mut slot = n.slot.lock();
-            if slot.core.owns(addr) {
-                return Some(f(&mut slot.core));
+            // SAFETY: the cache names a node of this registry (the ids are unique), alive
+            // while `self` is.
+            .map(|(_, n)| unsafe { &*n })
+    }
+
+    /// Entry `addr >> HINT_SHIFT` of `table`, if the table covers it.
+    #[inline(always)]
+    fn entry(table: *const AtomicPtr<Node>, addr: usize) -> Option<&'static AtomicPtr<Node>> {
+        let i = addr >> HINT_SHIFT;
+        // SAFETY: `i < HINTS`, inside the table's zeroed mapping, which lives as long as the
+        // registry (the caller's borrow of it bounds every use) and is reached only through
+        // atomics.
+        (i < HINTS).then(|| unsafe { &*table.add(i) })
+    }
+
+    /// The heap whose published break reservation holds `addr`, and the offset there.
+    #[inline(always)]
+    fn span_owner(&self, addr: usize) -> Option<(&Node, usize)> {
+        let entry = Self::entry(self.spans, addr)?;
+        // SAFETY: an entry is null or a published node of this registry (see `publish`),
+        // alive while `self` is.
+        if let Some(n) = unsafe { entry.load(Ordering::Acquire).as_ref() } {
+            if let Some(off) = n.offset(addr) {
+                return Some((n, off));
             }
         }
-        let hint = self.hint(addr);
+        self.span_scan(addr)
+    }
+
+    /// As `span_owner`, over every heap: for a chunk two reservations share, or none covers.
+    #[cold]
+    #[inline(never)]
+    fn span_scan(&self, addr: usize) -> Option<(&Node, usize)> {
+        self.heaps()
+            .find_map(|n| n.offset(addr).map(|off| (n, off)))
+    }
+
+    /// Runs `f` on the heap that owns `p`, or, if none does, on the calling thread's heap
+    /// (or any), whose validation then reports `p` as foreign; a block in another thread's
+    /// break goes to `in_span` instead. `None`: there is no heap yet.
+    #[inline(always)]
+    fn route<R, F: FnOnce(&mut HeapCore) -> R>(
+        &self,
+        p: NonNull<u8>,
+        f: F,
+        in_span: impl FnOnce(&Node, usize, F) -> R,
+    ) -> Option<R> {
+        let addr = p.as_ptr() as usize;
+        let mine = self.cached();
+        let mut f = Some(f);
+        if let Some(n) = mine {
+            let done = n.as_owner(self, |c| {
+                if c.owns(addr) {
+                    f.take().map(|f| f(c))
+                } else {
+                    None
+                }
+            });
+            if done.is_some() {
+                return done;
+            }
+        }
+        let f = f?;
+        match self.span_owner(addr) {
+            Some((n, off)) => Some(in_span(n, off, f)),
+            None => self.walk(addr, mine, f),
+        }
+    }
+
+    /// `f` on the heap that owns `p` (another thread's, entered by intrusion).
+    fn with_owner<R>(&self, p: NonNull<u8>, f: impl FnOnce(&mut HeapCore) -> R) -> Option<R> {
+        self.route(p, f, |n, _, f| n.intruding(self, f))
+    }
+
+    /// Frees `p` on whichever heap owns it.
+    #[inline(always)]
+    fn free(&self, p: NonNull<u8>) -> Option<Result<(), Error>> {
+        self.route(
+            p,
+            |c| free_on(c, p),
+            |n, off, _| n.free_remote(self, p, off),
+        )
+    }
+
+    /// For an address in no published reservation (a mapped block, or foreign): the heap the
+    /// owner hint names, then every heap, each asked under an intrusion; else `mine`.
+    #[cold]
+    #[inline(never)]
+    fn walk<R>(
+        &self,
+        addr: usize,
+        mine: Option<&Node>,
+        f: impl FnOnce(&mut HeapCore) -> R,
+    ) -> Option<R> {
+        let mut f = Some(f);
+        let mut try_on = |n: &Node| {
+            n.intruding(self, |c| {
+                if c.owns(addr) {
+                    f.take().map(|f| f(c))
+                } else {
+                    None
+                }
+            })
+        };
+        let hint = Self::entry(self.hints, addr);
         // SAFETY: a hint is null or a node of this registry (stored below), alive while `self`
         // is; the acquire load pairs with the release store, after which the node was
         // published to the storing thread.
         let hinted = hint.and_then(|h| unsafe { h.load(Ordering::Acquire).as_ref() });
-        if let Some(n) = hinted.filter(|&n| !mine.is_some_and(|m| core::ptr::eq(m, n))) {
-            let mut slot = n.slot.lock();
-            if slot.core.owns(addr) {
-                return Some(self.finish(n, &mut slot, f));
+        let skip = |n: &Node| mine.is_some_and(|m| core::ptr::eq(m, n));
+        if let Some(n) = hinted.filter(|&n| !skip(n)) {
+            if let Some(r) = try_on(n) {
+                return Some(r);
             }
         }
         for n in self.heaps() {
-            if mine.is_some_and(|m| core::ptr::eq(m, n)) {
+            if skip(n) || hinted.is_some_and(|h| core::ptr::eq(h, n)) {
                 continue;
             }
-            let mut slot = n.slot.lock();
-            if slot.core.owns(addr) {
+            if let Some(r) = try_on(n) {
                 if let Some(h) = hint {
                     h.store(core::ptr::from_ref(n).cast_mut(), Ordering::Release);
                 }
-                return Some(self.finish(n, &mut slot, f));
+                return Some(r);
             }
         }
-        let judge = mine.or_else(|| self.heaps().next())?;
-        Some(f(&mut judge.slot.lock().core))
+        let f = f.take()?;
+        match mine {
+            Some(n) => Some(n.as_owner(self, f)),
+            None => Some(self.heaps().next()?.intruding(self, f)),
+        }
     }
 }
 
@@ -380,9 +673,9 @@ fn register_handlers() {
     });
 }
 
-/// Runs as a thread exits: its heaps on every global heap become orphans, settled (see the
-/// module docs). The cache is cleared first, so an allocation after this (a later destructor)
-/// joins again rather than using a heap another thread may adopt.
+/// Runs as a thread exits: its heaps on every global heap are given up (see the module
+/// docs). The cache is cleared first, so an allocation after this (a later destructor) joins
+/// again rather than using a heap another thread may adopt.
 extern "C" fn thread_exit(_: *mut libc::c_void) {
     let _ = CURRENT.try_with(|c| c.set((0, core::ptr::null())));
     let me = this_thread();
@@ -392,18 +685,18 @@ extern "C" fn thread_exit(_: *mut libc::c_void) {
         each_global(|shared| {
             let _registry = shared.registry.lock();
             for n in shared.heaps() {
-                if n.owner.load(Ordering::Relaxed) == me {
-                    n.owner.store(0, Ordering::Relaxed);
-                    n.slot.lock().settle(shared.config);
+                if n.gate.0.owner() == me {
+                    n.give_up();
                 }
             }
         });
     }
 }
 
-/// Runs in the forking thread before `fork()`: takes the fork list's lock, then every
-/// registry's and every heap's, so that no other thread is inside any heap when the process
-/// is copied. The handlers do not allocate.
+/// Runs in the forking thread before `fork()`: takes the fork list's lock and every
+/// registry's, then intrudes on every heap (all marked, one barrier, then each owner waited
+/// out), so that no other thread is inside any heap when the process is copied. The handlers
+/// do not allocate.
 #[cfg_attr(miri, allow(dead_code))]
 extern "C" fn before_fork() {
     core::mem::forget(FORK_LIST.lock());
@@ -412,7 +705,17 @@ extern "C" fn before_fork() {
         each_global(|shared| {
             core::mem::forget(shared.registry.lock());
             for n in shared.heaps() {
-                core::mem::forget(n.slot.lock());
+                core::mem::forget(n.gate.0.begin_intrusion());
+            }
+        });
+    }
+    // The process's barrier also issues `fence(SeqCst)`, which is what symmetric gates need.
+    Barrier::for_process().intruder_side();
+    // SAFETY: as above.
+    unsafe {
+        each_global(|shared| {
+            for n in shared.heaps() {
+                n.gate.0.wait_out();
             }
         });
     }
@@ -429,13 +732,15 @@ unsafe fn release_fork_locks(child: bool) {
     let release = |shared: &Shared| {
         for n in shared.heaps() {
             // Only the forking thread lives on in the child: the others' heaps are orphans.
-            if child && n.owner.load(Ordering::Relaxed) != me {
-                n.owner.store(0, Ordering::Relaxed);
+            // SAFETY: `before_fork` holds this gate's intrusion, its guard forgotten.
+            unsafe {
+                if child && n.gate.0.owner() != me {
+                    n.gate.0.set_owner_held(0);
+                }
+                Intrusion::force_end(&n.gate.0);
             }
-            // SAFETY: `before_fork` took this lock and forgot its guard.
-            unsafe { n.slot.force_unlock() };
         }
-        // SAFETY: as above.
+        // SAFETY: as above, for the registry's lock.
         unsafe { shared.registry.force_unlock() };
     };
     // SAFETY: `before_fork` holds the list's lock, and released nothing since.
@@ -466,19 +771,23 @@ extern "C" fn after_fork_child() {
 ///
 /// **Threads.** Each thread that allocates gets a heap of its own, so threads do not contend
 /// on their own allocations. A block may be freed or resized on any thread: it goes back to
-/// the heap that owns it, validated there. When a thread exits its heap is kept for the next
-/// new thread, after giving its free memory back to the OS; its live blocks stay valid.
+/// the heap that owns it, validated there. A block freed on a thread that does not own it is
+/// validated when the owner next allocates or frees: a second free while the first waits is
+/// an error at once, and a double free or interior pointer found then aborts with the one-line
+/// report. When a thread exits its heap is kept for the next new thread, after giving its free
+/// memory back to the OS; its live blocks stay valid.
 ///
 /// It has the checked API of the other allocators too (`alloc`, `free`, `realloc`, ...,
 /// returning [`Error`]s), which is what the C ABI (`strata-malloc`) is written on.
 /// [`stats`](GlobalHeap::stats), [`check`](GlobalHeap::check) and
-/// [`trim`](GlobalHeap::trim) cover every thread's heap, each taken under its lock in turn
-/// (the totals are a sum over heaps, not one instant; `peak_bytes_in_use` is the sum of the
-/// heaps' peaks).
+/// [`trim`](GlobalHeap::trim) cover every thread's heap, each entered in turn with its owner
+/// held out, after the frees other threads made into it are drained, so the counts include
+/// them (the totals are a sum over heaps, not one instant; `peak_bytes_in_use` is the sum of
+/// the heaps' peaks).
 ///
 /// **fork.** A child of a multi-threaded program inherits every lock as it was at the fork.
 /// Fork handlers (`pthread_atfork`, registered on the first set-up) take every global heap's
-/// locks before the fork and release them in both processes afterwards, so the child finds
+/// locks and hold every thread's heap's owner out before the fork and release them in both processes afterwards, so the child finds
 /// each heap whole and unlocked, as glibc's malloc does for its arenas; in the child, the
 /// heaps of the threads that did not survive the fork become orphans for new threads.
 ///
@@ -498,6 +807,8 @@ pub struct GlobalHeap {
     /// The registry once set up; null before. Published once, freed only by `drop`.
     shared: AtomicPtr<Shared>,
     config: HeapConfig,
+    /// Symmetric gates even where membarrier works (tests of both kinds).
+    symmetric: bool,
 }
 
 impl GlobalHeap {
@@ -522,7 +833,15 @@ impl GlobalHeap {
         GlobalHeap {
             shared: AtomicPtr::new(core::ptr::null_mut()),
             config,
+            symmetric: false,
         }
+    }
+
+    /// This global heap with `fence(SeqCst)` on both sides of its gates.
+    #[cfg(test)]
+    const fn symmetric(mut self) -> GlobalHeap {
+        self.symmetric = true;
+        self
     }
 
     /// The registry, if set up.
@@ -535,7 +854,7 @@ impl GlobalHeap {
 
     /// The calling thread's heap, setting up the registry and the heap first if needed.
     #[inline(always)]
-    fn mine(&self) -> Result<&Node, Error> {
+    fn mine(&self) -> Result<(&Shared, &Node), Error> {
         let shared = match self.existing() {
             Some(s) => s,
             None => self.set_up()?,
@@ -544,17 +863,17 @@ impl GlobalHeap {
             if id == shared.id {
                 // SAFETY: the cache names a node of this registry (the ids are unique), which
                 // lives as long as the registry.
-                return Ok(unsafe { &*node });
+                return Ok((shared, unsafe { &*node }));
             }
         }
-        shared.join()
+        Ok((shared, shared.join()?))
     }
 
-    /// Runs `f` on the calling thread's heap, under its lock.
+    /// Runs `f` on the calling thread's heap, as its owner.
     #[inline(always)]
     fn reach<R>(&self, f: impl FnOnce(&mut HeapCore) -> R) -> Result<R, Error> {
-        let node = self.mine()?;
-        Ok(f(&mut node.slot.lock().core))
+        let (shared, node) = self.mine()?;
+        Ok(node.as_owner(shared, f))
     }
 
     /// Builds the registry and publishes it; of two threads racing here, one wins and the
@@ -565,17 +884,24 @@ impl GlobalHeap {
         HeapCore::new(self.config)?;
         register_handlers();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let bytes = HINTS * core::mem::size_of::<AtomicPtr<Node>>();
-        let mut hint_table = Region::reserve(bytes)?;
-        let hints = hint_table.grow(bytes)?.cast::<AtomicPtr<Node>>().as_ptr();
+        let (hint_table, hints) = map_table()?;
+        let (span_table, spans) = map_table()?;
+        let barrier = if self.symmetric {
+            Barrier::Symmetric
+        } else {
+            Barrier::for_process()
+        };
         let shared = map_home(|home| Shared {
             id,
             config: self.config,
+            barrier,
             heaps: AtomicPtr::new(core::ptr::null_mut()),
             registry: SpinLock::new(()),
             next: UnsafeCell::new(core::ptr::null_mut()),
             hints,
+            spans,
             _hint_table: hint_table,
+            _span_table: span_table,
             _home: home,
         })?;
         // On the fork list before it is published: a thread that forks while another uses
@@ -616,7 +942,9 @@ impl GlobalHeap {
     /// ```
     pub fn trim(&self) -> usize {
         self.existing().map_or(0, |s| {
-            s.heaps().map(|n| n.slot.lock().core.trim()).sum::<usize>()
+            s.heaps()
+                .map(|n| n.intruding(s, HeapCore::trim))
+                .sum::<usize>()
         })
     }
 
@@ -742,13 +1070,7 @@ impl GlobalHeap {
     #[inline]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), Error> {
         self.existing()
-            .and_then(|s| {
-                s.with_owner(ptr, |c| {
-                    let r = Backend::free(c, ptr);
-                    c.trim_if_empty();
-                    r
-                })
-            })
+            .and_then(|s| s.free(ptr))
             .unwrap_or_else(|| Err(api::not_a_block(ptr)))
     }
 
@@ -784,13 +1106,13 @@ impl GlobalHeap {
         let mut total = Stats::default();
         if let Some(s) = self.existing() {
             for n in s.heaps() {
-                add_all(&mut total, &n.slot.lock().stats());
+                add_all(&mut total, &n.intruding(s, |c| n.stats(c)));
             }
         }
         total
     }
 
-    /// Verifies every invariant of every thread's heap, each under its lock.
+    /// Verifies every invariant of every thread's heap, each drained and entered in turn.
     ///
     /// # Errors
     ///
@@ -805,7 +1127,7 @@ impl GlobalHeap {
     pub fn check(&self) -> Result<(), Error> {
         if let Some(s) = self.existing() {
             for n in s.heaps() {
-                Backend::check(&mut n.slot.lock().core)?;
+                n.intruding(s, Backend::check)?;
             }
         }
         Ok(())
@@ -885,17 +1207,22 @@ unsafe impl GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(p) = NonNull::new(ptr) else { return };
-        if self
-            .existing()
-            .and_then(|s| {
-                s.with_owner(p, |c| {
+        let done = self.existing().and_then(|s| {
+            s.route(
+                p,
+                |c| {
                     api::deallocate(c, p, layout);
                     c.trim_if_empty();
-                })
-            })
-            .is_none()
-        {
-            crate::os::abort::misuse(HeapCore::NAME, &api::not_a_block(p));
+                    Ok(())
+                },
+                |n, off, _| n.free_remote(s, p, off),
+            )
+        });
+        match done {
+            Some(Ok(())) => {}
+            Some(Err(e)) if !e.is_misuse() => {}
+            Some(Err(e)) => crate::os::abort::misuse(HeapCore::NAME, &e),
+            None => crate::os::abort::misuse(HeapCore::NAME, &api::not_a_block(p)),
         }
     }
 

@@ -17,6 +17,7 @@ use crate::facade as api;
 use crate::heap::HeapCore;
 use crate::{BlockInfo, Error, Heap, Snapshot};
 
+mod gate;
 mod global;
 
 pub use global::GlobalHeap;
