@@ -122,17 +122,34 @@ impl BenchAlloc for Strata {
     }
     #[inline]
     unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded contract; the new layout keeps the alignment.
-        unsafe {
-            let new = Layout::from_size_align_unchecked(new_size, layout.align());
-            let p = NonNull::new_unchecked(ptr);
-            let r = if new_size >= layout.size() {
-                (&self.0).grow(p, layout, new)
-            } else {
-                (&self.0).shrink(p, layout, new)
-            };
-            r.map_or(ptr::null_mut(), |p| p.cast().as_ptr())
-        }
+        // SAFETY: forwarded contract.
+        unsafe { api_realloc(&&self.0, ptr, layout, new_size) }
+    }
+}
+
+/// `realloc` through an `Allocator`: `grow` or `shrink`, keeping the alignment; null on
+/// failure.
+///
+/// # Safety
+///
+/// `ptr` is live in `a` with `layout`; `new_size` is non-zero.
+#[inline]
+pub unsafe fn api_realloc<A: Allocator>(
+    a: &A,
+    ptr: *mut u8,
+    layout: Layout,
+    new_size: usize,
+) -> *mut u8 {
+    // SAFETY: forwarded contract; the new layout keeps the alignment.
+    unsafe {
+        let new = Layout::from_size_align_unchecked(new_size, layout.align());
+        let p = NonNull::new_unchecked(ptr);
+        let r = if new_size >= layout.size() {
+            a.grow(p, layout, new)
+        } else {
+            a.shrink(p, layout, new)
+        };
+        r.map_or(ptr::null_mut(), |p| p.cast().as_ptr())
     }
 }
 

@@ -131,7 +131,8 @@ macro_rules! checked_api {
 
             /// Frees the block at `ptr`, like `free`: a block of the allocator's own memory is
             /// merged with its free neighbours (a heap trims its top past its trim threshold);
-            /// a mapped block is unmapped.
+            /// a mapped block is unmapped, or kept mapped as a spare for the next large
+            /// request (a heap keeps a bounded amount; `trim` gives them back).
             ///
             /// # Errors
             ///

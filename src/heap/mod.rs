@@ -42,6 +42,11 @@ use pages::{SlotFree, SmallObjects};
 /// to grow into (see `HeapCore::choose_fit`).
 const TIGHT_FRACTION: usize = 2;
 
+/// The most bytes of freed mapped blocks a heap keeps mapped for reuse (a sixteenth of
+/// `max_size` if that is less), so that a program that frees and regrows large buffers does
+/// not fault in fresh pages each time; `trim` gives them back.
+const SPARE_MAX: usize = 64 << 20;
+
 /// The smallest reservation a refused one is retried down to (or `max_size`, if smaller):
 /// below it a heap is better told that the OS has no address space for it.
 pub(crate) const RESERVE_FLOOR: usize = 16 << 20;
@@ -335,9 +340,14 @@ impl HeapCore {
         self.space.as_ref().map_or(0, |s| s.engine.span())
     }
 
-    /// Bytes taken from the OS and not given back: the break plus mapped blocks.
+    /// Bytes taken from the OS and not given back: the break plus mapped blocks and spares.
     fn footprint(&self) -> usize {
-        self.span() + self.large.bytes()
+        self.span() + self.large.bytes() + self.large.spare_bytes()
+    }
+
+    /// How many bytes of freed mapped blocks may be kept as spares.
+    fn spare_budget(&self) -> usize {
+        SPARE_MAX.min(self.max_size / 16)
     }
 
     /// Bytes the break may still move up: within `max_size` and the reservation.
@@ -434,25 +444,37 @@ impl HeapCore {
     /// A block in its own mapping: every request of `mmap_threshold` bytes or more, and every
     /// request aligned beyond the engine's `MAX_ALIGN` (over-mapped by the alignment when it
     /// exceeds the page, see [`LargeBlocks::alloc_aligned`]).
-    fn alloc_large(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+    /// With `reuse`, a spare mapping may serve it (not zeroed).
+    fn alloc_large(
+        &mut self,
+        size: usize,
+        align: usize,
+        reuse: bool,
+    ) -> Result<NonNull<u8>, Error> {
         let page = crate::page_size();
         let lead = align.saturating_sub(page);
+        if size.saturating_add(lead) > self.max_size.saturating_sub(self.footprint()) {
+            self.counters.bytes_to_os += self.large.release_spares() as u64;
+        }
         let room = self.max_size.saturating_sub(self.footprint());
         if size > isize::MAX as usize - page || size.saturating_add(lead) > room {
             return Err(self.out_of_memory(size));
         }
-        let (p, len) = if align > page {
-            self.large.alloc_aligned(size, align)?
+        let (p, len, reused) = if align > page {
+            let (p, len) = self.large.alloc_aligned(size, align)?;
+            (p, len, false)
         } else {
-            self.large.alloc(size)?
+            self.large.alloc(size, reuse)?
         };
         if self.footprint() > self.max_size {
             // Page rounding took it over the limit: give it back.
-            self.large.free(p.as_ptr() as usize)?;
+            self.large.free(p.as_ptr() as usize, 0)?;
             return Err(self.out_of_memory(size));
         }
         self.counters.large_allocations += 1;
-        self.counters.bytes_from_os += len as u64;
+        if !reused {
+            self.counters.bytes_from_os += len as u64;
+        }
         self.note_peak();
         Ok(p)
     }
@@ -522,15 +544,17 @@ impl HeapCore {
     }
 
     pub(crate) fn trim(&mut self) -> usize {
+        let spares = self.large.release_spares();
+        self.counters.bytes_to_os += spares as u64;
         let Some(space) = self.space.as_deref_mut() else {
-            return 0;
+            return spares;
         };
         // Empty small-object pages go back to the engine first, so that they can merge.
         space.small.retire_empty(&mut space.engine);
         // Cached small blocks may sit at the top; merge them first. Damage the flush or the
         // top block meets is contained (quarantined, counted), so trimming goes on after it.
         let _ = space.engine.flush_quick();
-        self.trim_top(0).or_else(|_| self.trim_top(0)).unwrap_or(0)
+        spares + self.trim_top(0).or_else(|_| self.trim_top(0)).unwrap_or(0)
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -548,6 +572,7 @@ impl HeapCore {
         s.bytes_in_use += self.large.bytes();
         s.peak_bytes_in_use = c.peak.max(s.peak_bytes_in_use).max(s.bytes_in_use);
         s.managed_bytes = self.footprint();
+        s.free_bytes += self.large.spare_bytes();
         s.break_growths = c.break_growths;
         s.break_shrinks = c.break_shrinks;
         s.mapped_blocks = self.large.count();
@@ -916,7 +941,7 @@ impl Backend for HeapCore {
             return self.alloc_small(c, size, align);
         }
         if size >= self.mmap_threshold || align > engine::MAX_ALIGN {
-            return self.alloc_large(size, align);
+            return self.alloc_large(size, align, true);
         }
         if size <= self.small_max {
             if let Some(c) = pages::class_for(size, align) {
@@ -932,6 +957,10 @@ impl Backend for HeapCore {
     fn alloc_zeroed(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
         // Before the first reservation every byte the heap will hand out is fresh: nothing
         // below address 0 is dirty.
+        if size >= self.mmap_threshold || align > engine::MAX_ALIGN {
+            // A fresh mapping, already zero: no spare, whose bytes are not.
+            return self.alloc_large(size, align, false);
+        }
         let clean = self.space.as_ref().map_or(0, |s| s.engine.clean_mark());
         let p = self.alloc(size, align)?;
         // Mapped blocks are fresh pages, already zero; heap blocks are cleared where dirty,
@@ -959,10 +988,11 @@ impl Backend for HeapCore {
         if self.is_heap_block(p) {
             return self.free_block(p);
         }
-        let r = self.large.free(p.as_ptr() as usize);
-        let len = self.count_misuse(r)?;
+        let budget = self.spare_budget();
+        let r = self.large.free(p.as_ptr() as usize, budget);
+        let (_, unmapped) = self.count_misuse(r)?;
         self.counters.large_frees += 1;
-        self.counters.bytes_to_os += len as u64;
+        self.counters.bytes_to_os += unmapped as u64;
         Ok(())
     }
 
@@ -1057,7 +1087,18 @@ impl HeapCore {
                 }
             }
         }
-        // A remapped block may move to any page: only page alignment survives that.
+        // A spare mapping, already faulted in, takes a copy faster than fresh pages fault in.
+        // Like a remapped block, it may lie at any page: only page alignment survives.
+        if align <= page && new_size >= self.mmap_threshold {
+            let target = self.grown_len(len, new_size);
+            let budget = self.spare_budget();
+            let keep = len.min(new_size);
+            if let Some((q, _, unmapped)) = self.large.move_to_spare(addr, target, keep, budget)? {
+                self.counters.bytes_to_os += unmapped as u64;
+                self.note_peak();
+                return Ok((q, false));
+            }
+        }
         let remappable = align <= page
             && new_size >= self.mmap_threshold
             && new_size <= self.max_size.saturating_sub(self.footprint()) + len;
@@ -1550,6 +1591,88 @@ mod tests {
         }
         heap.check().unwrap();
         assert_eq!(heap.stats().live_blocks, 0);
+    }
+
+    /// A freed mapped block stays mapped as a spare: the next large request of up to its size
+    /// reuses it, a growing mapped block that cannot grow where it lies moves into it with its
+    /// contents, a zeroed request
+    /// never gets one, and `trim` gives the spares back; every byte stays accounted for.
+    #[test]
+    fn freed_mapped_blocks_are_reused_as_spares_and_trimmed() {
+        let page = crate::page_size();
+        let threshold = 4 * page;
+        let heap = Heap::with_config(
+            HeapConfig::default()
+                .max_size(16 << 20)
+                .mmap_threshold(threshold),
+        )
+        .unwrap();
+        let accounted = |heap: &Heap| {
+            let s = heap.stats();
+            assert_eq!(
+                s.bytes_from_os - s.bytes_to_os,
+                s.managed_bytes as u64,
+                "{s}"
+            );
+            s
+        };
+        let big = 16 * page;
+        let p = heap.alloc(big).unwrap();
+        // SAFETY: `p` holds `big` bytes.
+        unsafe { p.as_ptr().write_bytes(7, big) };
+        // SAFETY: live, freed once.
+        unsafe { heap.free(p) }.unwrap();
+        let s = accounted(&heap);
+        assert_eq!(
+            (s.mapped_blocks, s.managed_bytes, s.free_bytes),
+            (0, big, big)
+        );
+        // SAFETY: misuse under test: a spare is still a freed block.
+        assert!(matches!(
+            unsafe { heap.free(p) },
+            Err(Error::DoubleFree { .. })
+        ));
+        // A zeroed request gets fresh pages, not the spare's sevens.
+        let z = heap.calloc(1, 10 * page).unwrap();
+        assert_ne!(z, p);
+        // SAFETY: `z` holds `10 * page` bytes.
+        assert!(
+            unsafe { core::slice::from_raw_parts(z.as_ptr(), 10 * page) }
+                .iter()
+                .all(|&b| b == 0)
+        );
+        // A smaller block (at least half the spare) reuses it: no new mapping.
+        let from_os = accounted(&heap).bytes_from_os;
+        let q = heap.alloc(9 * page).unwrap();
+        assert_eq!(q, p);
+        assert_eq!(accounted(&heap).bytes_from_os, from_os);
+        // SAFETY: live, freed once.
+        unsafe { heap.free(q) }.unwrap();
+        // A mapped block growing past what it has moves into the spare, contents kept.
+        let r = heap.alloc(threshold).unwrap();
+        // SAFETY: `r` holds `threshold` bytes.
+        unsafe { r.as_ptr().write_bytes(3, threshold) };
+        // SAFETY: `r` is live; the heap validates.
+        let r2 = unsafe { heap.realloc(r, 12 * page) }.unwrap();
+        // (In place if the address space after `r` happens to be free.)
+        assert!(r2 == p || r2 == r);
+        // SAFETY: the first `threshold` bytes were kept.
+        assert!(
+            unsafe { core::slice::from_raw_parts(r2.as_ptr(), threshold) }
+                .iter()
+                .all(|&b| b == 3)
+        );
+        heap.check().unwrap();
+        // SAFETY: live, freed once each.
+        unsafe {
+            heap.free(r2).unwrap();
+            heap.free(z).unwrap();
+        }
+        assert!(accounted(&heap).managed_bytes > 0);
+        assert!(heap.trim() > 0);
+        let s = accounted(&heap);
+        assert_eq!((s.managed_bytes, s.free_bytes, s.live_blocks), (0, 0, 0));
+        heap.check().unwrap();
     }
 
     /// Many mapped blocks grow the large-block table through the heap; pointers into them,

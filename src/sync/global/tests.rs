@@ -337,7 +337,7 @@ fn blocks_produced_on_one_thread_and_consumed_on_another_keep_their_contents() {
         GlobalHeap::with_config(HeapConfig::default().max_size(64 << 20)).symmetric(),
     ] {
         let _serial = SET_UP.lock();
-        let n = if cfg!(miri) { 200 } else { 100_000 };
+        let n = if cfg!(miri) { 30 } else { 100_000 };
         let sizes = [16usize, 40, 100, 333, 1500, 4000];
         let (tx, rx) = std::sync::mpsc::sync_channel::<(Addr, usize, u8)>(64);
         let heap = &heap;
@@ -511,9 +511,10 @@ fn short_lived_threads_reuse_heaps_and_leave_nothing_live() {
         (0, 20 * rounds as u64),
         "{s}"
     );
-    // The orphan was left empty: its memory went back to the OS, all but the one granule an
-    // empty break holds (a heap keeps its reservation for its life).
-    assert!(s.managed_bytes <= GRANULE, "{s}");
+    // The orphan was left empty: every page it took went back to the OS (a heap keeps its
+    // reservation for its life, and its break may keep a free block in its first page, which
+    // is released with the others but not counted out of the span).
+    assert!(s.managed_bytes < 4096, "{s}");
     assert_eq!(s.bytes_from_os, s.bytes_to_os, "{s}");
     heap.check().unwrap();
 }
