@@ -11,7 +11,6 @@
 //! - `heap/trace_replay/python-json`: the recorded CPython malloc trace, replayed in full.
 
 use std::alloc::{Layout, System};
-use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use allocator_api2::alloc::Allocator;
@@ -19,6 +18,7 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput};
 use mimalloc::MiMalloc;
 use strata_alloc::{Heap, HeapConfig};
+use strata_benches::buffers::{BUFFER_BYTES, BUFFERS};
 use strata_benches::contenders::{
     self, ApiGlobal, ArenaMem, BenchAlloc, LinkedList, Rlsf, Strata, Talc,
 };
@@ -183,56 +183,23 @@ fn efficiency_report() {
 
 // ---------------------------------------------------------------------- realloc buffers
 
-const BUFFERS: usize = 64;
-const BUFFER_BYTES: usize = 1 << 20;
+/// Bytes per push of the exact-reserve variant.
 const CHUNK: usize = 4096;
-
-/// Grows 64 buffers in random order until each holds 1 MiB: one byte per push (`chunk ==
-/// 1`, the Vec's own doubling) or `chunk` bytes per push with the capacity reserved exactly,
-/// so that every push is a realloc. Returns a checksum.
-macro_rules! grow_buffers {
-    ($new:expr, $rng:expr, $chunk:expr) => {{
-        let rng: &mut Rng = $rng;
-        let chunk: usize = $chunk;
-        let data = [0xa5u8; CHUNK];
-        let mut bufs: Vec<_> = (0..BUFFERS).map(|_| $new).collect();
-        let mut open: Vec<usize> = (0..BUFFERS).collect();
-        while !open.is_empty() {
-            let k = rng.range(0, open.len());
-            let b = &mut bufs[open[k]];
-            if chunk == 1 {
-                b.push(k as u8);
-            } else {
-                b.reserve_exact(chunk);
-                // One memcpy into the spare capacity for every Vec type alike
-                // (allocator-api2's `extend_from_slice` copies byte by byte, std's uses memcpy,
-                // which would make the comparison about Vec, not about the allocator).
-                let len = b.len();
-                // SAFETY: `reserve_exact` made room for `chunk` more bytes after `len`.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(data.as_ptr(), b.as_mut_ptr().add(len), chunk);
-                    b.set_len(len + chunk);
-                }
-            }
-            if b.len() >= BUFFER_BYTES {
-                open.swap_remove(k);
-            }
-        }
-        let sum: usize = bufs.iter().map(|b| b[b.len() / 2] as usize + b.len()).sum();
-        black_box(sum)
-    }};
-}
+/// What the pushes copy.
+const DATA: [u8; CHUNK] = [0xa5; CHUNK];
 
 fn buffers_api<A: Allocator + Clone>(a: A, rng: &mut Rng, chunk: usize) -> usize {
-    grow_buffers!(
+    strata_benches::grow_buffers!(
         allocator_api2::vec::Vec::<u8, A>::new_in(a.clone()),
         rng,
-        chunk
+        chunk,
+        &DATA,
+        reserve_exact
     )
 }
 
 fn buffers_std(rng: &mut Rng, chunk: usize) -> usize {
-    grow_buffers!(Vec::<u8>::new(), rng, chunk)
+    strata_benches::grow_buffers!(Vec::<u8>::new(), rng, chunk, &DATA, reserve_exact)
 }
 
 fn realloc_buffers(c: &mut Criterion) {

@@ -14,7 +14,6 @@
 
 use std::alloc::{Layout, System};
 use std::cell::Cell;
-use std::hint::black_box;
 use std::ptr::NonNull;
 use std::time::Instant;
 
@@ -26,8 +25,6 @@ use strata_benches::Rng;
 use strata_benches::contenders::{self, ApiGlobal, BenchAlloc};
 use strata_benches::random_actions::{self, State};
 
-const BUFFERS: usize = 64;
-const BUFFER_BYTES: usize = 1 << 20;
 /// Random actions run on the heap before the buffers, at talc's large-block setting.
 const RA_MAX: usize = 30000;
 const RA_STEPS: usize = 200_000;
@@ -127,33 +124,17 @@ impl<A: Allocator> BenchAlloc for Api<A> {
     }
 }
 
-/// Grows the 64 buffers in random order to 1 MiB, `chunk` bytes per push; returns a checksum.
+/// Grows the 64 buffers in random order to 1 MiB, `chunk` bytes per push, `reserve` growing
+/// them as `push` does; returns a checksum.
 fn grow_buffers<A: Allocator + Clone>(a: A, rng: &mut Rng, chunk: usize) -> usize {
     let data = vec![0xa5u8; chunk];
-    let mut bufs: Vec<ApiVec<u8, A>> = (0..BUFFERS).map(|_| ApiVec::new_in(a.clone())).collect();
-    let mut open: Vec<usize> = (0..BUFFERS).collect();
-    while !open.is_empty() {
-        let k = rng.range(0, open.len());
-        let b = &mut bufs[open[k]];
-        if chunk == 1 {
-            b.push(k as u8);
-        } else {
-            // `reserve` grows as `push` does (to at least double); then one memcpy for every
-            // allocator alike (allocator-api2's `extend_from_slice` copies byte by byte).
-            b.reserve(chunk);
-            let len = b.len();
-            // SAFETY: `reserve` made room for `chunk` more bytes after `len`.
-            unsafe {
-                core::ptr::copy_nonoverlapping(data.as_ptr(), b.as_mut_ptr().add(len), chunk);
-                b.set_len(len + chunk);
-            }
-        }
-        if b.len() >= BUFFER_BYTES {
-            open.swap_remove(k);
-        }
-    }
-    let sum = bufs.iter().map(|b| b[b.len() / 2] as usize + b.len()).sum();
-    black_box(sum)
+    strata_benches::grow_buffers!(
+        ApiVec::<u8, A>::new_in(a.clone()),
+        rng,
+        chunk,
+        &data,
+        reserve
+    )
 }
 
 /// Random actions on `ra`, then `reps` rounds of the buffers on `api`, the same heap.

@@ -8,6 +8,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
+pub mod buffers;
 pub mod contenders;
 pub mod global_workload;
 pub mod random_actions;

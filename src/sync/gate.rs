@@ -104,14 +104,15 @@ impl Barrier {
             Barrier::Asymmetric => {
                 #[cfg(not(any(miri, loom)))]
                 // SAFETY: as in `for_process`. The process registered (that is how this
-                // variant was chosen), so the command cannot be refused; a refusal would
-                // leave an owner unexcluded, so the symmetric fence is issued as well, which
-                // is what a debug build checks never to need.
+                // variant was chosen), so the command is not refused; a debug build checks it.
                 unsafe {
                     let r =
                         libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
                     debug_assert_eq!(r, 0, "membarrier refused after registration");
                 }
+                // The syscall is opaque to the language's memory model: this fence is what
+                // orders the intruder's own store of `intruding` before its loads of `busy`
+                // there; the membarrier supplies the owner's half.
                 fence(Ordering::SeqCst);
             }
             Barrier::Symmetric => fence(Ordering::SeqCst),

@@ -217,13 +217,13 @@ unsafe fn free_elsewhere(heap: &GlobalHeap, a: Addr) -> Result<(), Error> {
 
 /// Frees the live block at `a` on one thread, then again on another: the second's result.
 fn freed_twice_on_two_threads(heap: &GlobalHeap, a: Addr) -> Result<(), Error> {
-    // SAFETY: live, freed once on another thread; then the misuse under test, which the
-    // heap validates.
     std::thread::scope(|s| {
+        // SAFETY: live, freed once on another thread.
         s.spawn(move || unsafe { heap.free(a.ptr()) })
             .join()
             .unwrap()
             .unwrap();
+        // SAFETY: the misuse under test, which the heap validates before it writes anything.
         s.spawn(move || unsafe { heap.free(a.ptr()) })
             .join()
             .unwrap()
