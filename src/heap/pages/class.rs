@@ -14,7 +14,7 @@ pub(crate) const SMALL_MAX: usize = 2048;
 pub(crate) const CLASSES: usize = 40;
 
 /// Length of the per-class tables: a power of two, so a class index is masked, not checked.
-const TABLE: usize = CLASSES.next_power_of_two();
+pub(crate) const TABLE: usize = CLASSES.next_power_of_two();
 /// Slot size of each class (entries past `CLASSES` repeat the last class).
 const SIZES: [u32; TABLE] = build_sizes();
 /// Class of each request size, indexed by `(size + 15) / 16`; a power of two long so that the

@@ -14,7 +14,10 @@
 //!   reads as full, so the fast path falls through to the slow path and never writes to it).
 //!   The current page is not on the list.
 //! - The list of class `c` holds exactly the pages of class `c`, other than the current one,
-//!   that have a free slot; a page's `listed` flag says whether it is on it.
+//!   that have a free slot. A page's `place` says which of the three it is: current, listed,
+//!   or neither (full).
+//! - The tables are [`TABLE`] long, a power of two, so that a class index is masked, not
+//!   checked; the entries past [`CLASSES`] stay EXHAUSTED and empty.
 //! - `in_use` is the sum of the slot sizes of the allocated slots; `allocations - frees` is
 //!   their number.
 
@@ -25,9 +28,9 @@ mod table;
 
 use core::ptr::NonNull;
 
-pub(crate) use class::{CLASSES, SMALL_MAX, class_for, class_of};
+pub(crate) use class::{CLASSES, SMALL_MAX, TABLE, class_for, class_of};
 pub(crate) use objects::{SlotFree, SmallObjects};
-pub(crate) use page::{NotASlot, PAGE, Page};
+pub(crate) use page::{NotASlot, PAGE, Page, Place};
 
 /// The current page of a class that has none: all zero, so it looks full.
 struct Exhausted(Page);
@@ -59,8 +62,8 @@ pub(crate) enum SlotFreed {
 
 /// The per-class state of the small-object path. See the module docs.
 pub(crate) struct SmallPages {
-    current: [*mut Page; CLASSES],
-    lists: [*mut Page; CLASSES],
+    current: [*mut Page; TABLE],
+    lists: [*mut Page; TABLE],
     /// Bytes of allocated slots (slot sizes, not request sizes).
     in_use: usize,
     allocations: u64,
@@ -76,8 +79,8 @@ unsafe impl Send for SmallPages {}
 impl SmallPages {
     pub(crate) fn new() -> SmallPages {
         SmallPages {
-            current: [exhausted(); CLASSES],
-            lists: [core::ptr::null_mut(); CLASSES],
+            current: [exhausted(); TABLE],
+            lists: [core::ptr::null_mut(); TABLE],
             in_use: 0,
             allocations: 0,
             frees: 0,
@@ -89,7 +92,7 @@ impl SmallPages {
     /// current page is full; the owner then calls [`refill`](Self::refill).
     #[inline(always)]
     pub(crate) fn alloc(&mut self, c: usize) -> Option<NonNull<u8>> {
-        let p = self.current[c % CLASSES];
+        let p = self.current[c & (TABLE - 1)];
         // SAFETY: `p` is a live page record or EXHAUSTED (invariant 1). EXHAUSTED's summary is
         // zero, and it is only read through the raw pointer: no reference to it is made, and
         // `take` (which writes) is reached for live records alone.
@@ -115,7 +118,7 @@ impl SmallPages {
     /// then supplies a page with [`install`](Self::install).
     #[cold]
     pub(crate) fn refill(&mut self, c: usize) -> Option<NonNull<u8>> {
-        let c = c % CLASSES;
+        let c = c & (TABLE - 1);
         loop {
             let p = self.current[c];
             if p != exhausted() {
@@ -127,6 +130,8 @@ impl SmallPages {
                     // SAFETY: the slot lies inside the page, whose start is not null.
                     return Some(unsafe { NonNull::new_unchecked(page.slot_ptr(i)) });
                 }
+                // Full: it floats until a free into it lists it.
+                page.set_place(Place::Floating);
             }
             let next = self.lists[c];
             if next.is_null() {
@@ -134,7 +139,10 @@ impl SmallPages {
                 return None;
             }
             // SAFETY: listed pages are live records of this heap.
-            unsafe { self.unlist(next) };
+            unsafe {
+                self.unlist(next);
+                (*next).set_place(Place::Current);
+            }
             self.current[c] = next;
         }
     }
@@ -147,10 +155,16 @@ impl SmallPages {
     /// `p` is a record in a page table of this heap's, not in use by any class, for memory of
     /// [`PAGE`] bytes at `start` that only this path will hand out from now on.
     pub(crate) unsafe fn install(&mut self, p: NonNull<Page>, start: *mut u8, c: usize) {
-        let c = c % CLASSES;
+        let c = c & (TABLE - 1);
         // SAFETY: forwarded from the contract: the record is ours and unused.
         let page = unsafe { &mut *p.as_ptr() };
         page.init(start, c);
+        let old = self.current[c];
+        if old != exhausted() {
+            // SAFETY: a current page other than EXHAUSTED is a live record of this heap.
+            unsafe { (*old).set_place(Place::Floating) };
+        }
+        page.set_place(Place::Current);
         self.current[c] = p.as_ptr();
         self.pages += 1;
     }
@@ -169,12 +183,12 @@ impl SmallPages {
     ) -> Result<SlotFreed, NotASlot> {
         // SAFETY: forwarded from the contract.
         let page = unsafe { &mut *p.as_ptr() };
-        let idx = page.allocated_slot(addr)?;
-        page.release(idx);
+        let slot = page.allocated_slot(addr)?;
+        page.release(slot);
         self.frees += 1;
         self.in_use -= page.slot_size();
         // A listed page, or the current one, stays where it is until it empties.
-        if page.used != 0 && (page.listed || self.current.get(page.class()) == Some(&p.as_ptr())) {
+        if page.used != 0 && page.place != Place::Floating as u8 {
             return Ok(SlotFreed::Done);
         }
         Ok(self.free_slow(p))
@@ -185,7 +199,7 @@ impl SmallPages {
     fn free_slow(&mut self, p: NonNull<Page>) -> SlotFreed {
         // SAFETY: `p` is a live record (the caller's contract).
         let page = unsafe { &mut *p.as_ptr() };
-        if self.current[page.class()] == p.as_ptr() {
+        if page.place() == Place::Current {
             // The current page stays, empty or not, unless the owner says otherwise: the next
             // allocations take from it.
             return if page.used == 0 {
@@ -197,7 +211,7 @@ impl SmallPages {
         if page.used == 0 {
             return SlotFreed::PageEmpty(p);
         }
-        if !page.listed {
+        if page.place() == Place::Floating {
             // SAFETY: a live record that is not current and not listed (it was full).
             unsafe { self.list(p.as_ptr()) };
         }
@@ -214,7 +228,7 @@ impl SmallPages {
         self.pages -= 1;
         // SAFETY: forwarded from the contract.
         unsafe {
-            if p.as_ref().listed {
+            if p.as_ref().place() == Place::Listed {
                 self.unlist(p.as_ptr());
             }
             let start = p.as_ref().start;
@@ -234,6 +248,8 @@ impl SmallPages {
         let c = unsafe { p.as_ref() }.class();
         debug_assert!(self.current[c] == p.as_ptr());
         self.current[c] = exhausted();
+        // SAFETY: forwarded.
+        unsafe { (*p.as_ptr()).set_place(Place::Floating) };
         // SAFETY: forwarded; not current any more, and a current page is on no list.
         unsafe { self.retire(p) }
     }
@@ -248,7 +264,10 @@ impl SmallPages {
                 self.current[c] = exhausted();
                 // SAFETY: as above; it is not current any more and not listed (invariant 1),
                 // and a record in a table is not null.
-                unsafe { self.retire(NonNull::new_unchecked(p)) };
+                unsafe {
+                    (*p).set_place(Place::Floating);
+                    self.retire(NonNull::new_unchecked(p));
+                }
             }
         }
     }
@@ -272,14 +291,16 @@ impl SmallPages {
 
     /// Whether `p` is the current page of class `c`.
     pub(crate) fn is_current(&self, p: NonNull<Page>, c: usize) -> bool {
-        self.current[c % CLASSES] == p.as_ptr()
+        self.current[c & (TABLE - 1)] == p.as_ptr()
     }
 
     /// Whether `p`, a live record of this heap, is the only page on its class's list.
     pub(crate) fn only_listed(&self, p: NonNull<Page>) -> bool {
         // SAFETY: a live record; only read.
         let page = unsafe { p.as_ref() };
-        page.listed && self.lists[page.class()] == p.as_ptr() && page.next.is_null()
+        page.place() == Place::Listed
+            && self.lists[page.class()] == p.as_ptr()
+            && page.next.is_null()
     }
 
     /// # Safety
@@ -294,7 +315,7 @@ impl SmallPages {
             if !head.is_null() {
                 (*head).prev = p;
             }
-            (*p).listed = true;
+            (*p).set_place(Place::Listed);
             self.lists[c] = p;
         }
     }
@@ -314,7 +335,7 @@ impl SmallPages {
             if !next.is_null() {
                 (*next).prev = prev;
             }
-            (*p).listed = false;
+            (*p).set_place(Place::Floating);
             (*p).next = core::ptr::null_mut();
             (*p).prev = core::ptr::null_mut();
         }
@@ -342,22 +363,25 @@ impl SmallPages {
         &self,
         records: impl Iterator<Item = &'a Page>,
     ) -> Result<(), (usize, &'static str)> {
-        let (mut pages, mut in_use, mut live, mut listed) = (0usize, 0usize, 0u64, 0usize);
+        let (mut pages, mut in_use, mut live, mut listed_pages) = (0usize, 0usize, 0u64, 0usize);
         for page in records {
             page.check().map_err(|e| (page.start(), e))?;
             let c = page.class();
             let current = core::ptr::eq(self.current[c], page);
             let full = page.used() == page.capacity();
-            let wrong = match (current, page.listed) {
-                (true, true) => Some("current page is also listed"),
-                (false, true) if full => Some("full page is listed"),
-                (false, false) if !full => Some("page with free slots is on no list"),
+            let listed = page.place() == Place::Listed;
+            let wrong = match (current, page.place()) {
+                (true, Place::Listed) => Some("current page is also listed"),
+                (true, Place::Floating) => Some("current page says it is not current"),
+                (false, Place::Current) => Some("page says it is current and is not"),
+                (false, Place::Listed) if full => Some("full page is listed"),
+                (false, Place::Floating) if !full => Some("page with free slots is on no list"),
                 _ => None,
             };
             if let Some(e) = wrong {
                 return Err((page.start(), e));
             }
-            listed += usize::from(page.listed);
+            listed_pages += usize::from(listed);
             pages += 1;
             in_use += page.used() * page.slot_size();
             live += page.used() as u64;
@@ -366,11 +390,11 @@ impl SmallPages {
         for c in 0..CLASSES {
             let mut p = self.lists[c];
             let mut prev: *mut Page = core::ptr::null_mut();
-            while !p.is_null() && on_lists <= listed {
+            while !p.is_null() && on_lists <= listed_pages {
                 // SAFETY: listed pages are live records of this heap; the walk is bounded by
                 // the number of listed records, so a cycle cannot trap it.
                 let page = unsafe { &*p };
-                if page.class() != c || !page.listed || page.prev != prev {
+                if page.class() != c || page.place() != Place::Listed || page.prev != prev {
                     return Err((page.start(), "class list is inconsistent"));
                 }
                 on_lists += 1;
@@ -378,7 +402,9 @@ impl SmallPages {
                 p = page.next;
             }
         }
-        if on_lists != listed || pages != self.pages {
+        let unused =
+            (CLASSES..TABLE).any(|c| self.current[c] != exhausted() || !self.lists[c].is_null());
+        if on_lists != listed_pages || pages != self.pages || unused {
             return Err((0, "class lists disagree with the page records"));
         }
         if in_use != self.in_use || live != self.allocations - self.frees {

@@ -11,8 +11,14 @@
 //! - Bit `i` of `free` is set exactly when slot `i < cap` is free; bits at and past `cap` are
 //!   clear, so a scan never hands out a slot that does not exist.
 //! - `used == cap - popcount(free)`.
-//! - Bit `w` of `nonzero` is set exactly when `free[w]` is not zero: the lowest free slot is
+//! - Bit `w` of `nonzero` is set exactly when `free[w]` is not zero: the lowest free bit is
 //!   in word `nonzero.trailing_zeros()`, found without a scan.
+//! - Bit `b` stands for slot `(b + rot) % cap`: each page hands out its slots from a place of
+//!   its own (`rot < cap`, set from the page's address), not from its first byte. Every page
+//!   starts on a [`PAGE`] boundary, so without the rotation the busy slots of every page would
+//!   fall into the same cache sets.
+//! - `place` says where the page is: its class's current page, on its class's list, or on
+//!   neither (a full page, reached only through its slots).
 
 use crate::engine::block::HEADER;
 
@@ -32,16 +38,16 @@ static_assertions::const_assert!(WORDS.is_power_of_two() && WORDS <= 64);
 /// not a small-object page".
 #[repr(C, align(64))]
 pub(crate) struct Page {
-    /// Spare; zero.
-    pub(super) spare: u16,
+    /// The slot of bit 0 (see the module docs); `< cap`.
+    pub(super) rot: u16,
     /// Slots handed out and not freed.
     pub(super) used: u16,
     /// Slots in the page.
     pub(super) cap: u16,
     /// Class + 1; 0 when the cell is not a small-object page.
     pub(super) tag: u8,
-    /// Whether the page is on its class's list of pages with free slots.
-    pub(super) listed: bool,
+    /// Where the page is: [`Place`] as a byte.
+    pub(super) place: u8,
     /// Slot size in bytes.
     pub(super) size: u32,
     /// `ceil(2^32 / size)`, to divide offsets by `size`.
@@ -55,6 +61,29 @@ pub(crate) struct Page {
     pub(super) prev: *mut Page,
     /// One bit per slot, set when the slot is free.
     pub(super) free: [u64; WORDS],
+}
+
+/// Where a page is, kept in its record so that a free decides by the record alone whether the
+/// page must move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Place {
+    /// Full, on no list; the first free into it lists it.
+    Floating = 0,
+    /// Its class's current page.
+    Current = 1,
+    /// On its class's list of pages with free slots.
+    Listed = 2,
+}
+
+/// An allocated slot, as [`Page::allocated_slot`] found it: where its bit is, so that freeing
+/// it need not find that again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// The slot's index in the page.
+    pub(crate) idx: usize,
+    word: usize,
+    bit: u64,
 }
 
 /// Why an address is not a slot a caller may hand back.
@@ -110,11 +139,11 @@ impl Page {
     pub(super) fn init(&mut self, start: *mut u8, class: usize) {
         let size = super::class::slot_size(class);
         let cap = SLOT_BYTES / size;
-        self.spare = 0;
+        self.rot = rotation(start as usize, cap) as u16;
         self.used = 0;
         self.cap = cap as u16;
         self.tag = class as u8 + 1;
-        self.listed = false;
+        self.place = Place::Floating as u8;
         self.size = size as u32;
         self.inv = super::class::inverse(class);
         self.start = start;
@@ -139,12 +168,28 @@ impl Page {
         self.tag = 0;
         self.start = core::ptr::null_mut();
         self.used = 0;
-        self.listed = false;
+        self.place = Place::Floating as u8;
         self.next = core::ptr::null_mut();
         self.prev = core::ptr::null_mut();
     }
 
-    /// Takes the lowest free slot; `None` when the page is full.
+    /// Where the page is.
+    #[inline(always)]
+    pub(crate) fn place(&self) -> Place {
+        match self.place {
+            1 => Place::Current,
+            2 => Place::Listed,
+            _ => Place::Floating,
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn set_place(&mut self, place: Place) {
+        self.place = place as u8;
+    }
+
+    /// Takes the free slot of the lowest bit and returns its index; `None` when the page is
+    /// full.
     #[inline(always)]
     pub(super) fn take(&mut self) -> Option<usize> {
         let nz = self.nonzero;
@@ -155,21 +200,41 @@ impl Page {
         let bits = self.free[w];
         let rest = bits & bits.wrapping_sub(1);
         self.free[w] = rest;
-        self.nonzero = nz & !(u64::from(rest == 0) << w);
+        if rest == 0 {
+            self.nonzero = nz & !(1 << w);
+        }
         self.used += 1;
-        Some(w * 64 + bits.trailing_zeros() as usize)
+        let idx = w * 64 + bits.trailing_zeros() as usize + usize::from(self.rot);
+        let cap = usize::from(self.cap);
+        Some(if idx >= cap { idx - cap } else { idx })
     }
 
-    /// The slot index of `addr`, which lies in this page's cell, if `addr` is the start of an
+    /// The bit of slot `idx` (`< cap`): its word and mask.
+    #[inline(always)]
+    fn bit_of(&self, idx: usize) -> (usize, u64) {
+        let cap = usize::from(self.cap);
+        let rot = usize::from(self.rot);
+        let b = if idx >= rot {
+            idx - rot
+        } else {
+            idx + cap - rot
+        };
+        ((b / 64) & (WORDS - 1), 1 << (b % 64))
+    }
+
+    /// The slot at `addr`, which lies in this page's cell, if `addr` is the start of an
     /// allocated slot.
     #[inline(always)]
-    pub(crate) fn allocated_slot(&self, addr: usize) -> Result<usize, NotASlot> {
+    pub(crate) fn allocated_slot(&self, addr: usize) -> Result<Slot, NotASlot> {
         let rel = addr.wrapping_sub(self.start());
         debug_assert!(rel < PAGE);
         let idx = ((rel as u64 * u64::from(self.inv)) >> 32) as usize;
         let exact = idx * self.size as usize == rel;
-        if exact && idx < usize::from(self.cap) && !self.is_free(idx) {
-            return Ok(idx);
+        if exact && idx < usize::from(self.cap) {
+            let (word, bit) = self.bit_of(idx);
+            if self.free[word] & bit == 0 {
+                return Ok(Slot { idx, word, bit });
+            }
         }
         Err(self.explain(idx, exact))
     }
@@ -190,15 +255,15 @@ impl Page {
     /// Whether slot `idx` (`< cap`) is free.
     #[inline(always)]
     pub(crate) fn is_free(&self, idx: usize) -> bool {
-        self.free[(idx / 64) & (WORDS - 1)] & (1 << (idx % 64)) != 0
+        let (word, bit) = self.bit_of(idx);
+        self.free[word] & bit != 0
     }
 
-    /// Frees the allocated slot `idx` (as returned by [`allocated_slot`](Self::allocated_slot)).
+    /// Frees the allocated slot `slot` (as [`allocated_slot`](Self::allocated_slot) found it).
     #[inline(always)]
-    pub(super) fn release(&mut self, idx: usize) {
-        let w = (idx / 64) & (WORDS - 1);
-        self.free[w] |= 1 << (idx % 64);
-        self.nonzero |= 1 << w;
+    pub(super) fn release(&mut self, slot: Slot) {
+        self.free[slot.word] |= slot.bit;
+        self.nonzero |= 1 << slot.word;
         self.used -= 1;
     }
 
@@ -222,6 +287,8 @@ impl Page {
         }
         if self.slot_size() != super::class::slot_size(self.class())
             || cap != SLOT_BYTES / self.slot_size()
+            || usize::from(self.rot) >= cap
+            || self.place > Place::Listed as u8
         {
             return Err("page record disagrees with its class");
         }
@@ -249,16 +316,33 @@ impl Page {
     }
 }
 
+/// The rotation of a page of `cap` slots at `start`: a hash of the page's number, so that
+/// neighbouring pages hand out their slots from unrelated cache sets.
+fn rotation(start: usize, cap: usize) -> usize {
+    let h = ((start >> PAGE_SHIFT) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    ((h * cap as u64) >> 32) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::class::{CLASSES, slot_size};
     use super::*;
 
-    fn page(class: usize) -> Box<Page> {
+    fn page_at(cell: usize, class: usize) -> Box<Page> {
         // SAFETY: every field of `Page` is valid when zeroed (integers, null pointers).
         let mut p: Box<Page> = Box::new(unsafe { core::mem::zeroed() });
-        p.init(core::ptr::without_provenance_mut(1 << 20), class);
+        p.init(core::ptr::without_provenance_mut(cell << PAGE_SHIFT), class);
         p
+    }
+
+    fn page(class: usize) -> Box<Page> {
+        page_at(16, class)
+    }
+
+    fn free_slot(p: &mut Page, i: usize) {
+        let slot = p.allocated_slot(p.slot_addr(i)).unwrap();
+        assert_eq!(slot.idx, i);
+        p.release(slot);
     }
 
     #[test]
@@ -285,9 +369,9 @@ mod tests {
         let a = p.take().unwrap();
         let b = p.take().unwrap();
         let (pa, pb) = (p.slot_addr(a), p.slot_addr(b));
-        assert_eq!(p.allocated_slot(pa), Ok(a));
+        assert_eq!(p.allocated_slot(pa).map(|s| s.idx), Ok(a));
         assert_eq!(p.allocated_slot(pb + 8), Err(NotASlot::InsideAllocated));
-        p.release(a);
+        free_slot(&mut p, a);
         assert_eq!(p.allocated_slot(pa), Err(NotASlot::Free));
         assert_eq!(p.allocated_slot(pa + 16), Err(NotASlot::InsideFree));
         let last = p.start() + p.capacity() * 64;
@@ -296,16 +380,38 @@ mod tests {
     }
 
     #[test]
-    fn freed_slots_come_back_lowest_first() {
+    fn freed_slots_come_back_lowest_first_in_the_pages_order() {
         let mut p = page(0);
         let all: Vec<usize> = core::iter::from_fn(|| p.take()).collect();
         for &i in all.iter().rev().step_by(7) {
-            p.release(i);
+            free_slot(&mut p, i);
         }
         p.check().unwrap();
-        let lowest = *all.iter().rev().step_by(7).min().unwrap();
+        // The page's order starts at its rotation and wraps.
+        let (cap, rot) = (p.capacity(), usize::from(p.rot));
+        let order = |i: &&usize| (**i + cap - rot) % cap;
+        let lowest = *all.iter().rev().step_by(7).min_by_key(order).unwrap();
         assert_eq!(p.take(), Some(lowest));
         p.check().unwrap();
+    }
+
+    #[test]
+    fn pages_start_handing_out_in_different_cache_sets() {
+        // The first slot of a fresh page, for 64 neighbouring pages of each class: where it
+        // falls in a 4 KiB way of the cache.
+        for class in [0, 3, 10, 20] {
+            let mut sets: Vec<usize> = (0..64)
+                .map(|cell| {
+                    let mut p = page_at(100 + cell, class);
+                    let i = p.take().unwrap();
+                    p.check().unwrap();
+                    p.slot_addr(i) % 4096 / 64
+                })
+                .collect();
+            sets.sort_unstable();
+            sets.dedup();
+            assert!(sets.len() >= 16, "class {class}: {} sets", sets.len());
+        }
     }
 
     #[test]
