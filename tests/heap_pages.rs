@@ -13,6 +13,8 @@ use strata_alloc::{BlockState, Error, Heap, HeapConfig};
 use test_rng::Rng;
 
 const KIB: usize = 1 << 10;
+/// The largest request pages serve.
+const SMALL: usize = 8 * KIB;
 
 /// A size class's slot (what `usable_size` reports for a slot), as docs/ARCHITECTURE.md
 /// describes the classes.
@@ -49,7 +51,9 @@ fn holds(p: NonNull<u8>, len: usize, seed: u8) -> bool {
 #[test]
 fn small_requests_are_served_from_slots_of_their_class() {
     let heap = pages_heap();
-    for size in [1, 16, 24, 100, 129, 700, 1500, 2048] {
+    for size in [
+        1, 16, 24, 100, 129, 700, 1500, 2048, 2049, 3000, 4096, 5000, 7000, SMALL,
+    ] {
         let ps = many(&heap, 40, size);
         let last = *ps.last().unwrap();
         assert_eq!(
@@ -99,8 +103,9 @@ fn model_based_random_operations_with_mixed_sizes() {
     let mut live: BTreeMap<usize, (NonNull<u8>, usize, u8)> = BTreeMap::new();
     let mut keys: Vec<usize> = Vec::new();
     let size = |rng: &mut Rng| match rng.range(0, 100) {
-        0..=79 => rng.range(1, 2049),
-        80..=95 => rng.range(2049, 32 * KIB),
+        0..=69 => rng.range(1, 2049),
+        70..=79 => rng.range(2049, SMALL + 1),
+        80..=95 => rng.range(SMALL + 1, 32 * KIB),
         _ => rng.range(128 * KIB, 300 * KIB),
     };
     let no_overlap = |live: &BTreeMap<usize, (NonNull<u8>, usize, u8)>, a: usize, len: usize| {
@@ -123,7 +128,7 @@ fn model_based_random_operations_with_mixed_sizes() {
             };
             let a = p.as_ptr() as usize;
             // Engine blocks have 8 bytes less than a multiple of 16; slots are multiples of 16.
-            if len <= 2048 && heap.usable_size(p).unwrap() == slot_of(len) {
+            if len <= SMALL && heap.usable_size(p).unwrap() == slot_of(len) {
                 slots_seen += 1;
             }
             no_overlap(&live, a, len);
@@ -145,7 +150,7 @@ fn model_based_random_operations_with_mixed_sizes() {
             let a = keys[k];
             let (p, len, seed) = live.remove(&a).unwrap();
             let new = if rng.chance(1, 2) {
-                rng.range(1, 2049)
+                rng.range(1, SMALL + 1)
             } else {
                 size(&mut rng)
             };
@@ -155,7 +160,7 @@ fn model_based_random_operations_with_mixed_sizes() {
                 holds(q, len.min(new), seed),
                 "step {step}: realloc lost contents"
             );
-            if new <= len && len <= 2048 {
+            if new <= len && len <= SMALL {
                 assert_eq!(q, p, "a slot shrinks in place");
             }
             let b = q.as_ptr() as usize;
@@ -188,12 +193,19 @@ fn model_based_random_operations_with_mixed_sizes() {
 
 #[test]
 fn every_misuse_of_a_slot_is_reported_and_writes_nothing() {
+    // A small class, one of 3 KiB and the largest: pages of 1000, 21 and 7 slots.
+    for size in [64, 3000, SMALL] {
+        misuse_of_a_slot(size);
+    }
+}
+
+fn misuse_of_a_slot(size: usize) {
     let heap = pages_heap();
-    let ps = many(&heap, 20, 64);
+    let ps = many(&heap, 20, size);
     let (a, b, c) = (ps[17], ps[18], ps[19]);
-    assert_eq!(heap.usable_size(b).unwrap(), 64);
-    fill(a, 64, 0xA1);
-    fill(c, 64, 0xC3);
+    assert_eq!(heap.usable_size(b).unwrap(), slot_of(size));
+    fill(a, size, 0xA1);
+    fill(c, size, 0xC3);
     // SAFETY: live, freed once.
     unsafe { heap.free(b) }.unwrap();
     let before = heap.stats();
@@ -202,7 +214,7 @@ fn every_misuse_of_a_slot_is_reported_and_writes_nothing() {
     let double = unsafe { heap.free(b) };
     assert!(
         matches!(double, Err(Error::DoubleFree { .. })),
-        "{double:?}"
+        "{size}: {double:?}"
     );
     let r = unsafe { heap.realloc(b, 10) };
     assert!(matches!(r, Err(Error::DoubleFree { .. })), "{r:?}");
@@ -212,7 +224,7 @@ fn every_misuse_of_a_slot_is_reported_and_writes_nothing() {
     let r = unsafe { heap.free(inside) };
     assert!(
         matches!(r, Err(Error::InvalidPointer { reason, .. }) if reason.contains("allocated")),
-        "{r:?}"
+        "{size}: {r:?}"
     );
     let r = unsafe { heap.realloc(inside, 200) };
     assert!(matches!(r, Err(Error::InvalidPointer { .. })), "{r:?}");
@@ -221,7 +233,7 @@ fn every_misuse_of_a_slot_is_reported_and_writes_nothing() {
     let r = unsafe { heap.free(inside_free) };
     assert!(
         matches!(r, Err(Error::InvalidPointer { reason, .. }) if reason.contains("free")),
-        "{r:?}"
+        "{size}: {r:?}"
     );
     // A pointer of no allocator of this heap's.
     let mut local = [0u8; 64];
@@ -229,12 +241,12 @@ fn every_misuse_of_a_slot_is_reported_and_writes_nothing() {
     let r = unsafe { heap.free(foreign) };
     assert!(matches!(r, Err(Error::InvalidPointer { .. })), "{r:?}");
     let other = pages_heap();
-    let theirs = many(&other, 20, 64)[19];
+    let theirs = many(&other, 20, size)[19];
     let r = unsafe { heap.free(theirs) };
     assert!(matches!(r, Err(Error::InvalidPointer { .. })), "{r:?}");
 
     // Nothing was written or counted but the misuses.
-    assert!(holds(a, 64, 0xA1) && holds(c, 64, 0xC3));
+    assert!(holds(a, size, 0xA1) && holds(c, size, 0xC3));
     let after = heap.stats();
     assert_eq!(after.misuses_caught, before.misuses_caught + 8, "{after}");
     assert_eq!(
@@ -244,7 +256,7 @@ fn every_misuse_of_a_slot_is_reported_and_writes_nothing() {
     heap.check().unwrap();
     other.check().unwrap();
     // The freed slot is handed out again, and is the same memory.
-    assert_eq!(heap.alloc(64).unwrap(), b);
+    assert_eq!(heap.alloc(size).unwrap(), b);
 }
 
 #[test]

@@ -110,7 +110,7 @@ impl HeapConfig {
 }
 
 impl HeapConfig {
-    /// Whether requests of up to 2 KiB are served from 64 KiB pages of equal slots, one size
+    /// Whether requests of up to 8 KiB are served from 64 KiB pages of equal slots, one size
     /// class per page: faster where small blocks are freed in bursts and reused later, at the
     /// cost of up to an eighth of a request in rounding and of partly used pages. On by default
     /// for heaps of at least [`PAGES_FROM`](Self::PAGES_FROM) bytes; off, every request is

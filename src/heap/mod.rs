@@ -11,7 +11,7 @@
 //! above `mmap_threshold` get their own mapping ([`large`](crate::source::large)), which needs
 //! no reservation, and the table that finds them grows with their number. When the free block
 //! at the top grows past `trim_threshold`, the break moves back and the pages go to the OS.
-//! Requests of up to 2 KiB are served from size-class pages carved from the engine
+//! Requests of up to 8 KiB are served from size-class pages carved from the engine
 //! ([`pages`]), unless `HeapConfig::small_pages` turns them off.
 //!
 //! Invariants kept here (beyond the engine's and the large table's):

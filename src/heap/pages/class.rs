@@ -1,17 +1,17 @@
 //! Size classes of the small-object path.
 //!
 //! Sizes up to [`SMALL_MAX`] are served from pages of equal slots. The classes step by 16 bytes
-//! up to 128, then by an eighth of the power of two below them (16 up to 256, 32 up to 512, 64
-//! up to 1024, 128 up to 2048), so a slot wastes at most 15 bytes or an eighth of the request,
-//! whichever is larger. A slot's index within its page is found by a multiplication with a
+//! up to 128, then by an eighth of the power of two below them (16 up to 256, 32 up to 512, ...,
+//! 1024 up to 8192), so a slot wastes at most 15 bytes or an eighth of the request, whichever
+//! is larger. A slot's index within its page is found by a multiplication with a
 //! precomputed inverse, never a division.
 
 use static_assertions::const_assert;
 
 /// Largest request served from a page.
-pub(crate) const SMALL_MAX: usize = 2048;
+pub(crate) const SMALL_MAX: usize = 8192;
 /// Number of size classes.
-pub(crate) const CLASSES: usize = 40;
+pub(crate) const CLASSES: usize = 56;
 
 /// Length of the per-class tables: a power of two, so a class index is masked, not checked.
 pub(crate) const TABLE: usize = CLASSES.next_power_of_two();
@@ -142,13 +142,15 @@ mod tests {
 
     #[test]
     fn aligned_classes_are_multiples_of_the_alignment() {
-        for align in [16, 32, 64, 128, 256, 512, 1024, 2048] {
-            for size in [1, 17, 100, 500, 1000, 2000, 2048] {
+        for align in [16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192] {
+            for size in [1, 17, 100, 500, 1000, 2000, 2048, 5000, 8192] {
                 let c = class_for(size, align).unwrap();
                 assert!(slot_size(c) >= size && slot_size(c) % align == 0);
             }
         }
-        assert_eq!(class_for(2049, 16), None);
-        assert_eq!(class_for(16, 4096), None);
+        assert_eq!(class_for(SMALL_MAX + 1, 16), None);
+        assert_eq!(class_for(16, 16384), None);
+        // 4 KiB slots start on 4 KiB boundaries: pages start on 64 KiB ones.
+        assert_eq!(slot_size(class_for(16, 4096).unwrap()), 4096);
     }
 }
