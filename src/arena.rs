@@ -241,6 +241,18 @@ impl Backend for ArenaCore {
         self.engine.free(p).map(|_| ())
     }
 
+    const FAST_PATHS: bool = true;
+
+    #[inline(always)]
+    fn alloc_fast(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        self.engine.alloc_cached(size, align)
+    }
+
+    #[inline(always)]
+    fn free_fast(&mut self, p: NonNull<u8>) -> bool {
+        self.engine.free_cached(p)
+    }
+
     fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error> {
         self.engine.usable_size(p)
     }

@@ -150,6 +150,27 @@ fn misuse<B: Backend>(e: &Error) -> ! {
 /// `Allocator::allocate`.
 #[inline(always)]
 pub(crate) fn allocate<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+    if B::FAST_PATHS {
+        // The hit carries no error, and the miss is a tail call: no stack frame on the way.
+        if layout.size() != 0 {
+            if let Some(p) = b.alloc_fast(layout.size(), layout.align()) {
+                return Ok(NonNull::slice_from_raw_parts(p, layout.size()));
+            }
+        }
+        return allocate_checked(b, layout);
+    }
+    allocate_in_full(b, layout)
+}
+
+/// `allocate` after its fast path missed.
+#[inline(never)]
+fn allocate_checked<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+    allocate_in_full(b, layout)
+}
+
+/// `allocate` without a fast path.
+#[inline(always)]
+fn allocate_in_full<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
     if layout.size() == 0 {
         return Ok(dangling(layout.align()));
     }
@@ -193,6 +214,24 @@ pub(crate) fn deallocate<B: Backend>(b: &mut B, p: NonNull<u8>, layout: Layout) 
     if layout.size() == 0 {
         return;
     }
+    if B::FAST_PATHS {
+        if !b.free_fast(p) {
+            free_or_abort_checked(b, p);
+        }
+        return;
+    }
+    free_or_abort(b, p);
+}
+
+/// `deallocate` after its fast path missed.
+#[inline(never)]
+fn free_or_abort_checked<B: Backend>(b: &mut B, p: NonNull<u8>) {
+    free_or_abort(b, p);
+}
+
+/// Frees `p`, or aborts with a report if it is not a live block.
+#[inline(always)]
+fn free_or_abort<B: Backend>(b: &mut B, p: NonNull<u8>) {
     if let Err(e) = b.free(p) {
         misuse::<B>(&e)
     }
