@@ -78,6 +78,12 @@ pub(crate) trait Backend {
         None
     }
 
+    /// `alloc` right after `alloc_fast` returned `None` for the same request.
+    #[inline(always)]
+    fn alloc_missed(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+        self.alloc(size, align)
+    }
+
     /// The common case of `free`: `true` if `p` was a live block and is freed now; `false`
     /// with nothing changed, and the caller then calls `free`, which judges `p` in full.
     #[inline(always)]

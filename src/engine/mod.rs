@@ -780,13 +780,13 @@ impl Engine {
     pub fn alloc(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
         match self.alloc_cached(size, align) {
             Some(p) => Ok(Some(p)),
-            None => self.alloc_slow(size, align),
+            None => self.alloc_missed(size, align),
         }
     }
 
     /// The hot path of `alloc`: the top of the request's quick stack, if it has one and its
     /// header is what the stack says. Anything else, a damaged header included, is left to
-    /// `alloc_slow`, which takes the same block again and reports the damage; this path has
+    /// `alloc_missed`, which takes the same block again and reports the damage; this path has
     /// no error to carry, which keeps it short.
     #[inline(always)]
     pub fn alloc_cached(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
@@ -877,8 +877,15 @@ impl Engine {
     /// damaged top to report, a larger cached block to split), then the bins. The stacks'
     /// part comes first and is small, so that the common miss does not pay for the frame of
     /// the bin search.
+    ///
+    /// An owner that calls [`alloc_cached`](Self::alloc_cached) itself calls this after its
+    /// `None`: together they are `alloc`. (It is correct after any call.)
     #[inline(never)]
-    fn alloc_slow(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
+    pub fn alloc_missed(
+        &mut self,
+        size: usize,
+        align: usize,
+    ) -> Result<Option<NonNull<u8>>, Error> {
         if align <= GRANULE && size <= quick::MAX_SIZE - HEADER {
             let bsize = small_block_size(size);
             // The hot path leaves a cached block whose header is damaged on its stack: taken

@@ -162,15 +162,25 @@ pub(crate) fn allocate<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<
     allocate_in_full(b, layout)
 }
 
-/// `allocate` after its fast path missed.
+/// `allocate` after its fast path missed: the backend need not look where it just did.
 #[inline(never)]
 fn allocate_checked<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-    allocate_in_full(b, layout)
+    allocate_with(b, layout, B::alloc_missed)
 }
 
 /// `allocate` without a fast path.
 #[inline(always)]
 fn allocate_in_full<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+    allocate_with(b, layout, B::alloc)
+}
+
+/// `allocate`, trying `first` before the damage retries (which use `Backend::alloc`).
+#[inline(always)]
+fn allocate_with<B: Backend>(
+    b: &mut B,
+    layout: Layout,
+    first: impl FnOnce(&mut B, usize, usize) -> Result<NonNull<u8>, Error>,
+) -> Result<NonNull<[u8]>, AllocError> {
     if layout.size() == 0 {
         return Ok(dangling(layout.align()));
     }
@@ -178,9 +188,9 @@ fn allocate_in_full<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<[u8
     // `check_layout` is two comparisons in the common case.
     let (size, align) = (layout.size(), layout.align());
     let r = if align <= MAX_ALIGN && size <= isize::MAX as usize - MAX_ALIGN {
-        b.alloc(size, align)
+        first(b, size, align)
     } else {
-        check_layout(size, align, B::MAX_ALIGN).and_then(|()| b.alloc(size, align))
+        check_layout(size, align, B::MAX_ALIGN).and_then(|()| first(b, size, align))
     };
     let r = match r {
         Err(Error::Corrupted { .. }) => retry_after_damage(b, |b| b.alloc(size, align)),
