@@ -211,6 +211,19 @@ impl Arena {
 }
 
 impl ArenaCore {
+    /// An engine allocation's outcome as the backend's: no free block fits is out of memory.
+    #[inline(always)]
+    fn found(
+        &self,
+        r: Result<Option<NonNull<u8>>, Error>,
+        size: usize,
+    ) -> Result<NonNull<u8>, Error> {
+        match r? {
+            Some(p) => Ok(p),
+            None => Err(Error::oom(size, self.engine.largest_free())),
+        }
+    }
+
     fn stats(&self) -> Stats {
         let mut s = self.engine.stats();
         s.managed_bytes = self.capacity;
@@ -223,10 +236,8 @@ impl Backend for ArenaCore {
 
     #[inline(always)]
     fn alloc(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
-        match self.engine.alloc(size, align)? {
-            Some(p) => Ok(p),
-            None => Err(Error::oom(size, self.engine.largest_free())),
-        }
+        let r = self.engine.alloc(size, align);
+        self.found(r, size)
     }
 
     fn alloc_zeroed(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
@@ -239,6 +250,24 @@ impl Backend for ArenaCore {
     #[inline(always)]
     fn free(&mut self, p: NonNull<u8>) -> Result<(), Error> {
         self.engine.free(p).map(|_| ())
+    }
+
+    const FAST_PATHS: bool = true;
+
+    #[inline(always)]
+    fn alloc_fast(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        self.engine.alloc_cached(size, align)
+    }
+
+    #[inline(always)]
+    fn alloc_missed(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+        let r = self.engine.alloc_missed(size, align);
+        self.found(r, size)
+    }
+
+    #[inline(always)]
+    fn free_fast(&mut self, p: NonNull<u8>) -> bool {
+        self.engine.free_cached(p)
     }
 
     fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error> {

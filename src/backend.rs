@@ -68,6 +68,29 @@ pub(crate) trait Backend {
     /// Frees the live block at `p`, validating it first.
     fn free(&mut self, p: NonNull<u8>) -> Result<(), Error>;
 
+    /// Whether `alloc_fast` and `free_fast` are worth trying before `alloc` and `free`.
+    const FAST_PATHS: bool = false;
+
+    /// The common case of `alloc` (`size > 0`, `align` as there), or `None` with nothing
+    /// changed: the caller then calls `alloc`.
+    #[inline(always)]
+    fn alloc_fast(&mut self, _size: usize, _align: usize) -> Option<NonNull<u8>> {
+        None
+    }
+
+    /// `alloc` right after `alloc_fast` returned `None` for the same request.
+    #[inline(always)]
+    fn alloc_missed(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, Error> {
+        self.alloc(size, align)
+    }
+
+    /// The common case of `free`: `true` if `p` was a live block and is freed now; `false`
+    /// with nothing changed, and the caller then calls `free`, which judges `p` in full.
+    #[inline(always)]
+    fn free_fast(&mut self, _p: NonNull<u8>) -> bool {
+        false
+    }
+
     /// Usable bytes of the live block at `p`.
     fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error>;
 

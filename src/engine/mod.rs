@@ -780,16 +780,16 @@ impl Engine {
     pub fn alloc(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
         match self.alloc_cached(size, align) {
             Some(p) => Ok(Some(p)),
-            None => self.alloc_slow(size, align),
+            None => self.alloc_missed(size, align),
         }
     }
 
     /// The hot path of `alloc`: the top of the request's quick stack, if it has one and its
     /// header is what the stack says. Anything else, a damaged header included, is left to
-    /// `alloc_slow`, which takes the same block again and reports the damage; this path has
+    /// `alloc_missed`, which takes the same block again and reports the damage; this path has
     /// no error to carry, which keeps it short.
     #[inline(always)]
-    fn alloc_cached(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+    pub fn alloc_cached(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
         if align > GRANULE || size > quick::MAX_SIZE - HEADER {
             return None;
         }
@@ -877,8 +877,15 @@ impl Engine {
     /// damaged top to report, a larger cached block to split), then the bins. The stacks'
     /// part comes first and is small, so that the common miss does not pay for the frame of
     /// the bin search.
+    ///
+    /// An owner that calls [`alloc_cached`](Self::alloc_cached) itself calls this after its
+    /// `None`: together they are `alloc`. (It is correct after any call.)
     #[inline(never)]
-    fn alloc_slow(&mut self, size: usize, align: usize) -> Result<Option<NonNull<u8>>, Error> {
+    pub fn alloc_missed(
+        &mut self,
+        size: usize,
+        align: usize,
+    ) -> Result<Option<NonNull<u8>>, Error> {
         if align <= GRANULE && size <= quick::MAX_SIZE - HEADER {
             let bsize = small_block_size(size);
             // The hot path leaves a cached block whose header is damaged on its stack: taken
@@ -1081,14 +1088,9 @@ impl Engine {
     #[inline(always)]
     pub fn live(&mut self, p: NonNull<u8>) -> Result<Live, Error> {
         let (payload, g) = self.live_granule(p)?;
-        // A small block's extent is the distance to the next start in the map; its header
-        // must agree (an overflow from the block before would have changed it). No start in
-        // the window: a block of more than 64 granules, or the last one. A start right at
-        // `g + 1` (bit 0): no block is that short (MIN_BLOCK is two granules), so the map is
-        // not what it should be; the general check reports it.
-        let window = self.map.starts_after(g);
-        if window != 0 && window & 1 == 0 {
-            let size = Granule::bytes(window.trailing_zeros() as usize + 1);
+        // A small block's header must agree with its extent in the map (an overflow from the
+        // block before would have changed it).
+        if let Some(size) = self.small_extent(g) {
             let b = payload.block();
             if !block::is_allocated_header(self.header_word(b), size) {
                 return Err(self.corrupted(b.get(), "block header was overwritten"));
@@ -1120,14 +1122,33 @@ impl Engine {
     #[inline(always)]
     fn live_granule(&mut self, p: NonNull<u8>) -> Result<(PayloadAddr, Granule), Error> {
         let addr = p.as_ptr() as usize;
-        let off = addr.wrapping_sub(self.base);
+        match self.live_granule_of(p) {
+            Some(g) => Ok((PayloadAddr::new(addr), g)),
+            None => Err(self.reject(addr)),
+        }
+    }
+
+    /// The granule of `p` if the start map records a live block there (nothing is read but
+    /// the map).
+    #[inline(always)]
+    fn live_granule_of(&self, p: NonNull<u8>) -> Option<Granule> {
+        let off = (p.as_ptr() as usize).wrapping_sub(self.base);
         let g = Granule::at_offset(off);
         // Granule 0 never holds a block (the first payload is at granule 1), so its live bit
         // is never set and needs no test of its own.
-        if off >= self.end - self.base || off % GRANULE != 0 || !self.map.is_live(g) {
-            return Err(self.reject(addr));
-        }
-        Ok((PayloadAddr::new(addr), g))
+        (off < self.end - self.base && off % GRANULE == 0 && self.map.is_live(g)).then_some(g)
+    }
+
+    /// The size of the block at granule `g` as the map's window after it shows it: the
+    /// distance to the next start. `None` when the window holds no start (a block of more
+    /// than 64 granules, or the last one) or a start right at `g + 1` (bit 0): no block is
+    /// that short (MIN_BLOCK is two granules), so the map is not what it should be, and the
+    /// general check reports it.
+    #[inline(always)]
+    fn small_extent(&self, g: Granule) -> Option<usize> {
+        let window = self.map.starts_after(g);
+        (window != 0 && window & 1 == 0)
+            .then(|| Granule::bytes(window.trailing_zeros() as usize + 1))
     }
 
     /// The header of the live block `b` recorded at granule `g`, checked against the map. The
@@ -1214,6 +1235,30 @@ impl Engine {
         let live = self.live(p)?;
         // SAFETY: `live` was just made by this engine, and nothing changed since.
         unsafe { self.free_live(live) }
+    }
+
+    /// The hot path of `free`, for owners that can take a miss: frees the block at `p` onto
+    /// its quick stack and returns `true` when `p` is a live small block whose header agrees
+    /// with the map (the checks of [`live`](Self::live)'s window path) and its stack has room.
+    /// `false` changes nothing, not even the misuse counter: the owner then calls
+    /// [`free`](Self::free), which judges `p` in full and reports what is wrong. Having no
+    /// error to carry, it needs no stack frame.
+    #[inline(always)]
+    pub fn free_cached(&mut self, p: NonNull<u8>) -> bool {
+        let Some(g) = self.live_granule_of(p) else {
+            return false;
+        };
+        let Some(size) = self.small_extent(g) else {
+            return false;
+        };
+        let b = PayloadAddr::of(p).block();
+        if !block::is_allocated_header(self.header_word(b), size)
+            || !self.quick.push(Quick::list_of(size), b)
+        {
+            return false;
+        }
+        self.record_cached_free(g, size);
+        true
     }
 
     /// Frees the block `live` names, judged already: a small one goes on its quick stack,

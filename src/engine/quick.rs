@@ -236,14 +236,18 @@ mod tests {
         }
         // Every pair of stacks, across word boundaries and at the last stack, against a scan.
         let mut rng = crate::test_rng::Rng::new(7);
-        for _ in 0..200 {
+        for _ in 0..if cfg!(miri) { 20 } else { 200 } {
             let a = rng.range(0, LISTS);
             let c = rng.range(0, LISTS);
             assert!(q.push(a, b(0x1008)));
             assert!(q.push(c, b(0x2008)));
-            for i in 0..LISTS {
-                let want = (i + 1..LISTS).find(|&j| !q.entries(j).is_empty());
+            // The scan runs from the top down, so it costs one look per stack.
+            let mut want = None;
+            for i in (0..LISTS).rev() {
                 assert_eq!(q.first_nonempty_above(i), want, "{a} {c} from {i}");
+                if !q.entries(i).is_empty() {
+                    want = Some(i);
+                }
             }
             assert!(q.pop(a).is_some() && q.pop(c).is_some());
             assert!(q.has_room(a));

@@ -150,6 +150,37 @@ fn misuse<B: Backend>(e: &Error) -> ! {
 /// `Allocator::allocate`.
 #[inline(always)]
 pub(crate) fn allocate<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+    if B::FAST_PATHS {
+        // The hit carries no error, and the miss is a tail call: no stack frame on the way.
+        if layout.size() != 0 {
+            if let Some(p) = b.alloc_fast(layout.size(), layout.align()) {
+                return Ok(NonNull::slice_from_raw_parts(p, layout.size()));
+            }
+        }
+        return allocate_checked(b, layout);
+    }
+    allocate_in_full(b, layout)
+}
+
+/// `allocate` after its fast path missed: the backend need not look where it just did.
+#[inline(never)]
+fn allocate_checked<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+    allocate_with(b, layout, B::alloc_missed)
+}
+
+/// `allocate` without a fast path.
+#[inline(always)]
+fn allocate_in_full<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+    allocate_with(b, layout, B::alloc)
+}
+
+/// `allocate`, trying `first` before the damage retries (which use `Backend::alloc`).
+#[inline(always)]
+fn allocate_with<B: Backend>(
+    b: &mut B,
+    layout: Layout,
+    first: impl FnOnce(&mut B, usize, usize) -> Result<NonNull<u8>, Error>,
+) -> Result<NonNull<[u8]>, AllocError> {
     if layout.size() == 0 {
         return Ok(dangling(layout.align()));
     }
@@ -157,9 +188,9 @@ pub(crate) fn allocate<B: Backend>(b: &mut B, layout: Layout) -> Result<NonNull<
     // `check_layout` is two comparisons in the common case.
     let (size, align) = (layout.size(), layout.align());
     let r = if align <= MAX_ALIGN && size <= isize::MAX as usize - MAX_ALIGN {
-        b.alloc(size, align)
+        first(b, size, align)
     } else {
-        check_layout(size, align, B::MAX_ALIGN).and_then(|()| b.alloc(size, align))
+        check_layout(size, align, B::MAX_ALIGN).and_then(|()| first(b, size, align))
     };
     let r = match r {
         Err(Error::Corrupted { .. }) => retry_after_damage(b, |b| b.alloc(size, align)),
@@ -193,6 +224,24 @@ pub(crate) fn deallocate<B: Backend>(b: &mut B, p: NonNull<u8>, layout: Layout) 
     if layout.size() == 0 {
         return;
     }
+    if B::FAST_PATHS {
+        if !b.free_fast(p) {
+            free_or_abort_checked(b, p);
+        }
+        return;
+    }
+    free_or_abort(b, p);
+}
+
+/// `deallocate` after its fast path missed.
+#[inline(never)]
+fn free_or_abort_checked<B: Backend>(b: &mut B, p: NonNull<u8>) {
+    free_or_abort(b, p);
+}
+
+/// Frees `p`, or aborts with a report if it is not a live block.
+#[inline(always)]
+fn free_or_abort<B: Backend>(b: &mut B, p: NonNull<u8>) {
     if let Err(e) = b.free(p) {
         misuse::<B>(&e)
     }
