@@ -65,6 +65,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence};
 
 use super::SpinLock;
+use super::error_slot::ErrorSlot;
 use super::gate::{Barrier, Gate, Intrusion, this_thread};
 use crate::backend::Backend;
 use crate::engine::block::GRANULE;
@@ -219,6 +220,16 @@ fn free_on(core: &mut HeapCore, p: NonNull<u8>) -> Result<(), Error> {
     let r = Backend::free(core, p);
     core.trim_if_empty();
     r
+}
+
+/// The error of a request whose heap kept none: cannot happen (the heap reports every
+/// failure), answered as a refusal rather than a panic.
+#[cold]
+fn refused(requested: usize) -> Error {
+    Error::OutOfMemory {
+        requested,
+        available: 0,
+    }
 }
 
 std::thread_local! {
@@ -593,13 +604,14 @@ impl Shared {
         self.route(p, f, |n, _, f| n.intruding(self, f))
     }
 
-    /// Frees `p` on whichever heap owns it.
+    /// Frees `p` on whichever heap owns it: `Some(Some(()))` if it was freed, `Some(None)`
+    /// with the error in `err`.
     #[inline(always)]
-    fn free(&self, p: NonNull<u8>) -> Option<Result<(), Error>> {
+    fn free(&self, p: NonNull<u8>, err: &ErrorSlot) -> Option<Option<()>> {
         self.route(
             p,
-            |c| free_on(c, p),
-            |n, off, _| n.free_remote(self, p, off),
+            |c| err.keep(free_on(c, p)),
+            |n, off, _| err.keep(n.free_remote(self, p, off)),
         )
     }
 
@@ -977,7 +989,9 @@ impl GlobalHeap {
     /// ```
     #[inline]
     pub fn alloc(&self, size: usize) -> Result<NonNull<u8>, Error> {
-        self.reach(|c| api::alloc(c, size, 16))?
+        let err = ErrorSlot::new();
+        let p = self.reach(|c| err.keep(api::alloc(c, size, 16)))?;
+        err.result(p, || refused(size))
     }
 
     /// Allocates for `layout` from the calling thread's heap.
@@ -995,7 +1009,9 @@ impl GlobalHeap {
     /// ```
     #[inline]
     pub fn alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, Error> {
-        self.reach(|c| api::alloc(c, layout.size(), layout.align()))?
+        let err = ErrorSlot::new();
+        let p = self.reach(|c| err.keep(api::alloc(c, layout.size(), layout.align())))?;
+        err.result(p, || refused(layout.size()))
     }
 
     /// Allocates `count * size` zeroed bytes from the calling thread's heap, like `calloc`.
@@ -1014,7 +1030,9 @@ impl GlobalHeap {
     /// ```
     #[inline]
     pub fn calloc(&self, count: usize, size: usize) -> Result<NonNull<u8>, Error> {
-        self.reach(|c| api::calloc(c, count, size))?
+        let err = ErrorSlot::new();
+        let p = self.reach(|c| err.keep(api::calloc(c, count, size)))?;
+        err.result(p, || refused(count.saturating_mul(size)))
     }
 
     /// Resizes the block at `ptr`, on whichever thread's heap owns it (a moved block stays in
@@ -1042,9 +1060,12 @@ impl GlobalHeap {
     /// ```
     #[inline]
     pub unsafe fn realloc(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, Error> {
-        self.existing()
-            .and_then(|s| s.with_owner(ptr, |c| api::realloc(c, ptr, new_size)))
-            .unwrap_or_else(|| Err(api::not_a_block(ptr)))
+        let err = ErrorSlot::new();
+        let p = self
+            .existing()
+            .and_then(|s| s.with_owner(ptr, |c| err.keep(api::realloc(c, ptr, new_size))))
+            .flatten();
+        err.result(p, || api::not_a_block(ptr))
     }
 
     /// Frees the block at `ptr`, on whichever thread's heap owns it, validated there.
@@ -1069,9 +1090,9 @@ impl GlobalHeap {
     /// ```
     #[inline]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), Error> {
-        self.existing()
-            .and_then(|s| s.free(ptr))
-            .unwrap_or_else(|| Err(api::not_a_block(ptr)))
+        let err = ErrorSlot::new();
+        let done = self.existing().and_then(|s| s.free(ptr, &err)).flatten();
+        err.result(done, || api::not_a_block(ptr))
     }
 
     /// Usable bytes of the live block at `ptr`, like `malloc_usable_size`.
@@ -1191,8 +1212,11 @@ impl core::fmt::Debug for GlobalHeap {
 unsafe impl GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.reach(|c| api::alloc_contained(c, layout.size(), layout.align()))
-            .and_then(|r| r)
+        // The error is dropped: the trait's answer to a failed request is null.
+        let err = ErrorSlot::new();
+        self.reach(|c| err.keep(api::alloc_contained(c, layout.size(), layout.align())))
+            .ok()
+            .flatten()
             .map_or(core::ptr::null_mut(), NonNull::as_ptr)
     }
 
@@ -1207,22 +1231,22 @@ unsafe impl GlobalAlloc for GlobalHeap {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(p) = NonNull::new(ptr) else { return };
+        let err = ErrorSlot::new();
         let done = self.existing().and_then(|s| {
             s.route(
                 p,
                 |c| {
                     api::deallocate(c, p, layout);
                     c.trim_if_empty();
-                    Ok(())
+                    Some(())
                 },
-                |n, off, _| n.free_remote(s, p, off),
+                |n, off, _| err.keep(n.free_remote(s, p, off)),
             )
         });
-        match done {
-            Some(Ok(())) => {}
-            Some(Err(e)) if !e.is_misuse() => {}
-            Some(Err(e)) => crate::os::abort::misuse(HeapCore::NAME, &e),
-            None => crate::os::abort::misuse(HeapCore::NAME, &api::not_a_block(p)),
+        match err.result(done.flatten(), || api::not_a_block(p)) {
+            Ok(()) => {}
+            Err(e) if !e.is_misuse() => {}
+            Err(e) => crate::os::abort::misuse(HeapCore::NAME, &e),
         }
     }
 
