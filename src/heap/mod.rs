@@ -38,6 +38,11 @@ use crate::{BlockInfo, BlockState, Error, Region, Snapshot, Stats};
 pub use config::HeapConfig;
 use pages::{SlotFree, SmallObjects};
 
+/// The highest the trim threshold climbs: twice the 32 MiB up to which glibc's malloc raises
+/// its own dynamic thresholds on 64-bit, so that a heap swinging by less than this keeps its
+/// pages, and one that truly shrinks still gives back all beyond it.
+const TRIM_CEILING: usize = 64 << 20;
+
 /// The heap packs (best fit, no caching) once less than `max_size / TIGHT_FRACTION` is left
 /// to grow into (see `HeapCore::choose_fit`).
 const TIGHT_FRACTION: usize = 2;
@@ -209,7 +214,16 @@ pub(crate) struct HeapCore {
     max_size: usize,
     increment: usize,
     mmap_threshold: usize,
+    /// The configured trim threshold, where `trim_threshold` starts.
+    trim_floor: usize,
+    /// The free top that a free must leave before the break moves back, and the span above
+    /// which a heap that empties gives its memory back: `trim_floor`, doubled (up to
+    /// [`TRIM_CEILING`]) each time the break grows back over pages such a trim gave away, so
+    /// that a heap whose live set swings (or keeps emptying and filling) does not fault the
+    /// same pages in and give them back on every swing. An explicit `trim` ignores it.
     trim_threshold: usize,
+    /// The span a free's trim left, until the break next grows (0: none since).
+    trimmed_to: usize,
     /// Whether the heap packs (see `choose_fit`).
     tight: bool,
     /// The break when `trim_after_free` last merged the quick stacks, so that a heap that stays
@@ -250,7 +264,9 @@ impl HeapCore {
             max_size,
             increment,
             mmap_threshold: config.mmap_threshold.max(1),
+            trim_floor: config.trim_threshold.max(increment),
             trim_threshold: config.trim_threshold.max(increment),
+            trimmed_to: 0,
             tight: false,
             flushed_at: 0,
             small_max: if config.pages_on() {
@@ -322,7 +338,9 @@ impl HeapCore {
     #[cold]
     #[inline(never)]
     fn trim_cold(&mut self) {
-        self.trim();
+        if self.trim() != 0 {
+            self.trimmed_to = self.span();
+        }
     }
 
     /// The engine, if the heap has one and `p` lies in its span.
@@ -414,6 +432,11 @@ impl HeapCore {
         space.blocks.grow(grow)?;
         let end = space.blocks.base().as_ptr() as usize + space.blocks.brk();
         space.engine.grow_span(end)?;
+        if self.trimmed_to != 0 {
+            // Regrown over what the last trim gave away: trim later next time.
+            self.trim_threshold = (self.trim_threshold * 2).clamp(self.trim_floor, TRIM_CEILING);
+            self.trimmed_to = 0;
+        }
         self.counters.break_growths += 1;
         self.counters.bytes_from_os += grow as u64;
         self.choose_fit();
@@ -508,8 +531,8 @@ impl HeapCore {
             let _ = space.engine.flush_quick();
             top = space.engine.free_top()?.map_or(0, |(_, size)| size);
         }
-        if top >= threshold {
-            self.trim_top(self.increment.max(in_use / 8))?;
+        if top >= threshold && self.trim_top(self.increment.max(in_use / 8))? != 0 {
+            self.trimmed_to = self.span();
         }
         Ok(())
     }
@@ -1317,6 +1340,39 @@ mod tests {
         heap.trim();
         heap.check().unwrap();
         assert_eq!(heap.stats().managed_bytes, 16);
+    }
+
+    /// A live set that fills the heap and empties it again, over and over: the first swings
+    /// give the pages back, and once the break has grown back over them a few times the heap
+    /// keeps them; an explicit trim still gives them all back.
+    #[test]
+    fn a_swinging_heap_stops_giving_back_what_it_needs_again() {
+        let config = HeapConfig::default()
+            .max_size(16 << 20)
+            .growth_increment(16 << 10)
+            .mmap_threshold(64 << 10)
+            .trim_threshold(32 << 10)
+            .small_pages(false);
+        let heap = Heap::with_config(config).unwrap();
+        let mut shrinks_per_swing = Vec::new();
+        for _ in 0..16 {
+            let before = heap.stats().break_shrinks;
+            let blocks: Vec<_> = (0..256).map(|_| heap.alloc(3000).unwrap()).collect();
+            for &p in blocks.iter().rev() {
+                // SAFETY: live, freed once.
+                unsafe { heap.free(p).unwrap() };
+            }
+            heap.check().unwrap();
+            shrinks_per_swing.push(heap.stats().break_shrinks - before);
+        }
+        // 768 KiB swings against a 32 KiB threshold: it doubles to past the swing in five.
+        assert!(shrinks_per_swing[0] >= 1, "{shrinks_per_swing:?}");
+        assert!(
+            shrinks_per_swing[8..].iter().all(|&n| n == 0),
+            "{shrinks_per_swing:?}"
+        );
+        assert!(heap.trim() >= 512 << 10);
+        heap.check().unwrap();
     }
 
     #[test]
