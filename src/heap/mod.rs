@@ -222,8 +222,8 @@ pub(crate) struct HeapCore {
     /// that a heap whose live set swings (or keeps emptying and filling) does not fault the
     /// same pages in and give them back on every swing. An explicit `trim` ignores it.
     trim_threshold: usize,
-    /// The span a free's trim left, until the break next grows (0: none since).
-    trimmed_to: usize,
+    /// Whether a free's trim or an emptied heap's gave pages away since the break last grew.
+    trimmed: bool,
     /// Whether the heap packs (see `choose_fit`).
     tight: bool,
     /// The break when `trim_after_free` last merged the quick stacks, so that a heap that stays
@@ -256,6 +256,7 @@ impl HeapCore {
             page,
             "growth_increment overflows",
         ))?;
+        let trim_floor = config.trim_threshold.max(increment);
         Ok(HeapCore {
             space: None,
             large: LargeBlocks::new(),
@@ -264,9 +265,9 @@ impl HeapCore {
             max_size,
             increment,
             mmap_threshold: config.mmap_threshold.max(1),
-            trim_floor: config.trim_threshold.max(increment),
-            trim_threshold: config.trim_threshold.max(increment),
-            trimmed_to: 0,
+            trim_floor,
+            trim_threshold: trim_floor,
+            trimmed: false,
             tight: false,
             flushed_at: 0,
             small_max: if config.pages_on() {
@@ -338,9 +339,7 @@ impl HeapCore {
     #[cold]
     #[inline(never)]
     fn trim_cold(&mut self) {
-        if self.trim() != 0 {
-            self.trimmed_to = self.span();
-        }
+        self.trimmed |= self.trim() != 0;
     }
 
     /// The engine, if the heap has one and `p` lies in its span.
@@ -432,10 +431,10 @@ impl HeapCore {
         space.blocks.grow(grow)?;
         let end = space.blocks.base().as_ptr() as usize + space.blocks.brk();
         space.engine.grow_span(end)?;
-        if self.trimmed_to != 0 {
+        if self.trimmed {
             // Regrown over what the last trim gave away: trim later next time.
             self.trim_threshold = (self.trim_threshold * 2).clamp(self.trim_floor, TRIM_CEILING);
-            self.trimmed_to = 0;
+            self.trimmed = false;
         }
         self.counters.break_growths += 1;
         self.counters.bytes_from_os += grow as u64;
@@ -531,8 +530,8 @@ impl HeapCore {
             let _ = space.engine.flush_quick();
             top = space.engine.free_top()?.map_or(0, |(_, size)| size);
         }
-        if top >= threshold && self.trim_top(self.increment.max(in_use / 8))? != 0 {
-            self.trimmed_to = self.span();
+        if top >= threshold {
+            self.trimmed |= self.trim_top(self.increment.max(in_use / 8))? != 0;
         }
         Ok(())
     }

@@ -222,16 +222,6 @@ fn free_on(core: &mut HeapCore, p: NonNull<u8>) -> Result<(), Error> {
     r
 }
 
-/// The error of a request whose heap kept none: cannot happen (the heap reports every
-/// failure), answered as a refusal rather than a panic.
-#[cold]
-fn refused(requested: usize) -> Error {
-    Error::OutOfMemory {
-        requested,
-        available: 0,
-    }
-}
-
 std::thread_local! {
     /// The global heap (by id) this thread allocated through last, and its heap there.
     static CURRENT: Cell<(u64, *const Node)> = const { Cell::new((0, core::ptr::null())) };
@@ -991,7 +981,7 @@ impl GlobalHeap {
     pub fn alloc(&self, size: usize) -> Result<NonNull<u8>, Error> {
         let err = ErrorSlot::new();
         let p = self.reach(|c| err.keep(api::alloc(c, size, 16)))?;
-        err.result(p, || refused(size))
+        err.result(p, || Error::oom(size, 0))
     }
 
     /// Allocates for `layout` from the calling thread's heap.
@@ -1011,7 +1001,7 @@ impl GlobalHeap {
     pub fn alloc_layout(&self, layout: Layout) -> Result<NonNull<u8>, Error> {
         let err = ErrorSlot::new();
         let p = self.reach(|c| err.keep(api::alloc(c, layout.size(), layout.align())))?;
-        err.result(p, || refused(layout.size()))
+        err.result(p, || Error::oom(layout.size(), 0))
     }
 
     /// Allocates `count * size` zeroed bytes from the calling thread's heap, like `calloc`.
@@ -1032,7 +1022,7 @@ impl GlobalHeap {
     pub fn calloc(&self, count: usize, size: usize) -> Result<NonNull<u8>, Error> {
         let err = ErrorSlot::new();
         let p = self.reach(|c| err.keep(api::calloc(c, count, size)))?;
-        err.result(p, || refused(count.saturating_mul(size)))
+        err.result(p, || Error::oom(count.saturating_mul(size), 0))
     }
 
     /// Resizes the block at `ptr`, on whichever thread's heap owns it (a moved block stays in
