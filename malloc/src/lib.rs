@@ -124,6 +124,15 @@ fn alloc_aligned(align: usize, size: usize) -> Result<NonNull<u8>, Error> {
 /// ```
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    match HEAP.alloc_cached(size) {
+        Some(p) => p.as_ptr().cast(),
+        None => malloc_in_full(size),
+    }
+}
+
+/// `malloc` past the heap's fast path, out of line so that the fast path needs no frame.
+#[inline(never)]
+fn malloc_in_full(size: usize) -> *mut c_void {
     served("malloc", HEAP.alloc(size.max(1)))
 }
 
@@ -140,7 +149,24 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 /// ```
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(ptr: *mut c_void) {
+    let Some(p) = NonNull::new(ptr.cast::<u8>()) else {
+        return;
+    };
     // SAFETY: the caller hands the block back; the heap validates it before writing.
+    if !unsafe { HEAP.free_cached(p) } {
+        // SAFETY: as above; the fast path changed nothing.
+        unsafe { free_in_full(ptr) }
+    }
+}
+
+/// `free` past the heap's fast path, out of line so that the fast path needs no frame.
+///
+/// # Safety
+///
+/// As [`free`].
+#[inline(never)]
+unsafe fn free_in_full(ptr: *mut c_void) {
+    // SAFETY: forwarded from the caller.
     unsafe { free_as("free", ptr) }
 }
 

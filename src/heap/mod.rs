@@ -1018,6 +1018,24 @@ impl Backend for HeapCore {
         Ok(())
     }
 
+    /// Slots alone: the engine's cached paths would have to keep the peak that
+    /// `alloc_engine` notes, and a heap with pages sends few requests there.
+    const FAST_PATHS: bool = true;
+
+    #[inline(always)]
+    fn alloc_fast(&mut self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        if size <= self.small_max && align <= 16 {
+            return self.small_mut()?.alloc(pages::class_of(size));
+        }
+        None
+    }
+
+    #[inline(always)]
+    fn free_fast(&mut self, p: NonNull<u8>) -> bool {
+        self.small_mut()
+            .is_some_and(|small| small.free_cached(p.as_ptr() as usize))
+    }
+
     fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error> {
         if let Some(page) = self.page_of(p.as_ptr() as usize) {
             let r = self.slot_path(|small| small.usable(page, p.as_ptr() as usize));

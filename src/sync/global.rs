@@ -313,6 +313,29 @@ impl Node {
         r
     }
 
+    /// `f` on the heap as its owner, for the fast paths: `None` without calling `f` when
+    /// the heap has remote frees to drain or is not published yet, which only the full path
+    /// (`as_owner`) does.
+    #[inline(always)]
+    fn as_owner_quick<R>(
+        &self,
+        shared: &Shared,
+        f: impl FnOnce(&mut HeapCore) -> Option<R>,
+    ) -> Option<R> {
+        self.gate.0.enter(shared.barrier);
+        let remote = &self.remote.0;
+        let r = if remote.pending.load(Ordering::Relaxed)
+            || remote.base.load(Ordering::Relaxed).is_null()
+        {
+            None
+        } else {
+            // SAFETY: inside the gate as its owner; the reference ends before `leave`.
+            f(unsafe { self.core() })
+        };
+        self.gate.0.leave();
+        r
+    }
+
     /// Runs `f` on the heap from outside: drained first; an orphan is trimmed after.
     fn intruding<R>(&self, shared: &Shared, f: impl FnOnce(&mut HeapCore) -> R) -> R {
         let _in = self.gate.0.intrude(shared.barrier, this_thread());
@@ -854,6 +877,35 @@ impl GlobalHeap {
         unsafe { self.shared.load(Ordering::Acquire).as_ref() }
     }
 
+    /// The calling thread's heap, if it has one here already: the fast paths' way in.
+    #[inline(always)]
+    fn mine_existing(&self) -> Option<(&Shared, &Node)> {
+        let shared = self.existing()?;
+        Some((shared, shared.cached()?))
+    }
+
+    /// The common case of an allocation (a slot of the caller's current page for its size):
+    /// no error to carry and nothing to set up; `None` with nothing changed otherwise.
+    #[inline(always)]
+    fn alloc_quick(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        if size == 0 {
+            return None;
+        }
+        let (shared, node) = self.mine_existing()?;
+        node.as_owner_quick(shared, |c| c.alloc_fast(size, align))
+    }
+
+    /// The common case of a free (an allocated slot of the caller's own heap, whose page
+    /// stays where it is): `true` when `p` is freed; `false` with nothing changed, and the
+    /// full path then judges `p`.
+    #[inline(always)]
+    fn free_quick(&self, p: NonNull<u8>) -> bool {
+        self.mine_existing().is_some_and(|(shared, node)| {
+            node.as_owner_quick(shared, |c| c.free_fast(p).then_some(()))
+                .is_some()
+        })
+    }
+
     /// The calling thread's heap, setting up the registry and the heap first if needed.
     #[inline(always)]
     fn mine(&self) -> Result<(&Shared, &Node), Error> {
@@ -964,6 +1016,54 @@ impl GlobalHeap {
         self.existing().map_or(0, |s| s.heaps().count())
     }
 
+    /// [`alloc`](Self::alloc)'s fast path alone: a block of `size` bytes, 16-byte aligned,
+    /// when the calling thread's heap has a slot ready for that size, else `None` with nothing
+    /// changed (call `alloc`, which also reports why a request fails). For shims such as a C
+    /// ABI, whose common case then needs no stack frame.
+    ///
+    /// ```
+    /// let a = strata_alloc::GlobalHeap::new();
+    /// assert!(a.alloc_cached(0).is_none());
+    /// let p = match a.alloc_cached(40) {
+    ///     Some(p) => p,
+    ///     None => a.alloc(40)?,
+    /// };
+    /// // SAFETY: live, freed once.
+    /// unsafe { a.free(p)? };
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    #[inline(always)]
+    pub fn alloc_cached(&self, size: usize) -> Option<NonNull<u8>> {
+        self.alloc_quick(size, 16)
+    }
+
+    /// [`free`](Self::free)'s fast path alone: `true` when `ptr` was an allocated slot of
+    /// the calling thread's heap and is freed now; `false` with nothing changed, not even a
+    /// misuse counted (call `free`, which judges `ptr` in full and reports what is wrong).
+    ///
+    /// # Safety
+    ///
+    /// As [`free`](Self::free).
+    ///
+    /// ```
+    /// let a = strata_alloc::GlobalHeap::new();
+    /// let p = a.alloc(40)?;
+    /// let q = a.alloc(40)?;
+    /// // SAFETY: live, freed once (by one of the two calls).
+    /// if !unsafe { a.free_cached(p) } {
+    ///     unsafe { a.free(p)? };
+    /// }
+    /// // SAFETY: freed already: the fast path declines, the full path reports it.
+    /// assert!(!unsafe { a.free_cached(p) });
+    /// assert!(unsafe { a.free(p) }.is_err());
+    /// # unsafe { a.free(q)? };
+    /// # Ok::<(), strata_alloc::Error>(())
+    /// ```
+    #[inline(always)]
+    pub unsafe fn free_cached(&self, ptr: NonNull<u8>) -> bool {
+        self.free_quick(ptr)
+    }
+
     /// Allocates `size` bytes, 16-byte aligned, from the calling thread's heap.
     ///
     /// # Errors
@@ -979,6 +1079,15 @@ impl GlobalHeap {
     /// ```
     #[inline]
     pub fn alloc(&self, size: usize) -> Result<NonNull<u8>, Error> {
+        match self.alloc_quick(size, 16) {
+            Some(p) => Ok(p),
+            None => self.alloc_in_full(size),
+        }
+    }
+
+    /// `alloc` past its fast path.
+    #[inline(never)]
+    fn alloc_in_full(&self, size: usize) -> Result<NonNull<u8>, Error> {
         let err = ErrorSlot::new();
         let p = self.reach(|c| err.keep(api::alloc(c, size, 16)))?;
         err.result(p, || Error::oom(size, 0))
@@ -1080,6 +1189,20 @@ impl GlobalHeap {
     /// ```
     #[inline]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), Error> {
+        if self.free_quick(ptr) {
+            return Ok(());
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.free_in_full(ptr) }
+    }
+
+    /// `free` past its fast path.
+    ///
+    /// # Safety
+    ///
+    /// As [`free`](Self::free).
+    #[inline(never)]
+    unsafe fn free_in_full(&self, ptr: NonNull<u8>) -> Result<(), Error> {
         let err = ErrorSlot::new();
         let done = self.existing().and_then(|s| s.free(ptr, &err)).flatten();
         err.result(done, || api::not_a_block(ptr))
@@ -1188,20 +1311,10 @@ impl Default for GlobalHeap {
     }
 }
 
-impl core::fmt::Debug for GlobalHeap {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("GlobalHeap").finish_non_exhaustive()
-    }
-}
-
-// Blocks stay valid until `dealloc`; `realloc` keeps contents up to the smaller size; a pointer
-// no heap handed out aborts before anything is written; the heaps never allocate through the
-// global allocator, so there is no re-entry.
-// SAFETY: `alloc` returns null or a block of at least `layout.size()` bytes aligned to
-// `layout.align()`, valid until `dealloc` (see above).
-unsafe impl GlobalAlloc for GlobalHeap {
-    #[inline]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+impl GlobalHeap {
+    /// `GlobalAlloc::alloc` past its fast path.
+    #[inline(never)]
+    fn global_alloc_in_full(&self, layout: Layout) -> *mut u8 {
         // The error is dropped: the trait's answer to a failed request is null.
         let err = ErrorSlot::new();
         self.reach(|c| err.keep(api::alloc_contained(c, layout.size(), layout.align())))
@@ -1210,17 +1323,9 @@ unsafe impl GlobalAlloc for GlobalHeap {
             .map_or(core::ptr::null_mut(), NonNull::as_ptr)
     }
 
-    #[inline]
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        self.reach(|c| api::allocate_zeroed(c, layout))
-            .ok()
-            .and_then(Result::ok)
-            .map_or(core::ptr::null_mut(), |p| p.cast::<u8>().as_ptr())
-    }
-
-    #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        let Some(p) = NonNull::new(ptr) else { return };
+    /// `GlobalAlloc::dealloc` past its fast path: a pointer that is not a live block aborts.
+    #[inline(never)]
+    fn global_dealloc_in_full(&self, p: NonNull<u8>, layout: Layout) {
         let err = ErrorSlot::new();
         let done = self.existing().and_then(|s| {
             s.route(
@@ -1237,6 +1342,43 @@ unsafe impl GlobalAlloc for GlobalHeap {
             Ok(()) => {}
             Err(e) if !e.is_misuse() => {}
             Err(e) => crate::os::abort::misuse(HeapCore::NAME, &e),
+        }
+    }
+}
+
+impl core::fmt::Debug for GlobalHeap {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GlobalHeap").finish_non_exhaustive()
+    }
+}
+
+// Blocks stay valid until `dealloc`; `realloc` keeps contents up to the smaller size; a pointer
+// no heap handed out aborts before anything is written; the heaps never allocate through the
+// global allocator, so there is no re-entry.
+// SAFETY: `alloc` returns null or a block of at least `layout.size()` bytes aligned to
+// `layout.align()`, valid until `dealloc` (see above).
+unsafe impl GlobalAlloc for GlobalHeap {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        match self.alloc_quick(layout.size(), layout.align()) {
+            Some(p) => p.as_ptr(),
+            None => self.global_alloc_in_full(layout),
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.reach(|c| api::allocate_zeroed(c, layout))
+            .ok()
+            .and_then(Result::ok)
+            .map_or(core::ptr::null_mut(), |p| p.cast::<u8>().as_ptr())
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let Some(p) = NonNull::new(ptr) else { return };
+        if !self.free_quick(p) {
+            self.global_dealloc_in_full(p, layout);
         }
     }
 

@@ -194,6 +194,30 @@ impl SmallPages {
         Ok(self.free_slow(p))
     }
 
+    /// The common case of [`free`](Self::free): frees the slot at `addr` of page `p` and
+    /// returns `true` when it is an allocated slot and the free moves no page (the page is
+    /// current or listed and keeps another slot in use). `false` changes nothing: the owner
+    /// then calls `free`, which judges `addr` in full and reports what is wrong.
+    ///
+    /// # Safety
+    ///
+    /// As [`free`](Self::free).
+    #[inline(always)]
+    pub(crate) unsafe fn free_cached(&mut self, p: NonNull<Page>, addr: usize) -> bool {
+        // SAFETY: forwarded from the contract.
+        let page = unsafe { &mut *p.as_ptr() };
+        if page.used <= 1 || page.place == Place::Floating as u8 {
+            return false;
+        }
+        let Ok(slot) = page.allocated_slot(addr) else {
+            return false;
+        };
+        page.release(slot);
+        self.frees += 1;
+        self.in_use -= page.slot_size();
+        true
+    }
+
     /// A free left its page empty, or freed the first slot of a full page.
     #[cold]
     fn free_slow(&mut self, p: NonNull<Page>) -> SlotFreed {

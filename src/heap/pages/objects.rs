@@ -153,6 +153,19 @@ impl SmallObjects {
         }
     }
 
+    /// The common case of [`free`](Self::free), for the owner's fast path: `true` when the
+    /// slot at `addr` was allocated and is freed now with no page to move; `false` with
+    /// nothing changed (not a slot, not allocated, or a free that moves its page), and the
+    /// owner then calls `free`.
+    #[inline(always)]
+    pub(crate) fn free_cached(&mut self, addr: usize) -> bool {
+        match self.page_of(addr) {
+            // SAFETY: `page_of` found the live page record holding `addr`.
+            Some(page) => unsafe { self.pages.free_cached(page, addr) },
+            None => false,
+        }
+    }
+
     /// The page `p` (from [`SlotFree::Empty`]) has just emptied: it stays if `keep` (the heap
     /// is neither near its limit nor mostly free) and it is its class's current page or only
     /// listed one; else its block is freed in `engine` and the page retired. What the engine

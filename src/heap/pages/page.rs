@@ -200,9 +200,9 @@ impl Page {
         let bits = self.free[w];
         let rest = bits & bits.wrapping_sub(1);
         self.free[w] = rest;
-        if rest == 0 {
-            self.nonzero = nz & !(1 << w);
-        }
+        // Without a branch: whether this took a word's last free slot is close to a coin
+        // toss when frees and allocations alternate, and a branch on it mispredicts.
+        self.nonzero = nz & !(u64::from(rest == 0) << w);
         self.used += 1;
         let idx = w * 64 + bits.trailing_zeros() as usize + usize::from(self.rot);
         let cap = usize::from(self.cap);
