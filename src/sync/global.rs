@@ -59,12 +59,13 @@
 //! the global heap is dropped. A heap's owner changes only under its intruder lock as well.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence};
 
 use super::SpinLock;
+use super::current;
 use super::error_slot::ErrorSlot;
 use super::gate::{Barrier, Gate, Intrusion, this_thread};
 use crate::backend::Backend;
@@ -134,7 +135,7 @@ struct Remote {
 }
 
 /// A heap on a registry, in a mapping of its own.
-struct Node {
+pub(crate) struct Node {
     gate: Line<Gate>,
     /// The heap; touched only inside `gate` (as its owner or as an intruder).
     core: UnsafeCell<HeapCore>,
@@ -220,11 +221,6 @@ fn free_on(core: &mut HeapCore, p: NonNull<u8>) -> Result<(), Error> {
     let r = Backend::free(core, p);
     core.trim_if_empty();
     r
-}
-
-std::thread_local! {
-    /// The global heap (by id) this thread allocated through last, and its heap there.
-    static CURRENT: Cell<(u64, *const Node)> = const { Cell::new((0, core::ptr::null())) };
 }
 
 /// The id of the next global heap set up (0 is no heap).
@@ -519,9 +515,9 @@ impl Shared {
                 }
             }
         };
-        // During thread teardown the cache may be gone; every call then comes here, which
-        // is slower but finds the same heap.
-        let _ = CURRENT.try_with(|c| c.set((self.id, node)));
+        // During thread teardown a std thread-local cache may be gone; every call then comes
+        // here, which is slower but finds the same heap.
+        current::set((self.id, node));
         let key = EXIT_KEY.load(Ordering::Acquire);
         if key != usize::MAX {
             // SAFETY: the key was created; any non-null value arms its destructor for this
@@ -539,13 +535,10 @@ impl Shared {
     /// The calling thread's cached heap on this registry, if any.
     #[inline(always)]
     fn cached(&self) -> Option<&Node> {
-        CURRENT
-            .try_with(Cell::get)
-            .ok()
-            .filter(|&(id, _)| id == self.id)
-            // SAFETY: the cache names a node of this registry (the ids are unique), alive
-            // while `self` is.
-            .map(|(_, n)| unsafe { &*n })
+        let (id, n) = current::get();
+        // SAFETY: the cache names a node of this registry (the ids are unique), alive while
+        // `self` is.
+        (id == self.id).then(|| unsafe { &*n })
     }
 
     /// Entry `addr >> HINT_SHIFT` of `table`, if the table covers it.
@@ -702,7 +695,7 @@ fn register_handlers() {
 /// docs). The cache is cleared first, so an allocation after this (a later destructor) joins
 /// again rather than using a heap another thread may adopt.
 extern "C" fn thread_exit(_: *mut libc::c_void) {
-    let _ = CURRENT.try_with(|c| c.set((0, core::ptr::null())));
+    current::clear();
     let me = this_thread();
     let _list = FORK_LIST.lock();
     // SAFETY: the fork list's lock is held.
@@ -913,7 +906,8 @@ impl GlobalHeap {
             Some(s) => s,
             None => self.set_up()?,
         };
-        if let Ok((id, node)) = CURRENT.try_with(Cell::get) {
+        {
+            let (id, node) = current::get();
             if id == shared.id {
                 // SAFETY: the cache names a node of this registry (the ids are unique), which
                 // lives as long as the registry.

@@ -17,6 +17,7 @@ use crate::facade as api;
 use crate::heap::HeapCore;
 use crate::{BlockInfo, Error, Heap, Snapshot};
 
+mod current;
 mod error_slot;
 mod gate;
 mod global;
