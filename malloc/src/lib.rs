@@ -149,24 +149,7 @@ fn malloc_in_full(size: usize) -> *mut c_void {
 /// ```
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free(ptr: *mut c_void) {
-    let Some(p) = NonNull::new(ptr.cast::<u8>()) else {
-        return;
-    };
     // SAFETY: the caller hands the block back; the heap validates it before writing.
-    if !unsafe { HEAP.free_cached(p) } {
-        // SAFETY: as above; the fast path changed nothing.
-        unsafe { free_in_full(ptr) }
-    }
-}
-
-/// `free` past the heap's fast path, out of line so that the fast path needs no frame.
-///
-/// # Safety
-///
-/// As [`free`].
-#[inline(never)]
-unsafe fn free_in_full(ptr: *mut c_void) {
-    // SAFETY: forwarded from the caller.
     unsafe { free_as("free", ptr) }
 }
 
@@ -182,10 +165,17 @@ unsafe fn free_as(who: &str, ptr: *mut c_void) {
     };
     // SAFETY: as the caller's contract says; the heap validates `p` before writing.
     if let Err(e) = unsafe { HEAP.free(p) } {
-        // Anything else (the OS refusing to take pages back) leaves the block freed.
-        if e.is_misuse() {
-            misuse(who, &e)
-        }
+        free_failed(who, &e)
+    }
+}
+
+/// A `free` that failed: a misuse aborts; anything else (the OS refusing to take pages back)
+/// leaves the block freed.
+#[cold]
+#[inline(never)]
+fn free_failed(who: &str, e: &Error) {
+    if e.is_misuse() {
+        misuse(who, e)
     }
 }
 

@@ -1181,7 +1181,7 @@ impl GlobalHeap {
     /// assert!(matches!(unsafe { a.free(p) }, Err(strata_alloc::Error::DoubleFree { .. })));
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub unsafe fn free(&self, ptr: NonNull<u8>) -> Result<(), Error> {
         if self.free_quick(ptr) {
             return Ok(());
