@@ -311,14 +311,16 @@ impl Node {
 
     /// `f` on the heap as its owner, for the fast paths: `None` without calling `f` when
     /// the heap has remote frees to drain or is not published yet, which only the full path
-    /// (`as_owner`) does.
+    /// (`as_owner`) does, or when an intruder is in, which the full path waits out.
     #[inline(always)]
     fn as_owner_quick<R>(
         &self,
         shared: &Shared,
         f: impl FnOnce(&mut HeapCore) -> Option<R>,
     ) -> Option<R> {
-        self.gate.0.enter(shared.barrier);
+        if !self.gate.0.try_enter(shared.barrier) {
+            return None;
+        }
         let remote = &self.remote.0;
         let r = if remote.pending.load(Ordering::Relaxed)
             || remote.base.load(Ordering::Relaxed).is_null()
