@@ -91,6 +91,20 @@ pub(crate) trait Backend {
         false
     }
 
+    /// The common case of `reshape` for a live block at `p` whose caller owns its first
+    /// `keep` bytes: the block and whether it stayed where it was, or `None` with nothing
+    /// changed, and the caller then calls `reshape`, which judges `p` in full.
+    #[inline(always)]
+    fn resize_fast(
+        &mut self,
+        _p: NonNull<u8>,
+        _keep: usize,
+        _new_size: usize,
+        _align: usize,
+    ) -> Option<(NonNull<u8>, bool)> {
+        None
+    }
+
     /// Usable bytes of the live block at `p`.
     fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error>;
 

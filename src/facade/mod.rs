@@ -266,21 +266,18 @@ pub(crate) fn resize<B: Backend>(
         deallocate(b, p, old);
         return Ok(dangling(new.align()));
     }
-    // Damage met on the way (in a neighbour, on a free list) is contained before it is
-    // reported, so the resize is tried again once it has been (a failed one leaves the block
-    // untouched); damage that stays (the block's own header) is a misuse like a bad pointer.
-    let q = match contained(b, |b| b.reshape(p, new.size(), new.align())) {
-        Ok((q, in_place)) => {
-            b.stats_mut().reallocations_in_place += u64::from(in_place);
-            q
-        }
-        Err(e) if e.is_misuse() => misuse::<B>(&e),
-        Err(_) => {
-            b.stats_mut().failed_requests += 1;
-            return Err(AllocError);
-        }
+    let fast = if B::FAST_PATHS {
+        b.resize_fast(p, old.size(), new.size(), new.align())
+    } else {
+        None
     };
-    b.stats_mut().reallocations += 1;
+    let (q, in_place) = match fast {
+        Some(done) => done,
+        None => reshape_or_abort(b, p, new)?,
+    };
+    let s = b.stats_mut();
+    s.reallocations += 1;
+    s.reallocations_in_place += u64::from(in_place);
     if zeroed && new.size() > old.size() {
         // SAFETY: the block at `q` holds `new.size()` bytes; the tail past `old.size()` is ours.
         unsafe {
@@ -290,6 +287,26 @@ pub(crate) fn resize<B: Backend>(
         };
     }
     Ok(NonNull::slice_from_raw_parts(q, new.size()))
+}
+
+/// `resize`'s full path: `reshape`, with a bad pointer aborting and a refusal counted.
+#[inline(never)]
+fn reshape_or_abort<B: Backend>(
+    b: &mut B,
+    p: NonNull<u8>,
+    new: Layout,
+) -> Result<(NonNull<u8>, bool), AllocError> {
+    // Damage met on the way (in a neighbour, on a free list) is contained before it is
+    // reported, so the resize is tried again once it has been (a failed one leaves the block
+    // untouched); damage that stays (the block's own header) is a misuse like a bad pointer.
+    match contained(b, |b| b.reshape(p, new.size(), new.align())) {
+        Ok(done) => Ok(done),
+        Err(e) if e.is_misuse() => misuse::<B>(&e),
+        Err(_) => {
+            b.stats_mut().failed_requests += 1;
+            Err(AllocError)
+        }
+    }
 }
 
 /// Implements allocator-api2's `Allocator` for `&$ty`, where `$ty` has

@@ -1031,6 +1031,22 @@ impl Backend for HeapCore {
     }
 
     #[inline(always)]
+    fn resize_fast(
+        &mut self,
+        p: NonNull<u8>,
+        keep: usize,
+        new_size: usize,
+        align: usize,
+    ) -> Option<(NonNull<u8>, bool)> {
+        if align > 16 {
+            return None;
+        }
+        let small_max = self.small_max;
+        self.small_mut()?
+            .resize_cached(p, keep, new_size, small_max)
+    }
+
+    #[inline(always)]
     fn free_fast(&mut self, p: NonNull<u8>) -> bool {
         self.small_mut()
             .is_some_and(|small| small.free_cached(p.as_ptr() as usize))
@@ -1390,6 +1406,67 @@ mod tests {
         );
         assert!(heap.trim() >= 512 << 10);
         heap.check().unwrap();
+    }
+
+    /// The trait's grow and shrink of slots, which take the fast path when the slot's page
+    /// stays put: contents kept, the old slot freed (a second free of it is a double free),
+    /// every reallocation counted, and the heap sound after each.
+    #[test]
+    fn slots_grown_and_shrunk_through_the_trait_keep_contents_and_counts() {
+        use allocator_api2::alloc::Allocator;
+        let heap = small_heap_with(true);
+        let l = |n| core::alloc::Layout::from_size_align(n, 8).unwrap();
+        // Enough slots of one class that its page is in use before and after each move.
+        // Enough requests of the target sizes that their classes have pages (see
+        // `SmallObjects::wants_page`).
+        let keep: Vec<_> = [40, 300, 2000]
+            .iter()
+            .flat_map(|&n| (0..20).map(move |_| n))
+            .map(|n| heap.alloc(n).unwrap())
+            .collect();
+        let p = heap.alloc(40).unwrap();
+        // SAFETY: 40 live bytes.
+        unsafe { p.as_ptr().write_bytes(0xA5, 40) };
+        let before = heap.stats().reallocations;
+        // SAFETY: `p` is live with layout (40, 8); only the returned pointer is used after.
+        let q = unsafe { (&heap).grow(p, l(40), l(300)) }
+            .unwrap()
+            .cast::<u8>();
+        assert_ne!(q, p);
+        // SAFETY: the first 40 bytes were kept.
+        assert!((0..40).all(|i| unsafe { q.as_ptr().add(i).read() } == 0xA5));
+        // SAFETY: `p` was freed by the move.
+        assert!(matches!(
+            unsafe { heap.free(p) },
+            Err(Error::DoubleFree { .. })
+        ));
+        heap.check().unwrap();
+        // SAFETY: `q` is live with layout (300, 8).
+        let r = unsafe { (&heap).shrink(q, l(300), l(290)) }
+            .unwrap()
+            .cast::<u8>();
+        assert_eq!(r, q, "a shrink within the slot stays");
+        // SAFETY: `r` is live with layout (290, 8).
+        let z = unsafe { (&heap).grow_zeroed(r, l(290), l(2000)) }
+            .unwrap()
+            .cast::<u8>();
+        // SAFETY: 2000 bytes, the first 40 kept and the tail zeroed.
+        unsafe {
+            assert!((0..40).all(|i| z.as_ptr().add(i).read() == 0xA5));
+            assert!((290..2000).all(|i| z.as_ptr().add(i).read() == 0));
+        }
+        let s = heap.stats();
+        assert_eq!(s.reallocations, before + 3);
+        assert!(s.reallocations_in_place >= 1);
+        // SAFETY: live, freed once each.
+        unsafe {
+            heap.free(z).unwrap();
+            for k in keep {
+                heap.free(k).unwrap();
+            }
+        }
+        heap.check().unwrap();
+        assert_eq!(heap.stats().live_blocks, 0);
     }
 
     #[test]

@@ -218,6 +218,42 @@ impl SmallPages {
         true
     }
 
+    /// See [`SmallObjects::resize_cached`]; validates as [`free`](Self::free) does before
+    /// anything is written.
+    ///
+    /// # Safety
+    ///
+    /// `p` is a live page record of this heap holding `q`.
+    #[inline(always)]
+    pub(crate) unsafe fn resize_cached(
+        &mut self,
+        p: NonNull<Page>,
+        q: NonNull<u8>,
+        keep: usize,
+        new_size: usize,
+        small_max: usize,
+    ) -> Option<(NonNull<u8>, bool)> {
+        // SAFETY: forwarded from the contract.
+        let page = unsafe { &mut *p.as_ptr() };
+        let slot = page.allocated_slot(q.as_ptr() as usize).ok()?;
+        let size = page.slot_size();
+        if new_size <= size {
+            return Some((q, true));
+        }
+        if new_size > small_max || page.used <= 1 || page.place == Place::Floating as u8 {
+            return None;
+        }
+        // A larger class: another page, so `page`'s state is as checked above.
+        let to = self.alloc(class_of(new_size))?;
+        // SAFETY: two distinct slots, `to` of at least `new_size > size >= keep` bytes and the
+        // caller's `keep` bytes readable at `q`.
+        unsafe { core::ptr::copy_nonoverlapping(q.as_ptr(), to.as_ptr(), keep.min(size)) };
+        page.release(slot);
+        self.frees += 1;
+        self.in_use -= size;
+        Some((to, false))
+    }
+
     /// A free left its page empty, or freed the first slot of a full page.
     #[cold]
     fn free_slow(&mut self, p: NonNull<Page>) -> SlotFreed {

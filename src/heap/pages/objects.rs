@@ -166,6 +166,24 @@ impl SmallObjects {
         }
     }
 
+    /// The common case of resizing the slot at `p` (whose first `keep` bytes the caller owns)
+    /// to `new_size` bytes aligned to 16 at most: it stays if it is large enough, else moves
+    /// to a slot of the current page of the new size's class (at most `small_max`), when its
+    /// own page stays where it is after the free. `None` with nothing changed otherwise: not
+    /// an allocated slot, or a move these conditions do not cover.
+    #[inline(always)]
+    pub(crate) fn resize_cached(
+        &mut self,
+        p: NonNull<u8>,
+        keep: usize,
+        new_size: usize,
+        small_max: usize,
+    ) -> Option<(NonNull<u8>, bool)> {
+        let page = self.page_of(p.as_ptr() as usize)?;
+        // SAFETY: `page_of` found the live page record holding `p`.
+        unsafe { self.pages.resize_cached(page, p, keep, new_size, small_max) }
+    }
+
     /// The page `p` (from [`SlotFree::Empty`]) has just emptied: it stays if `keep` (the heap
     /// is neither near its limit nor mostly free) and it is its class's current page or only
     /// listed one; else its block is freed in `engine` and the page retired. What the engine
