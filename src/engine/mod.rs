@@ -1018,7 +1018,14 @@ impl Engine {
         debug_assert!(align.is_power_of_two());
         // Room for the block, the worst misalignment and a free lead block before it.
         let need = bsize + align + MIN_BLOCK;
-        let Some((b, h)) = self.take_fit(need)? else {
+        // A block already placed so that the aligned block fits in it (such as one an aligned
+        // block left when freed) is smaller than `need`: looking only for `need` would leave
+        // every such hole unused and grow the span instead.
+        let found = match self.aligned_fit(bsize, align, need)? {
+            Some(f) => Some(f),
+            None => self.take_fit(need)?,
+        };
+        let Some((b, h)) = found else {
             return Ok(None);
         };
         let p = b.payload().get();
@@ -1039,6 +1046,49 @@ impl Engine {
             flags: FREE,
         };
         Ok(Some(self.carve(b2, h2, bsize)))
+    }
+
+    /// A free block (validated, still on its list) in which a block of `bsize` bytes fits with
+    /// its payload on `align`, from the bins of sizes below `need` (those `take_fit(need)`
+    /// never looks at); a few blocks of each.
+    #[cold]
+    fn aligned_fit(
+        &mut self,
+        bsize: usize,
+        align: usize,
+        need: usize,
+    ) -> Result<Option<(BlockAddr, Header)>, Error> {
+        let last = bin_of(need);
+        let mut from = bin_of(bsize);
+        while let Some(i) = self.bins.first_nonempty_from(from) {
+            if i > last {
+                break;
+            }
+            let mut next = self.bins.head(i);
+            for _ in 0..BIN_SCAN {
+                let Some(b) = next else {
+                    break;
+                };
+                let h = self.listed_free(b, i)?;
+                let p = b.payload().get();
+                let lead = if p % align == 0 {
+                    0
+                } else {
+                    ((p + MIN_BLOCK + align - 1) & !(align - 1)) - p
+                };
+                // A tail too small to be a block would be carved into the block, which
+                // must be exactly `bsize`.
+                let rest = h.size.checked_sub(lead + bsize);
+                if rest.is_some_and(|r| r == 0 || r >= MIN_BLOCK) {
+                    self.confirm_size(b, h.size, i)?;
+                    self.check_links(b, h.size)?;
+                    return Ok(Some((b, h)));
+                }
+                next = self.follow(b, i)?;
+            }
+            from = i + 1;
+        }
+        Ok(None)
     }
 
     // ---------------------------------------------------------------- validation of user pointers

@@ -480,6 +480,37 @@ fn aligned_requests_land_on_their_alignment() {
 }
 
 #[test]
+fn an_aligned_hole_is_reused_by_the_next_aligned_request_of_its_size() {
+    // As the small-object pages ask: a block of a 64 KiB cell less its header, on 64 KiB.
+    const ALIGN: usize = 64 * 1024;
+    const SIZE: usize = ALIGN - HEADER;
+    let mut h = Harness::new(16 * ALIGN);
+    let mut blocks = Vec::new();
+    for _ in 0..3 {
+        let p = h.engine.alloc_over_aligned(SIZE, ALIGN).unwrap().unwrap();
+        assert_eq!(p.as_ptr() as usize % ALIGN, 0);
+        // A live neighbour after each, so that a freed block cannot merge upwards.
+        blocks.push((p, h.alloc(16)));
+    }
+    h.engine.check().unwrap();
+    let hole = blocks[1].0;
+    h.free(hole);
+    let in_use = h.engine.bytes_in_use();
+    let q = h.engine.alloc_over_aligned(SIZE, ALIGN).unwrap().unwrap();
+    h.engine.check().unwrap();
+    assert_eq!(
+        q, hole,
+        "the hole fits the request exactly and was passed over"
+    );
+    assert_eq!(h.engine.bytes_in_use(), in_use + SIZE);
+    for (p, pad) in blocks {
+        h.free(p);
+        h.free(pad);
+    }
+    h.engine.check().unwrap();
+}
+
+#[test]
 fn a_full_engine_says_so_and_recovers() {
     let mut h = Harness::new(4096);
     let mut live = Vec::new();
