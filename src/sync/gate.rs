@@ -387,51 +387,14 @@ mod loom_tests {
         });
     }
 
-    /// One owner entering twice against an intruder: loom's cell reports any overlap, and
-    /// every increment is counted. Preemptions are bounded so the model stays small.
-    #[test]
-    fn the_gate_excludes_the_owner_and_an_intruder() {
+    /// One owner entering twice (by `enter_as_owner`) against an intruder: loom's cell reports
+    /// any overlap, and every increment is counted. Preemptions are bounded so the model stays
+    /// small.
+    fn owner_twice_against_an_intruder(enter_as_owner: fn(&Gate)) {
         let mut model = loom::model::Builder::new();
         model.preemption_bound = Some(1);
         model.max_branches = 100_000;
-        model.check(|| {
-            let c = Arc::new(Counted {
-                gate: Gate::new(1),
-                n: UnsafeCell::new(0),
-            });
-            let intruders: Vec<_> = (0..1)
-                .map(|t| {
-                    let c = c.clone();
-                    loom::thread::spawn(move || {
-                        let _g = c.gate.intrude(Barrier::Symmetric, 10 + t);
-                        bump(&c);
-                    })
-                })
-                .collect();
-            for _ in 0..2 {
-                c.gate.enter(Barrier::Symmetric);
-                bump(&c);
-                c.gate.leave();
-            }
-            for h in intruders {
-                h.join().unwrap();
-            }
-            let n = c.n.with(|n| {
-                // SAFETY: every thread joined.
-                unsafe { *n }
-            });
-            assert_eq!(n, 3);
-        });
-    }
-
-    /// The owner's fast path (`try_enter`, falling back on `enter`) against an intruder: the
-    /// same exclusion, and every increment counted whichever way the owner got in.
-    #[test]
-    fn an_owner_that_gives_up_on_an_intrusion_is_excluded_too() {
-        let mut model = loom::model::Builder::new();
-        model.preemption_bound = Some(1);
-        model.max_branches = 100_000;
-        model.check(|| {
+        model.check(move || {
             let c = Arc::new(Counted {
                 gate: Gate::new(1),
                 n: UnsafeCell::new(0),
@@ -444,9 +407,7 @@ mod loom_tests {
                 })
             };
             for _ in 0..2 {
-                if !c.gate.try_enter(Barrier::Symmetric) {
-                    c.gate.enter(Barrier::Symmetric);
-                }
+                enter_as_owner(&c.gate);
                 bump(&c);
                 c.gate.leave();
             }
@@ -456,6 +417,22 @@ mod loom_tests {
                 unsafe { *n }
             });
             assert_eq!(n, 3);
+        });
+    }
+
+    #[test]
+    fn the_gate_excludes_the_owner_and_an_intruder() {
+        owner_twice_against_an_intruder(|g| g.enter(Barrier::Symmetric));
+    }
+
+    /// The owner's fast path (`try_enter`, falling back on `enter`): the same exclusion,
+    /// whichever way the owner got in.
+    #[test]
+    fn an_owner_that_gives_up_on_an_intrusion_is_excluded_too() {
+        owner_twice_against_an_intruder(|g| {
+            if !g.try_enter(Barrier::Symmetric) {
+                g.enter(Barrier::Symmetric);
+            }
         });
     }
 }
