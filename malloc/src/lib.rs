@@ -124,15 +124,6 @@ fn alloc_aligned(align: usize, size: usize) -> Result<NonNull<u8>, Error> {
 /// ```
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    match HEAP.alloc_cached(size) {
-        Some(p) => p.as_ptr().cast(),
-        None => malloc_in_full(size),
-    }
-}
-
-/// `malloc` past the heap's fast path, out of line so that the fast path needs no frame.
-#[inline(never)]
-fn malloc_in_full(size: usize) -> *mut c_void {
     served("malloc", HEAP.alloc(size.max(1)))
 }
 

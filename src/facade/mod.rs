@@ -233,6 +233,15 @@ pub(crate) fn deallocate<B: Backend>(b: &mut B, p: NonNull<u8>, layout: Layout) 
     free_or_abort(b, p);
 }
 
+/// `deallocate` for a caller whose own fast path has just declined `p`: straight to the full
+/// path.
+#[inline(always)]
+pub(crate) fn deallocate_in_full<B: Backend>(b: &mut B, p: NonNull<u8>, layout: Layout) {
+    if layout.size() != 0 {
+        free_or_abort(b, p);
+    }
+}
+
 /// `deallocate` after its fast path missed.
 #[inline(never)]
 fn free_or_abort_checked<B: Backend>(b: &mut B, p: NonNull<u8>) {

@@ -1012,54 +1012,6 @@ impl GlobalHeap {
         self.existing().map_or(0, |s| s.heaps().count())
     }
 
-    /// [`alloc`](Self::alloc)'s fast path alone: a block of `size` bytes, 16-byte aligned,
-    /// when the calling thread's heap has a slot ready for that size, else `None` with nothing
-    /// changed (call `alloc`, which also reports why a request fails). For shims such as a C
-    /// ABI, whose common case then needs no stack frame.
-    ///
-    /// ```
-    /// let a = strata_alloc::GlobalHeap::new();
-    /// assert!(a.alloc_cached(0).is_none());
-    /// let p = match a.alloc_cached(40) {
-    ///     Some(p) => p,
-    ///     None => a.alloc(40)?,
-    /// };
-    /// // SAFETY: live, freed once.
-    /// unsafe { a.free(p)? };
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    #[inline(always)]
-    pub fn alloc_cached(&self, size: usize) -> Option<NonNull<u8>> {
-        self.alloc_quick(size, 16)
-    }
-
-    /// [`free`](Self::free)'s fast path alone: `true` when `ptr` was an allocated slot of
-    /// the calling thread's heap and is freed now; `false` with nothing changed, not even a
-    /// misuse counted (call `free`, which judges `ptr` in full and reports what is wrong).
-    ///
-    /// # Safety
-    ///
-    /// As [`free`](Self::free).
-    ///
-    /// ```
-    /// let a = strata_alloc::GlobalHeap::new();
-    /// let p = a.alloc(40)?;
-    /// let q = a.alloc(40)?;
-    /// // SAFETY: live, freed once (by one of the two calls).
-    /// if !unsafe { a.free_cached(p) } {
-    ///     unsafe { a.free(p)? };
-    /// }
-    /// // SAFETY: freed already: the fast path declines, the full path reports it.
-    /// assert!(!unsafe { a.free_cached(p) });
-    /// assert!(unsafe { a.free(p) }.is_err());
-    /// # unsafe { a.free(q)? };
-    /// # Ok::<(), strata_alloc::Error>(())
-    /// ```
-    #[inline(always)]
-    pub unsafe fn free_cached(&self, ptr: NonNull<u8>) -> bool {
-        self.free_quick(ptr)
-    }
-
     /// Allocates `size` bytes, 16-byte aligned, from the calling thread's heap.
     ///
     /// # Errors
@@ -1073,7 +1025,7 @@ impl GlobalHeap {
     /// assert!(a.alloc(0).is_err());
     /// # Ok::<(), strata_alloc::Error>(())
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&self, size: usize) -> Result<NonNull<u8>, Error> {
         match self.alloc_quick(size, 16) {
             Some(p) => Ok(p),
@@ -1327,7 +1279,8 @@ impl GlobalHeap {
             s.route(
                 p,
                 |c| {
-                    api::deallocate(c, p, layout);
+                    // `free_quick` has just declined `p` on the caller's own heap.
+                    api::deallocate_in_full(c, p, layout);
                     c.trim_if_empty();
                     Some(())
                 },

@@ -184,9 +184,7 @@ impl SmallPages {
         // SAFETY: forwarded from the contract.
         let page = unsafe { &mut *p.as_ptr() };
         let slot = page.allocated_slot(addr)?;
-        page.release(slot);
-        self.frees += 1;
-        self.in_use -= page.slot_size();
+        self.release(page, slot);
         // A listed page, or the current one, stays where it is until it empties.
         if page.used != 0 && page.place != Place::Floating as u8 {
             return Ok(SlotFreed::Done);
@@ -206,16 +204,22 @@ impl SmallPages {
     pub(crate) unsafe fn free_cached(&mut self, p: NonNull<Page>, addr: usize) -> bool {
         // SAFETY: forwarded from the contract.
         let page = unsafe { &mut *p.as_ptr() };
-        if page.used <= 1 || page.place == Place::Floating as u8 {
+        if !page.stays_after_a_free() {
             return false;
         }
         let Ok(slot) = page.allocated_slot(addr) else {
             return false;
         };
+        self.release(page, slot);
+        true
+    }
+
+    /// Frees `slot` of `page` and counts it.
+    #[inline(always)]
+    fn release(&mut self, page: &mut Page, slot: page::Slot) {
         page.release(slot);
         self.frees += 1;
         self.in_use -= page.slot_size();
-        true
     }
 
     /// See [`SmallObjects::resize_cached`]; validates as [`free`](Self::free) does before
@@ -240,7 +244,7 @@ impl SmallPages {
         if new_size <= size {
             return Some((q, true));
         }
-        if new_size > small_max || page.used <= 1 || page.place == Place::Floating as u8 {
+        if new_size > small_max || !page.stays_after_a_free() {
             return None;
         }
         // A larger class: another page, so `page`'s state is as checked above.
@@ -248,9 +252,7 @@ impl SmallPages {
         // SAFETY: two distinct slots, `to` of at least `new_size > size >= keep` bytes and the
         // caller's `keep` bytes readable at `q`.
         unsafe { core::ptr::copy_nonoverlapping(q.as_ptr(), to.as_ptr(), keep.min(size)) };
-        page.release(slot);
-        self.frees += 1;
-        self.in_use -= size;
+        self.release(page, slot);
         Some((to, false))
     }
 

@@ -183,6 +183,13 @@ impl Page {
         }
     }
 
+    /// Whether freeing one of its slots leaves the page where it is: current or listed, with
+    /// another slot still in use (the free path's common case, which moves no page).
+    #[inline(always)]
+    pub(super) fn stays_after_a_free(&self) -> bool {
+        self.used > 1 && self.place != Place::Floating as u8
+    }
+
     #[inline(always)]
     pub(super) fn set_place(&mut self, place: Place) {
         self.place = place as u8;
