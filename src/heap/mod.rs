@@ -324,15 +324,20 @@ impl HeapCore {
     /// again for a long time. Cheap when it does nothing: a few counters compared.
     #[inline(always)]
     pub(crate) fn trim_if_empty(&mut self) {
-        let idle = self.large.count() == 0
-            && self.span() > self.trim_threshold
+        if self.span() > self.trim_threshold && self.holds_no_block() {
+            self.trim_cold();
+        }
+    }
+
+    /// Whether the heap has a break and holds no live block in it or mapped (its only engine
+    /// blocks are pages, and no page has a slot in use).
+    #[inline(always)]
+    pub(crate) fn holds_no_block(&self) -> bool {
+        self.large.count() == 0
             && self.space.as_ref().is_some_and(|s| {
                 let c = &s.engine.counters;
                 c.allocations - c.frees == s.small.pages() as u64 && s.small.live_slots() == 0
-            });
-        if idle {
-            self.trim_cold();
-        }
+            })
     }
 
     /// [`trim`](Self::trim) out of line, for the hot path's rare call.
@@ -755,11 +760,10 @@ impl HeapCore {
     #[cold]
     #[inline(never)]
     fn page_emptied(&mut self, page: NonNull<pages::Page>) -> Result<(), Error> {
-        let busy = self
+        let keep = self
             .space
             .as_ref()
-            .is_some_and(|s| s.engine.bytes_in_use() >= s.engine.span() / 4);
-        let keep = !self.tight && busy;
+            .is_some_and(|s| keeps_empty_pages(self.tight, &s.engine));
         let Some(space) = self.space.as_deref_mut() else {
             return Ok(());
         };
@@ -946,6 +950,14 @@ impl HeapCore {
     }
 }
 
+/// Whether a page that empties stays a page (if its class has no other page with room): not
+/// near the limit, and the engine busy enough that the page's block would not let the heap
+/// give memory back.
+#[inline(always)]
+fn keeps_empty_pages(tight: bool, engine: &Engine) -> bool {
+    !tight && engine.bytes_in_use() >= engine.span() / 4
+}
+
 impl Backend for HeapCore {
     const NAME: &'static str = "Heap";
 
@@ -1048,8 +1060,13 @@ impl Backend for HeapCore {
 
     #[inline(always)]
     fn free_fast(&mut self, p: NonNull<u8>) -> bool {
-        self.small_mut()
-            .is_some_and(|small| small.free_cached(p.as_ptr() as usize))
+        let tight = self.tight;
+        self.space.as_deref_mut().is_some_and(|space| {
+            let engine = &space.engine;
+            space
+                .small
+                .free_cached(p.as_ptr() as usize, || keeps_empty_pages(tight, engine))
+        })
     }
 
     fn usable_size(&mut self, p: NonNull<u8>) -> Result<usize, Error> {

@@ -128,6 +128,14 @@ impl RemoteFrees {
         Pushed::First
     }
 
+    /// Whether granule `g` waits to be drained (a hint as `is_empty` is: a push may be under
+    /// way). A granule past the span waits for nothing.
+    #[inline(always)]
+    pub(crate) fn holds(&self, g: usize) -> bool {
+        g / 64 < self.words[0]
+            && self.word(0, g / 64).load(Ordering::Acquire) & (1u64 << (g % 64)) != 0
+    }
+
     /// Whether anything waits to be drained (a hint: a push may be under way).
     #[inline(always)]
     pub(crate) fn is_empty(&self) -> bool {

@@ -50,8 +50,8 @@
 //! trimmed (its free memory goes back to the OS) and becomes an orphan, whose live blocks stay
 //! freeable from any thread. The next thread that needs a heap adopts an orphan before it
 //! creates one, so the number of heaps is bounded by the most threads that were ever alive at
-//! once. An orphan is trimmed again after every free into it, so an emptied one holds no
-//! break.
+//! once. An intrusion (a free among them) that leaves an orphan holding no block trims it, so
+//! an emptied orphan holds no break; so does every [`ORPHAN_TRIM_EVERY`]th intrusion.
 //!
 //! Locks, always taken in this order: the fork list, a registry, a heap's intruder lock. The
 //! registry's lock guards only ownership changes and new heaps; walking the registry takes no
@@ -124,14 +124,27 @@ struct Remote {
     len: AtomicUsize,
     /// The granules freed by other threads, waiting for a drain; written once, before `base`.
     frees: UnsafeCell<MaybeUninit<RemoteFrees>>,
-    /// Raised by the push that found the bitmap empty; swapped down by the drain.
-    pending: AtomicBool,
-    /// Double frees refused at the push, for `stats()`.
-    misuses: AtomicU64,
     /// The bitmap's mapping; touched only inside the gate, and when the node is dropped.
     bitmap: UnsafeCell<Option<Region>>,
     /// Mapping the bitmap was refused: frees from other threads take the intruder's path.
     refused: UnsafeCell<bool>,
+    /// Intrusions on the heap as an orphan since it was last trimmed; touched only inside
+    /// the gate.
+    since_trim: UnsafeCell<u32>,
+}
+
+/// An orphan is trimmed in full when an intrusion leaves it holding no block, and on every
+/// this many intrusions (each free into it is one) otherwise: a full trim walks every page
+/// list, too much for each of a burst of frees at exit.
+const ORPHAN_TRIM_EVERY: u32 = 64;
+
+/// What other threads write to tell a heap's owner about their frees: on a line apart from
+/// `Remote`, which the owner's fast free reads and nobody writes once it is published.
+struct Signals {
+    /// Raised by the push that found the bitmap empty; swapped down by the drain.
+    pending: AtomicBool,
+    /// Double frees refused at the push, for `stats()`.
+    misuses: AtomicU64,
 }
 
 /// A heap on a registry, in a mapping of its own.
@@ -140,6 +153,7 @@ pub(crate) struct Node {
     /// The heap; touched only inside `gate` (as its owner or as an intruder).
     core: UnsafeCell<HeapCore>,
     remote: Line<Remote>,
+    signals: Line<Signals>,
     /// The next heap on the registry; fixed before this one is published.
     next: *mut Node,
     _home: Region,
@@ -269,10 +283,13 @@ impl Node {
                 base: AtomicPtr::new(core::ptr::null_mut()),
                 len: AtomicUsize::new(0),
                 frees: UnsafeCell::new(MaybeUninit::uninit()),
-                pending: AtomicBool::new(false),
-                misuses: AtomicU64::new(0),
                 bitmap: UnsafeCell::new(None),
                 refused: UnsafeCell::new(false),
+                since_trim: UnsafeCell::new(0),
+            }),
+            signals: Line(Signals {
+                pending: AtomicBool::new(false),
+                misuses: AtomicU64::new(0),
             }),
             next,
             _home: home,
@@ -298,7 +315,7 @@ impl Node {
         self.gate.0.enter(shared.barrier);
         // SAFETY: inside the gate as its owner; the reference ends before `leave`.
         let core = unsafe { self.core() };
-        if self.remote.0.pending.load(Ordering::Relaxed) {
+        if self.signals.0.pending.load(Ordering::Relaxed) {
             self.drain(core);
         }
         let r = f(core);
@@ -309,9 +326,13 @@ impl Node {
         r
     }
 
-    /// `f` on the heap as its owner, for the fast paths: `None` without calling `f` when
-    /// the heap has remote frees to drain or is not published yet, which only the full path
-    /// (`as_owner`) does, or when an intruder is in, which the full path waits out.
+    /// `f` on the heap as its owner, for the fast paths: `None` without calling `f` when an
+    /// intruder is in, which the full path waits out. Remote frees wait for the full path
+    /// to drain them (the owner's next slow path): an allocation cannot be handed a block
+    /// that waits (it is still allocated), and a free checks [`waits`](Self::waits).
+    /// Draining on every entry would drain a batch of one block per allocation whenever
+    /// another thread frees as fast as this one allocates, each drain a round of cache
+    /// misses on lines the other thread has just written.
     #[inline(always)]
     fn as_owner_quick<R>(
         &self,
@@ -321,20 +342,30 @@ impl Node {
         if !self.gate.0.try_enter(shared.barrier) {
             return None;
         }
-        let remote = &self.remote.0;
-        let r = if remote.pending.load(Ordering::Relaxed)
-            || remote.base.load(Ordering::Relaxed).is_null()
-        {
-            None
-        } else {
-            // SAFETY: inside the gate as its owner; the reference ends before `leave`.
-            f(unsafe { self.core() })
-        };
+        // SAFETY: inside the gate as its owner; the reference ends before `leave`.
+        let r = f(unsafe { self.core() });
         self.gate.0.leave();
         r
     }
 
-    /// Runs `f` on the heap from outside: drained first; an orphan is trimmed after.
+    /// Whether `addr` waits in this heap's remote frees: freed by another thread and not
+    /// drained yet. The owner's fast free declines such a block, so the full path drains it
+    /// first and reports the second free. Reads only what is written once, at publication,
+    /// and the bitmap word.
+    #[inline(always)]
+    fn waits(&self, addr: usize) -> bool {
+        let remote = &self.remote.0;
+        let base = remote.base.load(Ordering::Acquire);
+        let off = addr.wrapping_sub(base as usize);
+        if base.is_null() || off >= remote.len.load(Ordering::Relaxed) {
+            return false;
+        }
+        // SAFETY: `base` is published, so `frees` is written (and never changes after).
+        let frees = unsafe { (*remote.frees.get()).assume_init_ref() };
+        frees.holds(off / GRANULE)
+    }
+
+    /// Runs `f` on the heap from outside: drained first; an orphan is trimmed now and then after.
     fn intruding<R>(&self, shared: &Shared, f: impl FnOnce(&mut HeapCore) -> R) -> R {
         let _in = self.gate.0.intrude(shared.barrier, this_thread());
         // SAFETY: inside the gate as an intruder; the reference ends before `_in` drops.
@@ -345,7 +376,13 @@ impl Node {
             self.publish(shared, core);
         }
         if self.gate.0.owner() == 0 {
-            core.trim();
+            // SAFETY: inside the gate, which is what guards the count.
+            let since = unsafe { &mut *self.remote.0.since_trim.get() };
+            *since += 1;
+            if *since >= ORPHAN_TRIM_EVERY || core.holds_no_block() {
+                *since = 0;
+                core.trim();
+            }
         }
         r
     }
@@ -368,7 +405,7 @@ impl Node {
     #[cold]
     #[inline(never)]
     fn drain(&self, core: &mut HeapCore) {
-        if !self.remote.0.pending.swap(false, Ordering::Acquire) {
+        if !self.signals.0.pending.swap(false, Ordering::Acquire) {
             return;
         }
         let base = self.remote.0.base.load(Ordering::Relaxed);
@@ -442,7 +479,7 @@ impl Node {
         match frees.push(off / GRANULE) {
             Pushed::Queued => Ok(()),
             Pushed::First => {
-                self.remote.0.pending.store(true, Ordering::Release);
+                self.signals.0.pending.store(true, Ordering::Release);
                 // The pusher's half of the Dekker pair with `give_up`.
                 fence(Ordering::SeqCst);
                 if self.gate.0.owner() == 0 {
@@ -451,7 +488,7 @@ impl Node {
                 Ok(())
             }
             Pushed::AlreadyPending => {
-                self.remote.0.misuses.fetch_add(1, Ordering::Relaxed);
+                self.signals.0.misuses.fetch_add(1, Ordering::Relaxed);
                 Err(Error::DoubleFree {
                     addr: p.as_ptr() as usize,
                 })
@@ -462,7 +499,7 @@ impl Node {
     /// The heap's counters, with the double frees refused at the push.
     fn stats(&self, core: &HeapCore) -> Stats {
         let mut s = core.stats();
-        s.misuses_caught += self.remote.0.misuses.load(Ordering::Relaxed);
+        s.misuses_caught += self.signals.0.misuses.load(Ordering::Relaxed);
         s
     }
 }
@@ -896,8 +933,10 @@ impl GlobalHeap {
     #[inline(always)]
     fn free_quick(&self, p: NonNull<u8>) -> bool {
         self.mine_existing().is_some_and(|(shared, node)| {
-            node.as_owner_quick(shared, |c| c.free_fast(p).then_some(()))
-                .is_some()
+            node.as_owner_quick(shared, |c| {
+                (!node.waits(p.as_ptr() as usize) && c.free_fast(p)).then_some(())
+            })
+            .is_some()
         })
     }
 

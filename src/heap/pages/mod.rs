@@ -201,10 +201,16 @@ impl SmallPages {
     ///
     /// As [`free`](Self::free).
     #[inline(always)]
-    pub(crate) unsafe fn free_cached(&mut self, p: NonNull<Page>, addr: usize) -> bool {
+    pub(crate) unsafe fn free_cached(
+        &mut self,
+        p: NonNull<Page>,
+        addr: usize,
+        keeps_empty: impl FnOnce() -> bool,
+    ) -> bool {
         // SAFETY: forwarded from the contract.
         let page = unsafe { &mut *p.as_ptr() };
-        if !page.stays_after_a_free() {
+        let stays = page.stays_after_a_free() || (self.stays_empty(p) && keeps_empty());
+        if !stays {
             return false;
         }
         let Ok(slot) = page.allocated_slot(addr) else {
@@ -212,6 +218,22 @@ impl SmallPages {
         };
         self.release(page, slot);
         true
+    }
+
+    /// Whether `p`, with one slot in use, is its class's current page or only listed page:
+    /// a page that stays where it is when that slot is freed, if the owner keeps empty pages.
+    /// Not when it is the heap's last slot: the owner may give everything back then.
+    #[inline(always)]
+    fn stays_empty(&self, p: NonNull<Page>) -> bool {
+        // SAFETY: `p` is a live record of this heap (the callers' contract); only read.
+        let page = unsafe { p.as_ref() };
+        page.used == 1
+            && self.allocations - self.frees > 1
+            && match page.place() {
+                Place::Current => true,
+                Place::Listed => self.only_listed(p),
+                Place::Floating => false,
+            }
     }
 
     /// Frees `slot` of `page` and counts it.
@@ -361,7 +383,7 @@ impl SmallPages {
         // SAFETY: a live record; only read.
         let page = unsafe { p.as_ref() };
         page.place() == Place::Listed
-            && self.lists[page.class()] == p.as_ptr()
+            && self.lists[page.class() & (TABLE - 1)] == p.as_ptr()
             && page.next.is_null()
     }
 

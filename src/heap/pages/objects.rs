@@ -157,11 +157,14 @@ impl SmallObjects {
     /// slot at `addr` was allocated and is freed now with no page to move; `false` with
     /// nothing changed (not a slot, not allocated, or a free that moves its page), and the
     /// owner then calls `free`.
+    /// A page the free empties counts as staying when `keeps_empty` says that an emptied page
+    /// stays (see [`emptied`](Self::emptied)) and it is its class's current or only listed
+    /// page; `keeps_empty` is asked only then.
     #[inline(always)]
-    pub(crate) fn free_cached(&mut self, addr: usize) -> bool {
+    pub(crate) fn free_cached(&mut self, addr: usize, keeps_empty: impl FnOnce() -> bool) -> bool {
         match self.page_of(addr) {
             // SAFETY: `page_of` found the live page record holding `addr`.
-            Some(page) => unsafe { self.pages.free_cached(page, addr) },
+            Some(page) => unsafe { self.pages.free_cached(page, addr, keeps_empty) },
             None => false,
         }
     }
