@@ -14,12 +14,16 @@
 //! **Frees from other threads.** A thread that frees a block in another heap's break does not
 //! enter it: it sets the block's granule bit in that heap's [`RemoteFrees`] bitmap (one
 //! `fetch_or`; nothing is written through the pointer), and the first such bit of a batch
-//! raises the heap's `pending` flag. The owner loads the flag (a plain load) on every entry,
-//! so its next allocation or free drains the batch and frees each granule through the
-//! ordinary, fully validated free: a pointer that is not a live block start is reported there
-//! as misuse (an abort with the one-line report, as every misuse of a global heap is). A
-//! second free of a granule still waiting is refused at once as a double free, and counted in
-//! the heap's `misuses`. An orphan has no owner to drain it: a free into an orphan is done
+//! raises the heap's `pending` flag. The owner loads the flag (a plain load) on every entry
+//! to its full path (an allocation its current page cannot serve, a free its fast path
+//! declines), which drains the batch and frees each granule through the ordinary, fully
+//! validated free: a pointer that is not a live block start is reported there as misuse (an
+//! abort with the one-line report, as every misuse of a global heap is). The fast paths do
+//! not drain: a block that waits is still allocated, so no allocation can be handed it, and
+//! the owner's fast free declines a block whose granule bit is set, so that its full path
+//! drains first and reports the second free. A second free of a granule still waiting, on
+//! another thread, is refused at once as a double free, and counted in the heap's
+//! `misuses`. An orphan has no owner to drain it: a free into an orphan is done
 //! under an intrusion (which needs no barrier for an orphan), and whoever intrudes on a heap
 //! drains it first, so `stats()` and `check()` count every remote free made before them.
 //!
