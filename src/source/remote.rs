@@ -276,6 +276,30 @@ mod loom_tests {
         });
     }
 
+    /// The owner's fast free asks `holds` only once it sees the flag a first push raises
+    /// after it: having seen the flag, it must see the bit, or it would free a block that
+    /// waits (and the drain would free it a second time).
+    #[test]
+    fn a_raised_flag_shows_the_pushed_granule() {
+        loom::model(|| {
+            let s = shared(128);
+            let pending = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+            let pusher = {
+                let (s, pending) = (s.clone(), pending.clone());
+                loom::thread::spawn(move || {
+                    if s.r.push(70) == Pushed::First {
+                        pending.store(true, Ordering::Release);
+                    }
+                })
+            };
+            if pending.load(Ordering::Acquire) {
+                assert!(s.r.holds(70));
+            }
+            pusher.join().unwrap();
+            assert!(pending.load(Ordering::Acquire) && s.r.holds(70) && !s.r.holds(71));
+        });
+    }
+
     /// The same granule pushed by two threads: exactly one is refused, unless the owner
     /// drained between them, in which case both are drained (two frees, two drains).
     #[test]

@@ -352,11 +352,21 @@ impl Node {
         r
     }
 
-    /// Whether `addr` waits in this heap's remote frees: freed by another thread and not
+    /// Whether `addr` may wait in this heap's remote frees: freed by another thread and not
     /// drained yet. The owner's fast free declines such a block, so the full path drains it
-    /// first and reports the second free. Reads only what is written once, at publication,
-    /// and the bitmap word.
+    /// first and reports the second free. Only a raised `pending` sends it to the bitmap: a
+    /// drain leaves every bit still set covered by a raised flag, but for a push whose flag
+    /// is still on its way, which races the owner's free of the same block and is judged at
+    /// the next drain instead.
     #[inline(always)]
+    fn may_wait(&self, addr: usize) -> bool {
+        self.signals.0.pending.load(Ordering::Acquire) && self.waits(addr)
+    }
+
+    /// Whether `addr` waits in this heap's remote frees. Reads only what is written once, at
+    /// publication, and the bitmap word.
+    #[inline(never)]
+    #[cold]
     fn waits(&self, addr: usize) -> bool {
         let remote = &self.remote.0;
         let base = remote.base.load(Ordering::Acquire);
@@ -938,7 +948,7 @@ impl GlobalHeap {
     fn free_quick(&self, p: NonNull<u8>) -> bool {
         self.mine_existing().is_some_and(|(shared, node)| {
             node.as_owner_quick(shared, |c| {
-                (!node.waits(p.as_ptr() as usize) && c.free_fast(p)).then_some(())
+                (!node.may_wait(p.as_ptr() as usize) && c.free_fast(p)).then_some(())
             })
             .is_some()
         })

@@ -209,7 +209,7 @@ impl SmallPages {
     ) -> bool {
         // SAFETY: forwarded from the contract.
         let page = unsafe { &mut *p.as_ptr() };
-        let stays = page.stays_after_a_free() || (self.stays_empty(p) && keeps_empty());
+        let stays = page.stays_after_a_free() || (self.stays_empty(page) && keeps_empty());
         if !stays {
             return false;
         }
@@ -220,18 +220,19 @@ impl SmallPages {
         true
     }
 
-    /// Whether `p`, with one slot in use, is its class's current page or only listed page:
+    /// Whether `page`, with one slot in use, is its class's current page or only listed page:
     /// a page that stays where it is when that slot is freed, if the owner keeps empty pages.
     /// Not when it is the heap's last slot: the owner may give everything back then.
     #[inline(always)]
-    fn stays_empty(&self, p: NonNull<Page>) -> bool {
-        // SAFETY: `p` is a live record of this heap (the callers' contract); only read.
-        let page = unsafe { p.as_ref() };
+    fn stays_empty(&self, page: &Page) -> bool {
         page.used == 1
             && self.allocations - self.frees > 1
             && match page.place() {
                 Place::Current => true,
-                Place::Listed => self.only_listed(p),
+                Place::Listed => {
+                    core::ptr::eq(self.lists[page.class() & (TABLE - 1)], page)
+                        && page.next.is_null()
+                }
                 Place::Floating => false,
             }
     }
