@@ -194,10 +194,9 @@ const HINT_SHIFT: usize = if cfg!(miri) { 38 } else { 26 };
 /// Entries in a table: the 47-bit user address space in chunks.
 const HINTS: usize = 1 << (47 - HINT_SHIFT);
 
-// SAFETY: a Node's heap is reached only inside its gate; `remote` is atomics plus values
-// written once before their publication (Release on `base`) or touched only inside the gate;
-// `next` is fixed before the node is shared; `_home` is touched only when the node is
-// unmapped, by the one thread that drops the global heap.
+// SAFETY: the heap is reached only inside the gate; `remote` is atomics, values written once
+// before `base` publishes them, or gate-guarded; `signals` is atomics; `next` is fixed before
+// sharing; `_home` is touched only by the one thread that drops the global heap.
 unsafe impl Sync for Node {}
 // SAFETY: a Shared is reached from several threads only through atomics (the tables among
 // them), its locks, and `next` under the fork list's lock; the regions as Node's `_home`.
@@ -333,7 +332,7 @@ impl Node {
     /// `f` on the heap as its owner, for the fast paths: `None` without calling `f` when an
     /// intruder is in, which the full path waits out. Remote frees wait for the full path
     /// to drain them (the owner's next slow path): an allocation cannot be handed a block
-    /// that waits (it is still allocated), and a free checks [`waits`](Self::waits).
+    /// that waits (it is still allocated), and a free checks [`may_wait`](Self::may_wait).
     /// Draining on every entry would drain a batch of one block per allocation whenever
     /// another thread frees as fast as this one allocates, each drain a round of cache
     /// misses on lines the other thread has just written.

@@ -227,14 +227,7 @@ impl SmallPages {
     fn stays_empty(&self, page: &Page) -> bool {
         page.used == 1
             && self.allocations - self.frees > 1
-            && match page.place() {
-                Place::Current => true,
-                Place::Listed => {
-                    core::ptr::eq(self.lists[page.class() & (TABLE - 1)], page)
-                        && page.next.is_null()
-                }
-                Place::Floating => false,
-            }
+            && (page.place() == Place::Current || self.only_listed(page))
     }
 
     /// Frees `slot` of `page` and counts it.
@@ -379,12 +372,10 @@ impl SmallPages {
         self.current[c & (TABLE - 1)] == p.as_ptr()
     }
 
-    /// Whether `p`, a live record of this heap, is the only page on its class's list.
-    pub(crate) fn only_listed(&self, p: NonNull<Page>) -> bool {
-        // SAFETY: a live record; only read.
-        let page = unsafe { p.as_ref() };
+    /// Whether `page`, a record of this heap, is the only page on its class's list.
+    pub(crate) fn only_listed(&self, page: &Page) -> bool {
         page.place() == Place::Listed
-            && self.lists[page.class() & (TABLE - 1)] == p.as_ptr()
+            && core::ptr::eq(self.lists[page.class() & (TABLE - 1)], page)
             && page.next.is_null()
     }
 

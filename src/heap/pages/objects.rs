@@ -205,7 +205,8 @@ impl SmallObjects {
             return None;
         }
         let current = self.pages.is_current(p, class);
-        if keep && (current || self.pages.only_listed(p)) {
+        // SAFETY: `p` is a live record of this heap; only read.
+        if keep && (current || self.pages.only_listed(unsafe { p.as_ref() })) {
             return None;
         }
         let freed = release(engine, NonNull::new(start)?)?;
