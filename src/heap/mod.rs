@@ -137,6 +137,32 @@ impl Space {
     }
 }
 
+impl Space {
+    /// Faults in, by writing, the pages of start map that the span will cover when it grows
+    /// to `new_span` bytes; called before the engine grows over them. Their bits are clear, and may be pages [`release_map_tail`] gave
+    /// back: the engine's first touch of a map word is a read (setting a bit is a read, then
+    /// a write), which maps the shared zero page, and the write that follows faults again to
+    /// copy it, shooting down the other cores' TLB entries on the way. One write of a zero
+    /// per page is one ordinary fault instead. Threads that come and go, each growing a heap
+    /// that was emptied and trimmed, paid that double fault on every page of map.
+    ///
+    /// [`release_map_tail`]: Space::release_map_tail
+    fn fault_in_map_tail(&self, new_span: usize) {
+        let page = crate::page_size();
+        let from =
+            engine::groups_bytes(Granule::count(self.engine.span()) + 1).next_multiple_of(page);
+        let summary = engine::groups_bytes(Granule::count(self.reserved)) & !(page - 1);
+        let to = engine::groups_bytes(Granule::count(new_span) + 1).min(summary);
+        let base = self.meta.base().as_ptr();
+        for off in (from..to).step_by(page) {
+            // SAFETY: `map_at + off` lies in `meta`, in a page of map groups wholly past the
+            // span's current end (and its end mark), whose bytes are all zero; the engine is
+            // not running (this is `&self` between its calls): writing a zero changes nothing.
+            unsafe { base.add(self.map_at + off).cast::<u64>().write_volatile(0) };
+        }
+    }
+}
+
 impl core::ops::Deref for SpaceBox {
     type Target = Space;
     fn deref(&self) -> &Space {
@@ -434,6 +460,7 @@ impl HeapCore {
             return Err(self.out_of_memory(bsize));
         }
         space.blocks.grow(grow)?;
+        space.fault_in_map_tail(space.blocks.brk());
         let end = space.blocks.base().as_ptr() as usize + space.blocks.brk();
         space.engine.grow_span(end)?;
         if self.trimmed {
