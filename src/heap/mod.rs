@@ -1393,6 +1393,50 @@ mod tests {
         Heap::with_config(config).unwrap()
     }
 
+    /// Which of the start map's pages covering the first `span` bytes of break are resident.
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn resident_map_pages(heap: &Heap, span: usize) -> Vec<bool> {
+        heap.with(|c| {
+            let space = c.space.as_deref().expect("a heap with a break");
+            let page = crate::page_size();
+            let len = engine::groups_bytes(Granule::count(span)) & !(page - 1);
+            let at = space.meta.base().as_ptr().wrapping_add(space.map_at);
+            let mut vec = vec![0u8; len / page];
+            // SAFETY: `at` is page aligned (`map_at` is a whole number of pages) and the
+            // `len` bytes from it lie in `meta`; mincore only writes `len / page` bytes of `vec`.
+            let r = unsafe { libc::mincore(at.cast(), len, vec.as_mut_ptr()) };
+            assert_eq!(r, 0, "mincore");
+            vec.iter().map(|&v| v & 1 != 0).collect()
+        })
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", not(miri)))]
+    fn a_growing_break_faults_its_start_map_in_by_writing() {
+        // One block of 3 MiB from the break touches map words only at its two ends; the pages
+        // between are faulted in by the write before the growth, on a fresh heap and again
+        // after a trim gave them back.
+        let config = HeapConfig::default()
+            .max_size(64 << 20)
+            .growth_increment(4 << 20)
+            .mmap_threshold(16 << 20)
+            .small_pages(false);
+        let heap = Heap::with_config(config).unwrap();
+        for round in 0..2 {
+            let p = heap.alloc(3 << 20).unwrap();
+            let pages = resident_map_pages(&heap, 3 << 20);
+            assert!(pages.len() >= 16, "{} pages of map", pages.len());
+            assert!(
+                pages.iter().all(|&r| r),
+                "round {round}: map pages not resident: {pages:?}"
+            );
+            // SAFETY: live, freed once.
+            unsafe { heap.free(p) }.unwrap();
+            assert!(heap.trim() >= 3 << 20);
+            heap.check().unwrap();
+        }
+    }
+
     #[test]
     fn grows_serves_large_blocks_and_trims() {
         let heap = small_heap();
