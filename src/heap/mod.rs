@@ -117,44 +117,39 @@ impl Space {
         Ok(SpaceBox(at))
     }
 
-    /// Gives back the pages of start map that covered the span cut off since it was
-    /// `old_span` bytes: their bits are clear (nothing starts past the span), so they read the
-    /// same as fresh pages. The summary words at the map's end stay.
-    fn release_map_tail(&self, old_span: usize) {
+    /// The whole pages of start map (offsets into it) between those the current span needs
+    /// and those a span of `span` bytes needs, short of the summary words at the map's end.
+    /// Their bits are all clear: nothing starts past the current span or its end mark.
+    fn map_tail(&self, span: usize) -> core::ops::Range<usize> {
         let page = crate::page_size();
-        let keep =
-            engine::groups_bytes(Granule::count(self.engine.span()) + 1).next_multiple_of(page);
+        let pages_for =
+            |span| engine::groups_bytes(Granule::count(span) + 1).next_multiple_of(page);
         let summary = engine::groups_bytes(Granule::count(self.reserved)) & !(page - 1);
-        let to = engine::groups_bytes(Granule::count(old_span) + 1)
-            .next_multiple_of(page)
-            .min(summary);
-        if to > keep {
+        pages_for(self.engine.span())..pages_for(span).min(summary)
+    }
+
+    /// Gives back the pages of start map that covered the span cut off since it was
+    /// `old_span` bytes: their bits are clear, so they read the same as fresh pages.
+    fn release_map_tail(&self, old_span: usize) {
+        let tail = self.map_tail(old_span);
+        if !tail.is_empty() {
             // A refused release only leaves the pages resident.
             // SAFETY: the range covers map groups past the span's end, whose bits are all
             // clear; the engine reads them as zero, which is what released pages read as.
-            let _ = unsafe { self.meta.release(self.map_at + keep, to - keep) };
+            let _ = unsafe { self.meta.release(self.map_at + tail.start, tail.len()) };
         }
     }
-}
 
-impl Space {
     /// Faults in, by writing, the pages of start map that the span will cover when it grows
-    /// to `new_span` bytes; called before the engine grows over them. Their bits are clear, and may be pages [`release_map_tail`] gave
-    /// back: the engine's first touch of a map word is a read (setting a bit is a read, then
-    /// a write), which maps the shared zero page, and the write that follows faults again to
-    /// copy it, shooting down the other cores' TLB entries on the way. One write of a zero
-    /// per page is one ordinary fault instead. Threads that come and go, each growing a heap
-    /// that was emptied and trimmed, paid that double fault on every page of map.
-    ///
-    /// [`release_map_tail`]: Space::release_map_tail
+    /// to `new_span` bytes; called before the engine grows over them. They may be pages
+    /// [`release_map_tail`](Space::release_map_tail) gave back: the engine's first touch of
+    /// a map word is a bit set (a read, then a write), the read maps the shared zero page,
+    /// and the write faults again to replace it, shooting down the other cores' TLB entries.
+    /// One write of a zero per page is one ordinary fault instead; threads that come and go,
+    /// each growing a heap that was emptied and trimmed, paid the double fault on every page.
     fn fault_in_map_tail(&self, new_span: usize) {
-        let page = crate::page_size();
-        let from =
-            engine::groups_bytes(Granule::count(self.engine.span()) + 1).next_multiple_of(page);
-        let summary = engine::groups_bytes(Granule::count(self.reserved)) & !(page - 1);
-        let to = engine::groups_bytes(Granule::count(new_span) + 1).min(summary);
         let base = self.meta.base().as_ptr();
-        for off in (from..to).step_by(page) {
+        for off in self.map_tail(new_span).step_by(crate::page_size()) {
             // SAFETY: `map_at + off` lies in `meta`, in a page of map groups wholly past the
             // span's current end (and its end mark), whose bytes are all zero; the engine is
             // not running (this is `&self` between its calls): writing a zero changes nothing.
